@@ -1,0 +1,84 @@
+"""The application factory.
+
+``create_app`` wires settings, the database, the auth guard, the controllers and the one error handler into
+a Litestar app. Its lifespan opens the database (the configured server, or the bundled one) and closes it;
+tests inject an already-initialised database and the app then neither opens nor closes anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from litestar import Litestar, Router
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+
+from handoff import __version__
+from handoff.auth import KeyCache, api_key_guard, provide_principal
+from handoff.config import Settings, get_settings
+from handoff.db import MongoDatabase, create_client, init_database, mongodb_url
+from handoff.errors import handle_exception
+from handoff.health import HealthController
+
+def _v1_router() -> Router:
+    from handoff.plans.controller import PlanController  # noqa: PLC0415 - avoids an import cycle at package load
+    from handoff.sessions.controller import SessionController  # noqa: PLC0415
+
+    handlers = [SessionController, PlanController]
+    try:
+        from handoff.analytics.controller import AnalyticsController  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - analytics ships in its own change
+        pass
+    else:
+        handlers.append(AnalyticsController)
+    return Router(
+        path="/v1",
+        route_handlers=handlers,
+        guards=[api_key_guard],
+        dependencies={"principal": Provide(provide_principal, sync_to_thread=False)},
+        security=[{"bearer": []}],
+    )
+
+
+def create_app(settings: Settings | None = None, *, database: MongoDatabase | None = None) -> Litestar:
+    """Build the API; with ``database`` given, reuse it instead of connecting."""
+    settings = settings or get_settings()
+    logging.basicConfig(level=settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            if database is None:
+                url = stack.enter_context(mongodb_url(settings))
+                client = create_client(url, settings)
+                stack.push_async_callback(client.close)
+                app.state.database = await init_database(client, settings.database)
+            else:
+                app.state.database = database
+            yield
+
+    return Litestar(
+        route_handlers=[HealthController, _v1_router()],
+        lifespan=[lifespan],
+        exception_handlers={Exception: handle_exception},
+        request_max_body_size=settings.max_body_bytes,
+        state=State({"settings": settings, "key_cache": KeyCache(settings.api_key_cache_seconds)}),
+        openapi_config=OpenAPIConfig(
+            title="handoff",
+            version=__version__,
+            description="The working memory of AI agents: sessions, work logs, artifacts, handoffs and replay.",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(type="http", scheme="bearer", description="A workspace API key.")
+                }
+            ),
+        ),
+        debug=False,
+    )

@@ -1,0 +1,76 @@
+"""Settings from the environment, in one object.
+
+Every knob of the service is a field here, read from ``HANDOFF_*`` variables. Nothing else in the code
+reads ``os.environ``: tests and the CLI build a ``Settings`` and pass it down, so behaviour never depends on
+hidden global state.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+KIB = 1024
+
+
+def _default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("handoff", appauthor=False))
+
+
+class Settings(BaseSettings):
+    """The service's configuration; each field is the variable ``HANDOFF_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="HANDOFF_", extra="ignore", frozen=True)
+
+    mongodb_url: str | None = Field(
+        default=None, description="MongoDB connection string; unset starts the bundled server."
+    )
+    database: str = Field(default="handoff", min_length=1, max_length=63, pattern=r"^[A-Za-z0-9_-]+$")
+    data_dir: Path = Field(default_factory=_default_data_dir, description="Where the bundled server keeps its data.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    max_body_bytes: int = Field(default=1 * MIB, ge=1 * KIB, description="Largest request body accepted.")
+    max_payload_bytes: int = Field(
+        default=64 * KIB, ge=1, description="Largest serialized details/data/metadata of one entry."
+    )
+    max_text_chars: int = Field(default=10_000, ge=1, description="Longest message or action string.")
+    max_path_chars: int = Field(default=1_024, ge=1, description="Longest artifact path.")
+    max_session_bytes: int = Field(
+        default=15 * MIB,
+        ge=64 * KIB,
+        le=16 * MIB - 64 * KIB,
+        description="Cap on a session's embedded arrays, kept under MongoDB's 16 MiB document limit.",
+    )
+    server_selection_timeout_ms: int = Field(
+        default=15_000, ge=100, description="How long a request waits for a primary before answering 503."
+    )
+    api_key_cache_seconds: float = Field(
+        default=5.0, ge=0, le=5.0, description="How long a resolved API key is trusted (revocation delay)."
+    )
+    idempotency_ttl_hours: int = Field(default=24, ge=24, description="How long Idempotency-Key records live.")
+
+
+class SettingsError(Exception):
+    """A configuration value is wrong; the message names the variable in one line."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment (and explicit overrides), failing with one readable line."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        raise SettingsError(f"HANDOFF_{field.upper()}: {first['msg']}") from exc
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

@@ -1,0 +1,74 @@
+"""The database layer: one client per process, the document models, and where the server comes from.
+
+The client writes with ``w=majority`` and retryable writes, so an acknowledged write survives the loss of a
+primary and a write interrupted by a failover is retried once by the driver. ``serverSelectionTimeoutMS``
+is longer than an election, so requests ride one out instead of failing fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+from beanie import Document, init_beanie
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from handoff.config import Settings
+from handoff.idempotency.models import IdempotencyRecord
+from handoff.plans.models import Plan
+from handoff.sessions.models import Session
+from handoff.workspaces.models import ApiKey, Workspace
+
+DOCUMENT_MODELS: list[type[Document]] = [Workspace, ApiKey, Session, Plan, IdempotencyRecord]
+
+MongoDatabase = AsyncDatabase[dict[str, Any]]
+MongoClient = AsyncMongoClient[dict[str, Any]]
+
+
+def create_client(url: str, settings: Settings) -> MongoClient:
+    """A client with the durability settings the service promises."""
+    return AsyncMongoClient(
+        url,
+        w="majority",
+        retryWrites=True,
+        retryReads=True,
+        tz_aware=True,
+        serverSelectionTimeoutMS=settings.server_selection_timeout_ms,
+        appname="handoff",
+    )
+
+
+async def init_database(client: MongoClient, database_name: str) -> MongoDatabase:
+    """Bind the documents to a database and create their indexes (idempotent)."""
+    database = client[database_name]
+    await init_beanie(database=database, document_models=DOCUMENT_MODELS)
+    return database
+
+
+@contextmanager
+def mongodb_url(settings: Settings) -> Iterator[str]:
+    """The configured server's URL, or the bundled one, started (or found running) for as long as needed."""
+    if settings.mongodb_url:
+        yield settings.mongodb_url
+        return
+    from handoff.localdb import local_mongodb  # noqa: PLC0415 - only the embedded default needs it
+
+    with local_mongodb(settings.data_dir) as server:
+        yield server.url
+
+
+@asynccontextmanager
+async def open_database(settings: Settings, *, url: str | None = None) -> AsyncIterator[MongoDatabase]:
+    """Connect and initialise for the length of a command; the client is closed on the way out."""
+    if url is None:
+        with mongodb_url(settings) as resolved:
+            async with open_database(settings, url=resolved) as database:
+                yield database
+        return
+    client = create_client(url, settings)
+    try:
+        yield await init_database(client, settings.database)
+    finally:
+        await client.close()

@@ -1,0 +1,211 @@
+"""The service's one error tree and the one place that turns errors into RFC 9457 problem details.
+
+Domain code raises values with a status; it never builds HTTP responses. The tree::
+
+    HandoffError                     500  something the service did not expect
+    ├── Unauthorized                 401  no key, an unknown, revoked or expired key
+    ├── NotFound                     404  absent, or in another workspace (indistinguishable on purpose)
+    ├── Conflict                     409  the resource's state forbids the operation
+    │   ├── SessionEnded             409  completed/failed sessions accept nothing more
+    │   └── SessionFull              409  the document would pass MongoDB's 16 MiB limit
+    ├── TooLarge                     413  a body or a field over its configured limit
+    ├── Invalid                      422  well-formed but invalid input (optionally with field errors)
+    └── Unavailable                  503  no primary, no server, a timeout: retry later
+
+PyMongo's connection-level errors are translated to ``Unavailable`` here too, so a failover is a 503 with
+``Retry-After`` and never a 500. Litestar's own HTTP exceptions (malformed JSON, unknown route, wrong method,
+an oversized body, validation) go through the same renderer so every error has one shape.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any, ClassVar
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from pymongo.errors import (
+    ConnectionFailure,
+    ExecutionTimeout,
+    NetworkTimeout,
+    PyMongoError,
+    WaitQueueTimeoutError,
+    WriteConcernError,
+)
+
+logger = logging.getLogger("handoff.errors")
+
+PROBLEM_JSON = "application/problem+json"
+RETRY_AFTER_SECONDS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One invalid field of a request, as reported in a problem's ``errors`` list."""
+
+    field: str
+    message: str
+
+
+class HandoffError(Exception):
+    """Base of every error the domain raises; carries the HTTP status it maps to."""
+
+    status_code: ClassVar[int] = 500
+    title: ClassVar[str] = "Internal server error"
+
+    def __init__(self, detail: str, *, errors: list[FieldError] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors or []
+
+
+class Unauthorized(HandoffError):
+    """The request carries no valid API key."""
+
+    status_code = 401
+    title = "Unauthorized"
+
+
+class NotFound(HandoffError):
+    """The resource does not exist in the caller's workspace."""
+
+    status_code = 404
+    title = "Not found"
+
+
+class Conflict(HandoffError):
+    """The resource's current state forbids the operation."""
+
+    status_code = 409
+    title = "Conflict"
+
+
+class SessionEnded(Conflict):
+    """The session is completed or failed; replay continues it."""
+
+    title = "Session has ended"
+
+
+class SessionFull(Conflict):
+    """The session document has no room left under MongoDB's document size limit."""
+
+    title = "Session is full"
+
+
+class TooLarge(HandoffError):
+    """A body or a field is over its configured limit."""
+
+    status_code = 413
+    title = "Content too large"
+
+
+class Invalid(HandoffError):
+    """The input is well-formed but breaks a rule."""
+
+    status_code = 422
+    title = "Invalid input"
+
+
+class Unavailable(HandoffError):
+    """The database cannot serve the request right now; the client should retry."""
+
+    status_code = 503
+    title = "Service unavailable"
+
+
+#: PyMongo errors that mean "the database is not reachable or has no primary right now". A
+#: ``WriteConcernError`` may or may not have applied: the client's retry with the same id settles it.
+UNAVAILABLE_ERRORS: tuple[type[PyMongoError], ...] = (
+    ConnectionFailure,  # AutoReconnect, NotPrimaryError, ServerSelectionTimeoutError, NetworkTimeout
+    NetworkTimeout,
+    ExecutionTimeout,
+    WaitQueueTimeoutError,
+    WriteConcernError,
+)
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    *,
+    title: str | None = None,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[dict[str, Any]]:
+    """Render one RFC 9457 problem-details response."""
+    phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    body: dict[str, Any] = {
+        "type": f"https://handoff.dev/problems/{status}",
+        "title": title or phrase,
+        "status": status,
+        "detail": detail,
+    }
+    if errors:
+        body["errors"] = [{"field": e.field, "message": e.message} for e in errors]
+    return Response(content=body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _validation_errors(exc: ValidationException) -> list[FieldError]:
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    found: list[FieldError] = []
+    for item in extra:
+        if isinstance(item, dict):
+            field = str(item.get("key") or item.get("source") or "body")
+            found.append(FieldError(field=field, message=str(item.get("message", "invalid"))))
+    return found or [FieldError(field="body", message=exc.detail)]
+
+
+def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """The one exception handler: every error leaves the service as problem+json."""
+    if isinstance(exc, HandoffError):
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if isinstance(exc, Unavailable) else None
+        if exc.status_code >= 500 and not isinstance(exc, Unavailable):
+            return _internal_error(request, exc)
+        return problem_response(exc.status_code, exc.detail, title=exc.title, errors=exc.errors, headers=headers)
+    if isinstance(exc, ValidationException):
+        return problem_response(
+            422, "The request is not valid: see errors.", title="Invalid input", errors=_validation_errors(exc)
+        )
+    if isinstance(exc, HTTPException):
+        if exc.status_code >= 500:
+            return _internal_error(request, exc)
+        return problem_response(exc.status_code, exc.detail, headers=exc.headers)
+    if isinstance(exc, UNAVAILABLE_ERRORS):
+        logger.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return problem_response(
+            503,
+            "The database is unavailable or electing a primary; retry the request (appends are idempotent by id).",
+            title=Unavailable.title,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+    return _internal_error(request, exc)
+
+
+def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    request_id = uuid.uuid4().hex
+    logger.error("request %s failed: %s %s", request_id, request.method, request.url.path, exc_info=exc)
+    return problem_response(
+        500,
+        f"An unexpected error occurred; it was logged with request id {request_id}.",
+        headers={"X-Request-Id": request_id},
+    )
+
+
+__all__ = [
+    "PROBLEM_JSON",
+    "Conflict",
+    "FieldError",
+    "HandoffError",
+    "Invalid",
+    "NotFound",
+    "SessionEnded",
+    "SessionFull",
+    "TooLarge",
+    "Unauthorized",
+    "Unavailable",
+    "handle_exception",
+    "problem_response",
+]

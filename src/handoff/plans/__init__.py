@@ -1,0 +1,1 @@
+"""Plans: phases of tasks that sessions work through."""

@@ -1,0 +1,1 @@
+"""Agent sessions: the work log, artifacts, context, handoff and replay."""

@@ -1,0 +1,274 @@
+"""The sessions REST routes: parse, call one service function, shape the answer."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, delete, get, patch, post, put
+from litestar.datastructures import State
+from litestar.params import Body, Parameter
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
+
+from handoff.config import Settings
+from handoff.openapi import problems
+from handoff.schemas import FreeForm
+from handoff.sessions import queries, service, views
+from handoff.sessions.models import ArtifactAction, EntryType, SessionStatus
+from handoff.sessions.queries import Order
+from handoff.sessions.schemas import (
+    ActionCreate,
+    ActionEntry,
+    Artifact,
+    ArtifactCreate,
+    ArtifactList,
+    BatchResult,
+    CompleteRequest,
+    EndRequest,
+    FailRequest,
+    HandoffContext,
+    HandoffRequest,
+    McpContext,
+    ReplayContext,
+    ReplayRequest,
+    SessionCreate,
+    SessionPage,
+    SessionRead,
+    TypedEntry,
+    WorkLogBatchCreate,
+    WorkLogCreate,
+    WorkLogItems,
+    WorkLogPage,
+)
+from handoff.workspaces.schemas import Principal
+
+IdempotencyKey = Annotated[
+    str | None,
+    Parameter(
+        header="Idempotency-Key",
+        required=False,
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Retry-safe creation: a repeat returns the same session (200) and creates nothing.",
+    ),
+]
+
+SESSION_ID = "/{session_id:str}"
+
+
+def _settings(request: Request[Any, Any, State]) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _created_or_found(value: Any, created: bool) -> Response[Any]:
+    return Response(value, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
+
+
+class SessionController(Controller):
+    """Agent sessions, their work log, artifacts, context, handoff and replay."""
+
+    path = "/sessions"
+    tags = ["sessions"]  # noqa: RUF012 - Litestar reads this class attribute
+
+    @post("/", status_code=HTTP_201_CREATED, responses=problems(body=True))
+    async def create_session(
+        self, request: Request[Any, Any, State], principal: Principal, data: SessionCreate,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[SessionRead]:
+        """Open a session (get-or-create by external_id; retry-safe with Idempotency-Key)."""
+        result = await service.create_session(
+            principal, data, idempotency_key=idempotency_key, settings=_settings(request)
+        )
+        return _created_or_found(result.session, result.created)
+
+    @get("/", responses=problems())
+    async def list_sessions(
+        self,
+        principal: Principal,
+        status: SessionStatus | None = None,
+        agent_type: str | None = None,
+        plan: str | None = None,
+        external_id: str | None = None,
+        limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
+        cursor: str | None = None,
+    ) -> SessionPage:
+        """List sessions, newest first, with keyset pagination."""
+        items, next_cursor = await service.list_sessions(
+            principal.workspace_id, status=status, agent_type=agent_type, plan=plan, external_id=external_id,
+            limit=limit, cursor=cursor,
+        )
+        return SessionPage(items=items, next_cursor=next_cursor)
+
+    @get(SESSION_ID, responses=problems(404))
+    async def get_session(self, principal: Principal, session_id: str) -> SessionRead:
+        """Get a session (without its arrays)."""
+        return await service.get_session(principal.workspace_id, session_id)
+
+    @delete(SESSION_ID, status_code=HTTP_204_NO_CONTENT, responses=problems(404))
+    async def delete_session(self, principal: Principal, session_id: str) -> None:
+        """Erase a session with its work log and artifacts."""
+        await service.delete_session(principal.workspace_id, session_id)
+
+    # Lifecycle -----------------------------------------------------------------------------------------------
+
+    @post(SESSION_ID + "/touch", status_code=HTTP_200_OK, responses=problems(404, 409))
+    async def touch(self, principal: Principal, session_id: str) -> SessionRead:
+        """Mark the session active now."""
+        return await service.touch(principal.workspace_id, session_id)
+
+    @post(SESSION_ID + "/pause", status_code=HTTP_200_OK, responses=problems(404, 409))
+    async def pause(self, principal: Principal, session_id: str) -> SessionRead:
+        """Pause the session."""
+        return await service.pause(principal.workspace_id, session_id)
+
+    @post(SESSION_ID + "/resume", status_code=HTTP_200_OK, responses=problems(404, 409))
+    async def resume(self, principal: Principal, session_id: str) -> SessionRead:
+        """Resume the session."""
+        return await service.resume(principal.workspace_id, session_id)
+
+    @post(SESSION_ID + "/complete", status_code=HTTP_200_OK, responses=problems(404, 409, body=True))
+    async def complete(
+        self, principal: Principal, session_id: str, data: CompleteRequest | None = None
+    ) -> SessionRead:
+        """End the session as completed."""
+        summary = data.summary if data else None
+        return await service.end(principal.workspace_id, session_id, status=SessionStatus.COMPLETED, summary=summary)
+
+    @post(SESSION_ID + "/fail", status_code=HTTP_200_OK, responses=problems(404, 409, body=True))
+    async def fail(self, principal: Principal, session_id: str, data: FailRequest | None = None) -> SessionRead:
+        """End the session as failed (the reason becomes final_summary)."""
+        reason = data.reason if data else None
+        return await service.end(principal.workspace_id, session_id, status=SessionStatus.FAILED, summary=reason)
+
+    @post(SESSION_ID + "/end", status_code=HTTP_200_OK, responses=problems(404, 409, body=True))
+    async def end(self, principal: Principal, session_id: str, data: EndRequest) -> SessionRead:
+        """End the session with status completed or failed."""
+        return await service.end(
+            principal.workspace_id, session_id, status=SessionStatus(data.status), summary=data.summary
+        )
+
+    # Work log and artifacts ----------------------------------------------------------------------------------
+
+    @post(SESSION_ID + "/actions", status_code=HTTP_201_CREATED, responses=problems(404, 409, body=True))
+    async def log_action(
+        self, request: Request[Any, Any, State], principal: Principal, session_id: str, data: ActionCreate
+    ) -> Response[ActionEntry]:
+        """Append an action entry (a retried id answers 200 with the stored entry)."""
+        entry, created = await service.log_action(
+            principal.workspace_id, session_id, data, settings=_settings(request)
+        )
+        return _created_or_found(views.work_log_entry(entry), created)
+
+    @post(SESSION_ID + "/work-log", status_code=HTTP_201_CREATED, responses=problems(404, 409, body=True))
+    async def log_work(
+        self, request: Request[Any, Any, State], principal: Principal, session_id: str, data: WorkLogCreate
+    ) -> Response[TypedEntry]:
+        """Append a typed entry (a retried id answers 200 with the stored entry)."""
+        entry, created = await service.log_work(principal.workspace_id, session_id, data, settings=_settings(request))
+        return _created_or_found(views.work_log_entry(entry), created)
+
+    @post(SESSION_ID + "/work-log/batch", status_code=HTTP_201_CREATED, responses=problems(404, 409, body=True))
+    async def log_work_batch(
+        self, request: Request[Any, Any, State], principal: Principal, session_id: str, data: WorkLogBatchCreate
+    ) -> BatchResult:
+        """Append up to 1,000 typed entries in one atomic update; ids already stored are skipped."""
+        outcome = await service.log_work_batch(
+            principal.workspace_id, session_id, data.entries, settings=_settings(request)
+        )
+        return BatchResult(appended=len(outcome.appended), duplicates=outcome.duplicate_count)
+
+    @get(SESSION_ID + "/work-log", responses=problems(404))
+    async def work_log(
+        self,
+        principal: Principal,
+        session_id: str,
+        type: EntryType | None = None,  # noqa: A002 - the query parameter's public name
+        offset: Annotated[int, Parameter(ge=0)] = 0,
+        limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+        order: Order = "asc",
+    ) -> WorkLogPage:
+        """A page of the work log, optionally of one entry type."""
+        items, total = await queries.work_log_page(
+            principal.workspace_id, session_id, entry_type=type, offset=offset, limit=limit, order=order
+        )
+        return WorkLogPage(items=items, total=total)
+
+    @get(SESSION_ID + "/recent-actions", responses=problems(404))
+    async def recent_actions(
+        self, principal: Principal, session_id: str, limit: Annotated[int, Parameter(ge=1, le=100)] = 10
+    ) -> WorkLogItems:
+        """The newest work-log entries, newest first."""
+        return WorkLogItems(items=await queries.recent_actions(principal.workspace_id, session_id, limit=limit))
+
+    @post(SESSION_ID + "/artifacts", status_code=HTTP_201_CREATED, responses=problems(404, 409, body=True))
+    async def record_artifact(
+        self, request: Request[Any, Any, State], principal: Principal, session_id: str, data: ArtifactCreate
+    ) -> Response[Artifact]:
+        """Record a file the agent touched (a retried id answers 200 with the stored artifact)."""
+        entry, created = await service.record_artifact(
+            principal.workspace_id, session_id, data, settings=_settings(request)
+        )
+        return _created_or_found(Artifact.model_validate(entry), created)
+
+    @get(SESSION_ID + "/artifacts", responses=problems(404))
+    async def artifacts(
+        self, principal: Principal, session_id: str, action: ArtifactAction | None = None
+    ) -> ArtifactList:
+        """The session's artifacts, optionally of one action."""
+        return ArtifactList(items=await queries.list_artifacts(principal.workspace_id, session_id, action=action))
+
+    # Context and handoff -------------------------------------------------------------------------------------
+
+    @put(SESSION_ID + "/context", responses=problems(404, 409, body=True))
+    async def replace_context(
+        self, principal: Principal, session_id: str, data: Annotated[FreeForm, Body()]
+    ) -> SessionRead:
+        """Replace the whole context map."""
+        return await service.set_context(principal.workspace_id, session_id, data, replace=True)
+
+    @patch(SESSION_ID + "/context", responses=problems(404, 409, body=True))
+    async def merge_context(
+        self, principal: Principal, session_id: str, data: Annotated[FreeForm, Body()]
+    ) -> SessionRead:
+        """Set the given keys of the context map, leaving the others."""
+        return await service.set_context(principal.workspace_id, session_id, data, replace=False)
+
+    @post(SESSION_ID + "/handoff", status_code=HTTP_200_OK, responses=problems(404, 409, body=True))
+    async def handoff(self, principal: Principal, session_id: str, data: HandoffRequest) -> SessionRead:
+        """Leave handoff notes for the next agent and pause the session."""
+        return await service.record_handoff(principal.workspace_id, session_id, data)
+
+    @get(SESSION_ID + "/handoff-context", responses=problems(404))
+    async def handoff_context(self, principal: Principal, session_id: str) -> HandoffContext:
+        """What the next agent needs to pick the session up."""
+        return await queries.handoff_context(principal.workspace_id, session_id)
+
+    @get(SESSION_ID + "/replay-context", responses=problems(404))
+    async def replay_context(self, principal: Principal, session_id: str) -> ReplayContext:
+        """Everything needed to continue the session from its last checkpoint."""
+        return await queries.replay_context(principal.workspace_id, session_id)
+
+    @get(SESSION_ID + "/mcp-context", responses=problems(404))
+    async def mcp_context(self, principal: Principal, session_id: str) -> McpContext:
+        """The compact context for MCP clients."""
+        return await queries.mcp_context(principal.workspace_id, session_id)
+
+    @post(SESSION_ID + "/replay", status_code=HTTP_201_CREATED, responses=problems(404, body=True))
+    async def replay(
+        self,
+        request: Request[Any, Any, State],
+        principal: Principal,
+        session_id: str,
+        data: ReplayRequest | None = None,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[SessionRead]:
+        """Continue the session in a new active one (any status may be replayed)."""
+        result = await service.replay_session(
+            principal,
+            session_id,
+            agent_type=data.agent_type if data else None,
+            idempotency_key=idempotency_key,
+            settings=_settings(request),
+        )
+        return _created_or_found(result.session, result.created)

@@ -1,0 +1,128 @@
+"""Reads of a session's arrays and the contexts built on them, computed inside MongoDB.
+
+Nothing here loads a whole array into Python: pages are ``$slice``/``$filter`` projections, recent actions a
+negative ``$slice``, checkpoints/decisions/errors ``$filter`` expressions. The cost of a read grows with what
+it returns, not with the length of the log.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from handoff import clock
+from handoff.plans import service as plans
+from handoff.plans import views as plan_views
+from handoff.sessions import store, views
+from handoff.sessions.models import ArtifactAction, EntryType
+from handoff.sessions.schemas import (
+    Artifact,
+    HandoffContext,
+    McpContext,
+    ReplayContext,
+    WorkLogEntry,
+)
+
+Order = Literal["asc", "desc"]
+
+#: The scalar fields the contexts show besides the arrays.
+_CONTEXT_FIELDS = {
+    name: 1
+    for name in (
+        "session_id",
+        "workspace_id",
+        "status",
+        "agent_type",
+        "plan",
+        "context_summary",
+        "handoff_notes",
+        "final_summary",
+        "started_at",
+        "last_active_at",
+        "ended_at",
+        "action_count",
+        "artifact_count",
+        "checkpoint_count",
+        "error_count",
+        "last_checkpoint",
+    )
+}
+
+
+def _of_type(entry_type: EntryType) -> dict[str, Any]:
+    return {"$filter": {"input": "$work_log", "cond": {"$eq": ["$$this.type", entry_type.value]}}}
+
+
+async def work_log_page(
+    workspace_id: str,
+    session_id: str,
+    *,
+    entry_type: EntryType | None,
+    offset: int,
+    limit: int,
+    order: Order,
+) -> tuple[list[WorkLogEntry], int]:
+    """One page of the work log (optionally of one type) and how many entries match."""
+    source: Any = _of_type(entry_type) if entry_type else "$work_log"
+    if order == "desc":
+        source = {"$reverseArray": source}
+    pipeline = [
+        {"$match": store.key(workspace_id, session_id)},
+        {"$project": {"_id": 0, "entries": source}},
+        {"$project": {"total": {"$size": "$entries"}, "items": {"$slice": ["$entries", offset, limit]}}},
+    ]
+    rows = await store.sessions().aggregate(pipeline).to_list(1)
+    if not rows:
+        raise store.not_found(session_id)
+    return views.work_log_entries(rows[0]["items"]), rows[0]["total"]
+
+
+async def recent_actions(workspace_id: str, session_id: str, *, limit: int) -> list[WorkLogEntry]:
+    """The newest entries, newest first."""
+    doc = await store.load(workspace_id, session_id, {"_id": 0, "work_log": {"$slice": -limit}})
+    return views.work_log_entries(reversed(doc.get("work_log", [])))
+
+
+async def list_artifacts(workspace_id: str, session_id: str, *, action: ArtifactAction | None) -> list[Artifact]:
+    """The session's artifacts in recorded order, optionally of one action."""
+    selected: Any = "$artifacts"
+    if action is not None:
+        selected = {"$filter": {"input": "$artifacts", "cond": {"$eq": ["$$this.action", action.value]}}}
+    doc = await store.load(workspace_id, session_id, {"_id": 0, "items": selected})
+    return views.artifacts(doc.get("items") or [])
+
+
+async def handoff_context(workspace_id: str, session_id: str) -> HandoffContext:
+    """What the next agent needs first: context, notes, the newest 20 entries, artifacts, plan progress."""
+    view = await store.load(
+        workspace_id,
+        session_id,
+        {**_CONTEXT_FIELDS, "_id": 0, "artifacts": 1, "recent": {"$slice": ["$work_log", -views.RECENT_ACTIONS]}},
+    )
+    plan = await plans.find_plan(workspace_id, view.get("plan"))
+    return views.handoff_context(view, plan_views.plan_with_progress(plan) if plan else None)
+
+
+async def replay_view(workspace_id: str, session_id: str, *, with_lists: bool) -> dict[str, Any]:
+    """The fields a replay context (``with_lists``) or a replay needs, computed on the server."""
+    projection: dict[str, Any] = {**_CONTEXT_FIELDS, "_id": 0, "last_entry": {"$last": "$work_log"}}
+    if with_lists:
+        projection |= {
+            "artifacts": 1,
+            "recent": {"$slice": ["$work_log", -views.RECENT_ACTIONS]},
+            "checkpoints": _of_type(EntryType.CHECKPOINT),
+            "decisions": _of_type(EntryType.DECISION),
+            "errors": _of_type(EntryType.ERROR),
+        }
+    return await store.load(workspace_id, session_id, projection)
+
+
+async def replay_context(workspace_id: str, session_id: str) -> ReplayContext:
+    """Everything needed to continue the session from its last checkpoint."""
+    view = await replay_view(workspace_id, session_id, with_lists=True)
+    plan = await plans.find_plan(workspace_id, view.get("plan"))
+    return views.replay_context(view, plan_views.plan_summary(plan) if plan else None, clock.now())
+
+
+async def mcp_context(workspace_id: str, session_id: str) -> McpContext:
+    """The compact context an MCP client reads."""
+    return views.mcp_context(await store.load(workspace_id, session_id), clock.now())

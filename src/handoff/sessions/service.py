@@ -1,0 +1,429 @@
+"""Session rules: creation (get-or-create, idempotent), lifecycle transitions, context, handoff, replay.
+
+Every mutation is one guarded ``find_one_and_update``: the filter carries the workspace, the id and the
+statuses the lifecycle table accepts, so two racing transitions cannot both win; when it matches nothing,
+``store.explain_miss`` says why. Appends live in ``appends.py``, array reads in ``queries.py``. The API, the
+CLI, the importer and the MCP tools all call these functions.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import DESCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from handoff import clock
+from handoff.config import Settings
+from handoff.errors import FieldError, Invalid
+from handoff.idempotency import service as idempotency
+from handoff.plans import service as plans
+from handoff.schemas import check_free_form
+from handoff.sessions import appends, queries, store, views
+from handoff.sessions.lifecycle import Operation, accepted_statuses
+from handoff.sessions.limits import stored_size
+from handoff.sessions.models import ArtifactAction, Session, SessionStatus
+from handoff.sessions.schemas import (
+    ActionCreate,
+    ArtifactCreate,
+    HandoffRequest,
+    SessionCreate,
+    SessionRead,
+    WorkLogCreate,
+)
+from handoff.workspaces.schemas import Principal
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    """A session returned by a create or replay, and whether this call made it (201) or found it (200)."""
+
+    session: SessionRead
+    created: bool
+
+
+def new_session_id() -> str:
+    """``sess_<uuid4>``."""
+    import uuid  # noqa: PLC0415 - kept beside its one use
+
+    return f"sess_{uuid.uuid4()}"
+
+
+def new_replay_id(now: datetime) -> str:
+    """``ses_replay_<YYYYmmdd_HHMMSS>_<random>``: unique even for many replays in one second."""
+    return f"ses_replay_{now:%Y%m%d_%H%M%S}_{secrets.token_hex(8)}"
+
+
+def _read(doc: dict[str, Any]) -> SessionRead:
+    return views.session_read(doc, clock.now())
+
+
+# Creation ----------------------------------------------------------------------------------------------------
+
+
+async def _insert_or_find(session: Session) -> tuple[dict[str, Any], bool]:
+    """Insert; if the id (reserved by an idempotency key) or the external id is taken, return that session."""
+    try:
+        await session.insert()
+    except DuplicateKeyError:
+        existing = await store.sessions().find_one(
+            {
+                "workspace_id": session.workspace_id,
+                "$or": [{"session_id": session.session_id}]
+                + ([{"external_id": session.external_id}] if session.external_id else []),
+            },
+            store.SESSION_PROJECTION,
+        )
+        if existing is None:  # pragma: no cover - a duplicate that vanished (deleted) in between
+            raise
+        return existing, False
+    return await store.load(session.workspace_id, session.session_id), True
+
+
+async def _idempotent(
+    principal: Principal,
+    *,
+    scope: str,
+    idempotency_key: str | None,
+    body: Any,
+    proposed_id: str,
+    settings: Settings,
+) -> tuple[str, bool]:
+    """The session id to create, and whether an earlier request with this key already claimed it."""
+    if idempotency_key is None:
+        return proposed_id, False
+    claim = await idempotency.claim(
+        principal.workspace_id,
+        scope=scope,
+        key=idempotency_key,
+        body=body,
+        proposed_session_id=proposed_id,
+        ttl_hours=settings.idempotency_ttl_hours,
+    )
+    return claim.session_id, not claim.first
+
+
+async def create_session(
+    principal: Principal, data: SessionCreate, *, idempotency_key: str | None = None, settings: Settings
+) -> Created:
+    """Open a session; an existing ``external_id`` or a repeated ``Idempotency-Key`` returns the existing one."""
+    if data.plan is not None and await plans.find_plan(principal.workspace_id, data.plan) is None:
+        raise Invalid(f"unknown plan {data.plan!r}", errors=[FieldError(field="plan", message="no such plan")])
+    if data.external_id is not None:
+        existing = await store.sessions().find_one(
+            {"workspace_id": principal.workspace_id, "external_id": data.external_id}, store.SESSION_PROJECTION
+        )
+        if existing is not None:
+            return Created(_read(existing), created=False)
+    session_id, repeated = await _idempotent(
+        principal,
+        scope="create",
+        idempotency_key=idempotency_key,
+        body=data.model_dump(mode="json"),
+        proposed_id=new_session_id(),
+        settings=settings,
+    )
+    now = clock.now()
+    session = Session(
+        workspace_id=principal.workspace_id,
+        session_id=session_id,
+        external_id=data.external_id,
+        agent_api_key_id=principal.api_key_id,
+        plan=data.plan,
+        agent_type=data.agent_type,
+        context_summary=data.context_summary,
+        started_at=now,
+        last_active_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+    doc, inserted = await _insert_or_find(session)
+    return Created(_read(doc), created=inserted and not repeated)
+
+
+async def replay_session(
+    principal: Principal,
+    session_id: str,
+    *,
+    agent_type: str | None,
+    idempotency_key: str | None = None,
+    settings: Settings,
+) -> Created:
+    """Continue a session (any status) in a new active one that starts from its last checkpoint."""
+    original = await queries.replay_view(principal.workspace_id, session_id, with_lists=False)
+    now = clock.now()
+    new_id, repeated = await _idempotent(
+        principal,
+        scope=f"replay:{session_id}",
+        idempotency_key=idempotency_key,
+        body={"agent_type": agent_type},
+        proposed_id=new_replay_id(now),
+        settings=settings,
+    )
+    seed = views.replay_seed(original, now=now, replay_entry_id=appends.new_entry_id())
+    session = Session(
+        workspace_id=principal.workspace_id,
+        session_id=new_id,
+        agent_api_key_id=principal.api_key_id,
+        plan=original.get("plan"),
+        agent_type=agent_type or original.get("agent_type"),
+        payload_bytes=sum(stored_size(entry) for entry in seed["work_log"]),
+        started_at=now,
+        last_active_at=now,
+        created_at=now,
+        updated_at=now,
+        **seed,
+    )
+    doc, inserted = await _insert_or_find(session)
+    return Created(_read(doc), created=inserted and not repeated)
+
+
+# Reads -------------------------------------------------------------------------------------------------------
+
+
+async def get_session(workspace_id: str, session_id: str) -> SessionRead:
+    """One session of the workspace, or 404."""
+    return _read(await store.load(workspace_id, session_id))
+
+
+def _encode_cursor(doc: dict[str, Any]) -> str:
+    started = clock.as_utc(doc["started_at"])
+    raw = json.dumps([int(started.timestamp() * 1000), doc["session_id"]]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        millis, session_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        return datetime.fromtimestamp(int(millis) / 1000, tz=UTC), str(session_id)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise Invalid("cursor is not one this API issued", errors=[FieldError("cursor", "invalid cursor")]) from exc
+
+
+async def list_sessions(
+    workspace_id: str,
+    *,
+    status: SessionStatus | None = None,
+    agent_type: str | None = None,
+    plan: str | None = None,
+    external_id: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[SessionRead], str | None]:
+    """A page of sessions, newest ``started_at`` first, and the cursor of the next page (keyset pagination)."""
+    query: dict[str, Any] = {"workspace_id": workspace_id}
+    for name, value in (("status", status), ("agent_type", agent_type), ("plan", plan), ("external_id", external_id)):
+        if value is not None:
+            query[name] = str(value)
+    if cursor is not None:
+        started, last_id = _decode_cursor(cursor)
+        query["$or"] = [{"started_at": {"$lt": started}}, {"started_at": started, "session_id": {"$lt": last_id}}]
+    docs = (
+        await store.sessions()
+        .find(query, store.SESSION_PROJECTION)
+        .sort([("started_at", DESCENDING), ("session_id", DESCENDING)])
+        .limit(limit + 1)
+        .to_list(limit + 1)
+    )
+    next_cursor = _encode_cursor(docs[limit - 1]) if len(docs) > limit else None
+    return [_read(doc) for doc in docs[:limit]], next_cursor
+
+
+async def list_plan_sessions(workspace_id: str, slug: str) -> list[SessionRead]:
+    """Every session working on a plan, newest first (the plan must exist)."""
+    await plans.get_plan(workspace_id, slug)
+    docs = (
+        await store.sessions()
+        .find({"workspace_id": workspace_id, "plan": slug}, store.SESSION_PROJECTION)
+        .sort([("started_at", DESCENDING), ("session_id", DESCENDING)])
+        .to_list(None)
+    )
+    return [_read(doc) for doc in docs]
+
+
+async def delete_session(workspace_id: str, session_id: str) -> None:
+    """Erase a session with its arrays, whatever its status."""
+    result = await store.sessions().delete_one(store.key(workspace_id, session_id))
+    if result.deleted_count == 0:
+        raise store.not_found(session_id)
+
+
+# Transitions -------------------------------------------------------------------------------------------------
+
+
+async def _transition(
+    workspace_id: str, session_id: str, operation: Operation, update: dict[str, Any] | list[dict[str, Any]]
+) -> SessionRead:
+    doc = await store.sessions().find_one_and_update(
+        {**store.key(workspace_id, session_id), "status": {"$in": accepted_statuses(operation)}},
+        update,
+        projection=store.SESSION_PROJECTION,
+        return_document=ReturnDocument.AFTER,
+    )
+    if doc is None:
+        await store.explain_miss(workspace_id, session_id)
+    return _read(doc)
+
+
+async def touch(workspace_id: str, session_id: str) -> SessionRead:
+    """Mark the session active now."""
+    now = clock.now()
+    return await _transition(
+        workspace_id, session_id, Operation.WRITE, {"$set": {"last_active_at": now, "updated_at": now}}
+    )
+
+
+async def pause(workspace_id: str, session_id: str) -> SessionRead:
+    """Pause (pausing a paused session keeps it paused and its pause time)."""
+    now = clock.now()
+    return await _transition(
+        workspace_id,
+        session_id,
+        Operation.PAUSE,
+        [{"$set": {
+            "paused_at": {"$cond": [{"$eq": ["$status", "paused"]}, "$paused_at", now]},
+            "status": SessionStatus.PAUSED.value,
+            "updated_at": now,
+        }}],
+    )
+
+
+async def resume(workspace_id: str, session_id: str) -> SessionRead:
+    """Make the session active again."""
+    now = clock.now()
+    return await _transition(
+        workspace_id,
+        session_id,
+        Operation.RESUME,
+        {"$set": {"status": SessionStatus.ACTIVE.value, "last_active_at": now, "updated_at": now, "paused_at": None}},
+    )
+
+
+async def end(workspace_id: str, session_id: str, *, status: SessionStatus, summary: str | None) -> SessionRead:
+    """End the session as completed or failed; it accepts nothing afterwards."""
+    if status not in (SessionStatus.COMPLETED, SessionStatus.FAILED):
+        raise Invalid("status must be completed or failed", errors=[FieldError("status", "completed or failed")])
+    now = clock.now()
+    elapsed_ms = {"$subtract": [now, "$started_at"]}
+    return await _transition(
+        workspace_id,
+        session_id,
+        Operation.END,
+        [{"$set": {
+            "status": status.value,
+            "ended_at": now,
+            "updated_at": now,
+            "paused_at": None,
+            "final_summary": {"$literal": summary},
+            "duration_minutes": {"$max": [0, {"$floor": {"$divide": [elapsed_ms, 60_000]}}]},
+        }}],
+    )
+
+
+async def set_context(
+    workspace_id: str, session_id: str, context: dict[str, Any], *, replace: bool
+) -> SessionRead:
+    """Replace the context map, or merge keys into it; keys that MongoDB would interpret are refused."""
+    for name in context:
+        if not name or "." in name or name.startswith("$") or "\x00" in name:
+            raise Invalid(
+                f"context key {name!r} may not be empty, contain '.' or NUL, or start with '$'",
+                errors=[FieldError(field=f"context.{name}", message="invalid key")],
+            )
+    try:
+        check_free_form(context)
+    except ValueError as exc:
+        raise Invalid(str(exc), errors=[FieldError(field="context", message=str(exc))]) from exc
+    now = clock.now()
+    merged: Any = {"$literal": context}
+    if not replace:
+        merged = {"$mergeObjects": [{"$ifNull": ["$context_summary", {}]}, {"$literal": context}]}
+    return await _transition(
+        workspace_id,
+        session_id,
+        Operation.WRITE,
+        [{"$set": {"context_summary": merged, "last_active_at": now, "updated_at": now}}],
+    )
+
+
+async def record_handoff(workspace_id: str, session_id: str, notes: HandoffRequest) -> SessionRead:
+    """Leave handoff notes for the next agent and pause the session."""
+    now = clock.now()
+    return await _transition(
+        workspace_id,
+        session_id,
+        Operation.HANDOFF,
+        [{"$set": {
+            "handoff_notes": {"$literal": notes.model_dump(mode="json")},
+            "paused_at": {"$cond": [{"$eq": ["$status", "paused"]}, {"$ifNull": ["$paused_at", now]}, now]},
+            "status": SessionStatus.PAUSED.value,
+            "last_active_at": now,
+            "updated_at": now,
+        }}],
+    )
+
+
+# Appends -----------------------------------------------------------------------------------------------------
+
+
+async def log_action(
+    workspace_id: str, session_id: str, data: ActionCreate, *, settings: Settings
+) -> tuple[dict[str, Any], bool]:
+    """Append an action entry; returns the stored entry and whether this call stored it."""
+    entry = {"id": data.id or appends.new_entry_id(), "action": data.action, "details": data.details}
+    return await _append_one(workspace_id, session_id, "work_log", entry, settings)
+
+
+def typed_entry(data: WorkLogCreate) -> dict[str, Any]:
+    """The stored form of a typed entry request."""
+    return {
+        "id": data.id or appends.new_entry_id(),
+        "message": data.message,
+        "type": data.type.value,
+        "data": data.data if data.data is not None else {},
+    }
+
+
+async def log_work(
+    workspace_id: str, session_id: str, data: WorkLogCreate, *, settings: Settings
+) -> tuple[dict[str, Any], bool]:
+    """Append a typed entry; returns the stored entry and whether this call stored it."""
+    return await _append_one(workspace_id, session_id, "work_log", typed_entry(data), settings)
+
+
+async def log_work_batch(
+    workspace_id: str, session_id: str, entries: list[WorkLogCreate], *, settings: Settings
+) -> appends.AppendOutcome:
+    """Append typed entries in one update, skipping those already stored."""
+    return await appends.append(
+        workspace_id, session_id, array="work_log", entries=[typed_entry(e) for e in entries], settings=settings
+    )
+
+
+async def record_artifact(
+    workspace_id: str, session_id: str, data: ArtifactCreate, *, settings: Settings
+) -> tuple[dict[str, Any], bool]:
+    """Record an artifact; returns the stored entry and whether this call stored it."""
+    entry = {
+        "id": data.id or appends.new_entry_id(),
+        "path": data.path,
+        "action": ArtifactAction(data.action).value,
+        "metadata": data.metadata,
+    }
+    return await _append_one(workspace_id, session_id, "artifacts", entry, settings)
+
+
+async def _append_one(
+    workspace_id: str, session_id: str, array: appends.Array, entry: dict[str, Any], settings: Settings
+) -> tuple[dict[str, Any], bool]:
+    outcome = await appends.append(workspace_id, session_id, array=array, entries=[entry], settings=settings)
+    if outcome.appended:
+        return outcome.appended[0], True
+    return outcome.duplicates[0], False

@@ -1,0 +1,1 @@
+"""Workspaces (tenants) and the API keys that open them."""

@@ -1,0 +1,85 @@
+"""Test fixtures: one real mongod for the whole run, a fresh database per test module.
+
+The server is the bundled MongoDB 6.0 started as a replica set of one on a free loopback port with a temporary
+dbpath; nothing is mocked. Collections are emptied (not dropped) before each test so indexes survive.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from handoff.app import create_app
+from handoff.config import Settings
+from handoff.db import DOCUMENT_MODELS, MongoClient, MongoDatabase, create_client, init_database
+from handoff.localdb import MongodProcess, start_mongod
+from tests.factories import Tenant, make_tenant
+
+
+@pytest.fixture(scope="session")
+def mongod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongodProcess]:
+    """The real MongoDB server of this test run."""
+    server = start_mongod(Path(tmp_path_factory.mktemp("mongod")))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+async def mongo_client(mongod: MongodProcess) -> AsyncIterator[MongoClient]:
+    client = create_client(mongod.url, Settings(mongodb_url=mongod.url))
+    yield client
+    await client.close()
+
+
+@pytest.fixture(scope="module")
+async def database(request: pytest.FixtureRequest, mongo_client: MongoClient) -> AsyncIterator[MongoDatabase]:
+    """A database of this test module's own, initialised (indexes created), dropped afterwards."""
+    module = re.sub(r"\W", "_", request.module.__name__.rsplit(".", 1)[-1])[:40]
+    name = f"t_{module}_{secrets.token_hex(3)}"
+    db = await init_database(mongo_client, name)
+    yield db
+    await mongo_client.drop_database(name)
+
+
+@pytest.fixture(autouse=True)
+async def _empty_collections(request: pytest.FixtureRequest) -> None:
+    """Start every database test from empty collections (indexes kept)."""
+    if "database" not in request.fixturenames:
+        return
+    db: MongoDatabase = request.getfixturevalue("database")
+    for model in DOCUMENT_MODELS:
+        await db[model.get_collection_name()].delete_many({})
+
+
+@pytest.fixture
+def settings(mongod: MongodProcess, database: MongoDatabase) -> Settings:
+    return Settings(mongodb_url=mongod.url, database=database.name, data_dir=Path("/nonexistent"))
+
+
+@pytest.fixture
+def app(settings: Settings, database: MongoDatabase) -> Litestar:
+    return create_app(settings, database=database)
+
+
+@pytest.fixture
+async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with AsyncTestClient(app=app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+async def tenant(database: MongoDatabase) -> Tenant:
+    """A workspace with a valid key."""
+    return await make_tenant("acme")
+
+
+@pytest.fixture
+async def other_tenant(database: MongoDatabase) -> Tenant:
+    """A second workspace, to prove nothing crosses between tenants."""
+    return await make_tenant("globex")
