@@ -11,9 +11,9 @@ import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from litestar import Litestar
-from litestar.testing import AsyncTestClient
 
 from handoff.app import create_app
 from handoff.config import Settings
@@ -68,9 +68,16 @@ def app(settings: Settings, database: MongoDatabase) -> Litestar:
 
 
 @pytest.fixture
-async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    async with AsyncTestClient(app=app) as test_client:
-        yield test_client
+async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client calling the app in-process, on the test's own event loop.
+
+    Litestar's ``AsyncTestClient`` runs the app in a portal thread with a loop of its own, where the
+    session-wide ``AsyncMongoClient`` (bound to the test loop) cannot be used; httpx's ASGI transport runs the
+    app on this loop, and the app's real lifespan runs around it.
+    """
+    transport = httpx.ASGITransport(app=app)
+    async with app.lifespan(), httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
 
 
 @pytest.fixture

@@ -70,7 +70,7 @@ async def work_log_page(
         {"$project": {"_id": 0, "entries": source}},
         {"$project": {"total": {"$size": "$entries"}, "items": {"$slice": ["$entries", offset, limit]}}},
     ]
-    rows = await store.sessions().aggregate(pipeline).to_list(1)
+    rows = await (await store.sessions().aggregate(pipeline)).to_list(1)
     if not rows:
         raise store.not_found(session_id)
     return views.work_log_entries(rows[0]["items"]), rows[0]["total"]
