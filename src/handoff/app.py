@@ -25,6 +25,7 @@ from handoff.db import MongoDatabase, create_client, init_database, mongodb_url
 from handoff.errors import handle_exception
 from handoff.health import HealthController
 
+
 def _v1_router() -> Router:
     from handoff.plans.controller import PlanController  # noqa: PLC0415 - avoids an import cycle at package load
     from handoff.sessions.controller import SessionController  # noqa: PLC0415

@@ -158,7 +158,9 @@ def _validation_errors(exc: ValidationException) -> list[FieldError]:
     return found or [FieldError(field="body", message=exc.detail)]
 
 
-def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+def handle_exception(  # noqa: PLR0911 - one branch per kind of error, each a return
+    request: Request[Any, Any, Any], exc: Exception
+) -> Response[dict[str, Any]]:
     """The one exception handler: every error leaves the service as problem+json."""
     if isinstance(exc, HandoffError):
         headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if isinstance(exc, Unavailable) else None

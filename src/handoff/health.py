@@ -17,7 +17,7 @@ READINESS_TIMEOUT_SECONDS = 2.0
 class HealthController(Controller):
     """Probes for load balancers and orchestrators."""
 
-    tags = ["health"]  # noqa: RUF012 - Litestar reads this class attribute
+    tags = ["health"]
 
     @get("/healthz", summary="The process is up.")
     async def healthz(self) -> dict[str, str]:

@@ -45,7 +45,9 @@ def problems(*statuses: int, body: bool = False) -> dict[int, ResponseSpec]:
         codes |= {400, 413}
     return {
         code: ResponseSpec(
-            data_container=ProblemDetails, description=_DESCRIPTIONS[code], media_type=PROBLEM_JSON,
+            data_container=ProblemDetails,
+            description=_DESCRIPTIONS[code],
+            media_type=PROBLEM_JSON,
             generate_examples=False,
         )
         for code in sorted(codes)

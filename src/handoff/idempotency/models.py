@@ -29,7 +29,7 @@ class IdempotencyRecord(Document):
     class Settings:
         name = "idempotency_keys"
         use_state_management = False
-        indexes = [  # noqa: RUF012 - Beanie reads this class attribute
+        indexes = [
             IndexModel(
                 [("workspace_id", pymongo.ASCENDING), ("scope", pymongo.ASCENDING), ("key", pymongo.ASCENDING)],
                 name="workspace_scope_key_unique",

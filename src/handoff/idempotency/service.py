@@ -59,7 +59,11 @@ async def claim(
         )
         if existing is None:  # expired between the two calls: this request is the first again
             return await claim(
-                workspace_id, scope=scope, key=key, body=body, proposed_session_id=proposed_session_id,
+                workspace_id,
+                scope=scope,
+                key=key,
+                body=body,
+                proposed_session_id=proposed_session_id,
                 ttl_hours=ttl_hours,
             )
         if existing.request_sha256 != digest:

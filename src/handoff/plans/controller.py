@@ -19,7 +19,7 @@ class PlanController(Controller):
     """Plans: phases of tasks that sessions work through."""
 
     path = "/plans"
-    tags = ["plans"]  # noqa: RUF012 - Litestar reads this class attribute
+    tags = ["plans"]
 
     @post("/", status_code=HTTP_201_CREATED, responses=problems(409, body=True))
     async def create_plan(self, principal: Principal, data: PlanCreate) -> PlanRead:

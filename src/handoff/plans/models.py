@@ -50,7 +50,7 @@ class Plan(Document):
     class Settings:
         name = "plans"
         use_state_management = False
-        indexes = [  # noqa: RUF012 - Beanie reads this class attribute
+        indexes = [
             IndexModel(
                 [("workspace_id", pymongo.ASCENDING), ("slug", pymongo.ASCENDING)],
                 name="workspace_slug_unique",

@@ -69,11 +69,14 @@ class SessionController(Controller):
     """Agent sessions, their work log, artifacts, context, handoff and replay."""
 
     path = "/sessions"
-    tags = ["sessions"]  # noqa: RUF012 - Litestar reads this class attribute
+    tags = ["sessions"]
 
     @post("/", status_code=HTTP_201_CREATED, responses=problems(body=True))
     async def create_session(
-        self, request: Request[Any, Any, State], principal: Principal, data: SessionCreate,
+        self,
+        request: Request[Any, Any, State],
+        principal: Principal,
+        data: SessionCreate,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[SessionRead]:
         """Open a session (get-or-create by external_id; retry-safe with Idempotency-Key)."""
@@ -95,8 +98,13 @@ class SessionController(Controller):
     ) -> SessionPage:
         """List sessions, newest first, with keyset pagination."""
         items, next_cursor = await service.list_sessions(
-            principal.workspace_id, status=status, agent_type=agent_type, plan=plan, external_id=external_id,
-            limit=limit, cursor=cursor,
+            principal.workspace_id,
+            status=status,
+            agent_type=agent_type,
+            plan=plan,
+            external_id=external_id,
+            limit=limit,
+            cursor=cursor,
         )
         return SessionPage(items=items, next_cursor=next_cursor)
 
@@ -128,9 +136,7 @@ class SessionController(Controller):
         return await service.resume(principal.workspace_id, session_id)
 
     @post(SESSION_ID + "/complete", status_code=HTTP_200_OK, responses=problems(404, 409, body=True))
-    async def complete(
-        self, principal: Principal, session_id: str, data: CompleteRequest | None = None
-    ) -> SessionRead:
+    async def complete(self, principal: Principal, session_id: str, data: CompleteRequest | None = None) -> SessionRead:
         """End the session as completed."""
         summary = data.summary if data else None
         return await service.end(principal.workspace_id, session_id, status=SessionStatus.COMPLETED, summary=summary)
@@ -155,9 +161,7 @@ class SessionController(Controller):
         self, request: Request[Any, Any, State], principal: Principal, session_id: str, data: ActionCreate
     ) -> Response[ActionEntry]:
         """Append an action entry (a retried id answers 200 with the stored entry)."""
-        entry, created = await service.log_action(
-            principal.workspace_id, session_id, data, settings=_settings(request)
-        )
+        entry, created = await service.log_action(principal.workspace_id, session_id, data, settings=_settings(request))
         return _created_or_found(views.work_log_entry(entry), created)
 
     @post(SESSION_ID + "/work-log", status_code=HTTP_201_CREATED, responses=problems(404, 409, body=True))
@@ -183,7 +187,7 @@ class SessionController(Controller):
         self,
         principal: Principal,
         session_id: str,
-        type: EntryType | None = None,  # noqa: A002 - the query parameter's public name
+        type: EntryType | None = None,
         offset: Annotated[int, Parameter(ge=0)] = 0,
         limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
         order: Order = "asc",

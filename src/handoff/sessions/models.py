@@ -95,7 +95,7 @@ class Session(Document):
         name = "sessions"
         use_state_management = False
         validate_on_save = True
-        indexes = [  # noqa: RUF012 - Beanie reads this class attribute
+        indexes = [
             IndexModel(
                 [("workspace_id", pymongo.ASCENDING), ("session_id", pymongo.ASCENDING)],
                 name="workspace_session_unique",

@@ -25,9 +25,8 @@ from handoff.sessions.schemas import (
 Order = Literal["asc", "desc"]
 
 #: The scalar fields the contexts show besides the arrays.
-_CONTEXT_FIELDS = {
-    name: 1
-    for name in (
+_CONTEXT_FIELDS = dict.fromkeys(
+    (
         "session_id",
         "workspace_id",
         "status",
@@ -44,8 +43,9 @@ _CONTEXT_FIELDS = {
         "checkpoint_count",
         "error_count",
         "last_checkpoint",
-    )
-}
+    ),
+    1,
+)
 
 
 def _of_type(entry_type: EntryType) -> dict[str, Any]:

@@ -287,11 +287,15 @@ async def pause(workspace_id: str, session_id: str) -> SessionRead:
         workspace_id,
         session_id,
         Operation.PAUSE,
-        [{"$set": {
-            "paused_at": {"$cond": [{"$eq": ["$status", "paused"]}, "$paused_at", now]},
-            "status": SessionStatus.PAUSED.value,
-            "updated_at": now,
-        }}],
+        [
+            {
+                "$set": {
+                    "paused_at": {"$cond": [{"$eq": ["$status", "paused"]}, "$paused_at", now]},
+                    "status": SessionStatus.PAUSED.value,
+                    "updated_at": now,
+                }
+            }
+        ],
     )
 
 
@@ -316,20 +320,22 @@ async def end(workspace_id: str, session_id: str, *, status: SessionStatus, summ
         workspace_id,
         session_id,
         Operation.END,
-        [{"$set": {
-            "status": status.value,
-            "ended_at": now,
-            "updated_at": now,
-            "paused_at": None,
-            "final_summary": {"$literal": summary},
-            "duration_minutes": {"$max": [0, {"$floor": {"$divide": [elapsed_ms, 60_000]}}]},
-        }}],
+        [
+            {
+                "$set": {
+                    "status": status.value,
+                    "ended_at": now,
+                    "updated_at": now,
+                    "paused_at": None,
+                    "final_summary": {"$literal": summary},
+                    "duration_minutes": {"$max": [0, {"$floor": {"$divide": [elapsed_ms, 60_000]}}]},
+                }
+            }
+        ],
     )
 
 
-async def set_context(
-    workspace_id: str, session_id: str, context: dict[str, Any], *, replace: bool
-) -> SessionRead:
+async def set_context(workspace_id: str, session_id: str, context: dict[str, Any], *, replace: bool) -> SessionRead:
     """Replace the context map, or merge keys into it; keys that MongoDB would interpret are refused."""
     for name in context:
         if not name or "." in name or name.startswith("$") or "\x00" in name:
@@ -360,13 +366,17 @@ async def record_handoff(workspace_id: str, session_id: str, notes: HandoffReque
         workspace_id,
         session_id,
         Operation.HANDOFF,
-        [{"$set": {
-            "handoff_notes": {"$literal": notes.model_dump(mode="json")},
-            "paused_at": {"$cond": [{"$eq": ["$status", "paused"]}, {"$ifNull": ["$paused_at", now]}, now]},
-            "status": SessionStatus.PAUSED.value,
-            "last_active_at": now,
-            "updated_at": now,
-        }}],
+        [
+            {
+                "$set": {
+                    "handoff_notes": {"$literal": notes.model_dump(mode="json")},
+                    "paused_at": {"$cond": [{"$eq": ["$status", "paused"]}, {"$ifNull": ["$paused_at", now]}, now]},
+                    "status": SessionStatus.PAUSED.value,
+                    "last_active_at": now,
+                    "updated_at": now,
+                }
+            }
+        ],
     )
 
 

@@ -148,9 +148,7 @@ def session_read(doc: Doc, now: datetime) -> SessionRead:
     )
 
 
-def progress_summary(
-    *, total: int, checkpoints: int, errors: int, last_entry: Doc | None
-) -> ProgressSummary:
+def progress_summary(*, total: int, checkpoints: int, errors: int, last_entry: Doc | None) -> ProgressSummary:
     """``No work recorded`` for an empty log, else counts and the last thing done."""
     if total == 0 or last_entry is None:
         return EmptyProgress()
