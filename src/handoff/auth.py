@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from litestar.connection import ASGIConnection
+from litestar.di import NamedDependency
 from litestar.handlers.base import BaseRouteHandler
 
 from handoff.errors import Unauthorized
@@ -71,3 +72,7 @@ def provide_principal(request: ASGIConnection[Any, Any, Any, Any]) -> Principal:
     """Dependency: the caller that the guard admitted."""
     principal: Principal = request.state.principal
     return principal
+
+
+CurrentPrincipal = NamedDependency[Principal]
+"""How a handler asks for the caller: ``principal: CurrentPrincipal``."""

@@ -6,9 +6,10 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.datastructures import State
-from litestar.params import Body, Parameter
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
+from handoff.auth import CurrentPrincipal
 from handoff.config import Settings
 from handoff.openapi import problems
 from handoff.schemas import FreeForm
@@ -39,12 +40,11 @@ from handoff.sessions.schemas import (
     WorkLogItems,
     WorkLogPage,
 )
-from handoff.workspaces.schemas import Principal
 
 IdempotencyKey = Annotated[
     str | None,
-    Parameter(
-        header="Idempotency-Key",
+    HeaderParameter(
+        name="Idempotency-Key",
         required=False,
         min_length=1,
         max_length=255,
@@ -54,6 +54,7 @@ IdempotencyKey = Annotated[
 ]
 
 SESSION_ID = "/{session_id:str}"
+SessionId = FromPath[str]
 
 
 def _settings(request: Request[Any, Any, State]) -> Settings:
@@ -75,8 +76,8 @@ class SessionController(Controller):
     async def create_session(
         self,
         request: Request[Any, Any, State],
-        principal: Principal,
-        data: SessionCreate,
+        principal: CurrentPrincipal,
+        data: JSONBody[SessionCreate],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[SessionRead]:
         """Open a session (get-or-create by external_id; retry-safe with Idempotency-Key)."""
@@ -88,13 +89,13 @@ class SessionController(Controller):
     @get("/", responses=problems())
     async def list_sessions(
         self,
-        principal: Principal,
-        status: SessionStatus | None = None,
-        agent_type: str | None = None,
-        plan: str | None = None,
-        external_id: str | None = None,
-        limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
-        cursor: str | None = None,
+        principal: CurrentPrincipal,
+        status: FromQuery[SessionStatus | None] = None,
+        agent_type: FromQuery[str | None] = None,
+        plan: FromQuery[str | None] = None,
+        external_id: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
+        cursor: FromQuery[str | None] = None,
     ) -> SessionPage:
         """List sessions, newest first, with keyset pagination."""
         items, next_cursor = await service.list_sessions(
@@ -109,46 +110,50 @@ class SessionController(Controller):
         return SessionPage(items=items, next_cursor=next_cursor)
 
     @get(SESSION_ID, responses=problems(404))
-    async def get_session(self, principal: Principal, session_id: str) -> SessionRead:
+    async def get_session(self, principal: CurrentPrincipal, session_id: SessionId) -> SessionRead:
         """Get a session (without its arrays)."""
         return await service.get_session(principal.workspace_id, session_id)
 
     @delete(SESSION_ID, status_code=HTTP_204_NO_CONTENT, responses=problems(404))
-    async def delete_session(self, principal: Principal, session_id: str) -> None:
+    async def delete_session(self, principal: CurrentPrincipal, session_id: SessionId) -> None:
         """Erase a session with its work log and artifacts."""
         await service.delete_session(principal.workspace_id, session_id)
 
     # Lifecycle -----------------------------------------------------------------------------------------------
 
     @post(SESSION_ID + "/touch", status_code=HTTP_200_OK, responses=problems(404, 409))
-    async def touch(self, principal: Principal, session_id: str) -> SessionRead:
+    async def touch(self, principal: CurrentPrincipal, session_id: SessionId) -> SessionRead:
         """Mark the session active now."""
         return await service.touch(principal.workspace_id, session_id)
 
     @post(SESSION_ID + "/pause", status_code=HTTP_200_OK, responses=problems(404, 409))
-    async def pause(self, principal: Principal, session_id: str) -> SessionRead:
+    async def pause(self, principal: CurrentPrincipal, session_id: SessionId) -> SessionRead:
         """Pause the session."""
         return await service.pause(principal.workspace_id, session_id)
 
     @post(SESSION_ID + "/resume", status_code=HTTP_200_OK, responses=problems(404, 409))
-    async def resume(self, principal: Principal, session_id: str) -> SessionRead:
+    async def resume(self, principal: CurrentPrincipal, session_id: SessionId) -> SessionRead:
         """Resume the session."""
         return await service.resume(principal.workspace_id, session_id)
 
     @post(SESSION_ID + "/complete", status_code=HTTP_200_OK, responses=problems(404, 409, body=True))
-    async def complete(self, principal: Principal, session_id: str, data: CompleteRequest | None = None) -> SessionRead:
+    async def complete(
+        self, principal: CurrentPrincipal, session_id: SessionId, data: JSONBody[CompleteRequest | None] = None
+    ) -> SessionRead:
         """End the session as completed."""
         summary = data.summary if data else None
         return await service.end(principal.workspace_id, session_id, status=SessionStatus.COMPLETED, summary=summary)
 
     @post(SESSION_ID + "/fail", status_code=HTTP_200_OK, responses=problems(404, 409, body=True))
-    async def fail(self, principal: Principal, session_id: str, data: FailRequest | None = None) -> SessionRead:
+    async def fail(
+        self, principal: CurrentPrincipal, session_id: SessionId, data: JSONBody[FailRequest | None] = None
+    ) -> SessionRead:
         """End the session as failed (the reason becomes final_summary)."""
         reason = data.reason if data else None
         return await service.end(principal.workspace_id, session_id, status=SessionStatus.FAILED, summary=reason)
 
     @post(SESSION_ID + "/end", status_code=HTTP_200_OK, responses=problems(404, 409, body=True))
-    async def end(self, principal: Principal, session_id: str, data: EndRequest) -> SessionRead:
+    async def end(self, principal: CurrentPrincipal, session_id: SessionId, data: JSONBody[EndRequest]) -> SessionRead:
         """End the session with status completed or failed."""
         return await service.end(
             principal.workspace_id, session_id, status=SessionStatus(data.status), summary=data.summary
@@ -158,7 +163,11 @@ class SessionController(Controller):
 
     @post(SESSION_ID + "/actions", status_code=HTTP_201_CREATED, responses=problems(404, 409, body=True))
     async def log_action(
-        self, request: Request[Any, Any, State], principal: Principal, session_id: str, data: ActionCreate
+        self,
+        request: Request[Any, Any, State],
+        principal: CurrentPrincipal,
+        session_id: SessionId,
+        data: JSONBody[ActionCreate],
     ) -> Response[ActionEntry]:
         """Append an action entry (a retried id answers 200 with the stored entry)."""
         entry, created = await service.log_action(principal.workspace_id, session_id, data, settings=_settings(request))
@@ -166,7 +175,11 @@ class SessionController(Controller):
 
     @post(SESSION_ID + "/work-log", status_code=HTTP_201_CREATED, responses=problems(404, 409, body=True))
     async def log_work(
-        self, request: Request[Any, Any, State], principal: Principal, session_id: str, data: WorkLogCreate
+        self,
+        request: Request[Any, Any, State],
+        principal: CurrentPrincipal,
+        session_id: SessionId,
+        data: JSONBody[WorkLogCreate],
     ) -> Response[TypedEntry]:
         """Append a typed entry (a retried id answers 200 with the stored entry)."""
         entry, created = await service.log_work(principal.workspace_id, session_id, data, settings=_settings(request))
@@ -174,7 +187,11 @@ class SessionController(Controller):
 
     @post(SESSION_ID + "/work-log/batch", status_code=HTTP_201_CREATED, responses=problems(404, 409, body=True))
     async def log_work_batch(
-        self, request: Request[Any, Any, State], principal: Principal, session_id: str, data: WorkLogBatchCreate
+        self,
+        request: Request[Any, Any, State],
+        principal: CurrentPrincipal,
+        session_id: SessionId,
+        data: JSONBody[WorkLogBatchCreate],
     ) -> BatchResult:
         """Append up to 1,000 typed entries in one atomic update; ids already stored are skipped."""
         outcome = await service.log_work_batch(
@@ -185,12 +202,12 @@ class SessionController(Controller):
     @get(SESSION_ID + "/work-log", responses=problems(404))
     async def work_log(
         self,
-        principal: Principal,
-        session_id: str,
-        type: EntryType | None = None,
-        offset: Annotated[int, Parameter(ge=0)] = 0,
-        limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
-        order: Order = "asc",
+        principal: CurrentPrincipal,
+        session_id: SessionId,
+        type: FromQuery[EntryType | None] = None,
+        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+        order: FromQuery[Order] = "asc",
     ) -> WorkLogPage:
         """A page of the work log, optionally of one entry type."""
         items, total = await queries.work_log_page(
@@ -200,14 +217,21 @@ class SessionController(Controller):
 
     @get(SESSION_ID + "/recent-actions", responses=problems(404))
     async def recent_actions(
-        self, principal: Principal, session_id: str, limit: Annotated[int, Parameter(ge=1, le=100)] = 10
+        self,
+        principal: CurrentPrincipal,
+        session_id: SessionId,
+        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 10,
     ) -> WorkLogItems:
         """The newest work-log entries, newest first."""
         return WorkLogItems(items=await queries.recent_actions(principal.workspace_id, session_id, limit=limit))
 
     @post(SESSION_ID + "/artifacts", status_code=HTTP_201_CREATED, responses=problems(404, 409, body=True))
     async def record_artifact(
-        self, request: Request[Any, Any, State], principal: Principal, session_id: str, data: ArtifactCreate
+        self,
+        request: Request[Any, Any, State],
+        principal: CurrentPrincipal,
+        session_id: SessionId,
+        data: JSONBody[ArtifactCreate],
     ) -> Response[Artifact]:
         """Record a file the agent touched (a retried id answers 200 with the stored artifact)."""
         entry, created = await service.record_artifact(
@@ -217,7 +241,7 @@ class SessionController(Controller):
 
     @get(SESSION_ID + "/artifacts", responses=problems(404))
     async def artifacts(
-        self, principal: Principal, session_id: str, action: ArtifactAction | None = None
+        self, principal: CurrentPrincipal, session_id: SessionId, action: FromQuery[ArtifactAction | None] = None
     ) -> ArtifactList:
         """The session's artifacts, optionally of one action."""
         return ArtifactList(items=await queries.list_artifacts(principal.workspace_id, session_id, action=action))
@@ -226,35 +250,37 @@ class SessionController(Controller):
 
     @put(SESSION_ID + "/context", responses=problems(404, 409, body=True))
     async def replace_context(
-        self, principal: Principal, session_id: str, data: Annotated[FreeForm, Body()]
+        self, principal: CurrentPrincipal, session_id: SessionId, data: JSONBody[FreeForm]
     ) -> SessionRead:
         """Replace the whole context map."""
         return await service.set_context(principal.workspace_id, session_id, data, replace=True)
 
     @patch(SESSION_ID + "/context", responses=problems(404, 409, body=True))
     async def merge_context(
-        self, principal: Principal, session_id: str, data: Annotated[FreeForm, Body()]
+        self, principal: CurrentPrincipal, session_id: SessionId, data: JSONBody[FreeForm]
     ) -> SessionRead:
         """Set the given keys of the context map, leaving the others."""
         return await service.set_context(principal.workspace_id, session_id, data, replace=False)
 
     @post(SESSION_ID + "/handoff", status_code=HTTP_200_OK, responses=problems(404, 409, body=True))
-    async def handoff(self, principal: Principal, session_id: str, data: HandoffRequest) -> SessionRead:
+    async def handoff(
+        self, principal: CurrentPrincipal, session_id: SessionId, data: JSONBody[HandoffRequest]
+    ) -> SessionRead:
         """Leave handoff notes for the next agent and pause the session."""
         return await service.record_handoff(principal.workspace_id, session_id, data)
 
     @get(SESSION_ID + "/handoff-context", responses=problems(404))
-    async def handoff_context(self, principal: Principal, session_id: str) -> HandoffContext:
+    async def handoff_context(self, principal: CurrentPrincipal, session_id: SessionId) -> HandoffContext:
         """What the next agent needs to pick the session up."""
         return await queries.handoff_context(principal.workspace_id, session_id)
 
     @get(SESSION_ID + "/replay-context", responses=problems(404))
-    async def replay_context(self, principal: Principal, session_id: str) -> ReplayContext:
+    async def replay_context(self, principal: CurrentPrincipal, session_id: SessionId) -> ReplayContext:
         """Everything needed to continue the session from its last checkpoint."""
         return await queries.replay_context(principal.workspace_id, session_id)
 
     @get(SESSION_ID + "/mcp-context", responses=problems(404))
-    async def mcp_context(self, principal: Principal, session_id: str) -> McpContext:
+    async def mcp_context(self, principal: CurrentPrincipal, session_id: SessionId) -> McpContext:
         """The compact context for MCP clients."""
         return await queries.mcp_context(principal.workspace_id, session_id)
 
@@ -262,9 +288,9 @@ class SessionController(Controller):
     async def replay(
         self,
         request: Request[Any, Any, State],
-        principal: Principal,
-        session_id: str,
-        data: ReplayRequest | None = None,
+        principal: CurrentPrincipal,
+        session_id: SessionId,
+        data: JSONBody[ReplayRequest | None] = None,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[SessionRead]:
         """Continue the session in a new active one (any status may be replayed)."""
