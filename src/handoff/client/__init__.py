@@ -1,0 +1,45 @@
+"""Typed Python clients of the handoff REST API: ``HandoffClient`` (blocking) and ``AsyncHandoffClient``.
+
+::
+
+    from handoff.client import HandoffClient
+
+    with HandoffClient() as handoff:  # HANDOFF_URL, HANDOFF_API_KEY
+        session = handoff.create_session(agent_type="coder", context_summary={"goal": "fix login"})
+        handoff.log_work(session.session_id, "Reproduced the bug", type="checkpoint")
+        handoff.handoff(session.session_id, "Root cause found", next_steps=["write the fix"])
+
+Methods return the service's own pydantic schemas; problem details come back as the exceptions below. Both
+clients share one request builder and one retry policy (``handoff.client._core``).
+"""
+
+from handoff.client._async import AsyncHandoffClient
+from handoff.client._core import RetryPolicy
+from handoff.client._sync import HandoffClient
+from handoff.client.config import ClientConfig, load_client_config
+from handoff.client.errors import (
+    Conflict,
+    FieldProblem,
+    HandoffClientError,
+    Invalid,
+    NotFound,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+)
+
+__all__ = [
+    "AsyncHandoffClient",
+    "ClientConfig",
+    "Conflict",
+    "FieldProblem",
+    "HandoffClient",
+    "HandoffClientError",
+    "Invalid",
+    "NotFound",
+    "RetryPolicy",
+    "TooLarge",
+    "Unauthorized",
+    "Unavailable",
+    "load_client_config",
+]

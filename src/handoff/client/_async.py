@@ -1,0 +1,410 @@
+"""``AsyncHandoffClient``: every route of the REST contract as one awaitable method.
+
+Each method builds its request in :mod:`handoff.client._core` and runs it through the shared retry policy; this
+module only sends, sleeps and returns. The answers are the service's own schemas (``SessionRead``,
+``TypedEntry``, ``HandoffContext``...), so a field means the same on both sides of the wire.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Literal, Self, TypeVar
+
+import anyio
+import httpx
+
+from handoff import __version__
+from handoff.analytics.schemas import (
+    Activity,
+    AgentList,
+    ErrorList,
+    HandoffList,
+    Lineage,
+    PathList,
+    StaleList,
+    Summary,
+)
+from handoff.client import _core
+from handoff.client._core import (
+    ArtifactActionName,
+    Call,
+    ClientOptions,
+    EntryTypeName,
+    Outcome,
+    RetryPolicy,
+    SessionStatusName,
+    Sleep,
+)
+from handoff.client.config import load_client_config
+from handoff.plans.schemas import PhaseInput, PlanRead
+from handoff.sessions.schemas import (
+    ActionEntry,
+    Artifact,
+    BatchResult,
+    HandoffContext,
+    McpContext,
+    ReplayContext,
+    SessionPage,
+    SessionRead,
+    TypedEntry,
+    WorkLogCreate,
+    WorkLogEntry,
+    WorkLogPage,
+)
+
+T = TypeVar("T")
+Instant = datetime | str | None
+
+
+class AsyncHandoffClient:
+    """An async client of one handoff service, scoped to the workspace of its API key.
+
+    ``base_url`` and ``api_key`` default to ``HANDOFF_URL`` and ``HANDOFF_API_KEY``. Appends get an entry id
+    and creations an ``Idempotency-Key`` when you give none, so the built-in retries (``max_retries`` on 503
+    and failed connections, exponential backoff from ``backoff_base`` seconds, capped at ``backoff_max``) never
+    store anything twice. Pass ``transport`` (or a ready ``http_client``) to reach the service another way,
+    e.g. ``httpx.ASGITransport(app)`` in tests. Use it as ``async with`` or call :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = _core.DEFAULT_TIMEOUT_SECONDS,
+        max_retries: int = 3,
+        backoff_base: float = 0.25,
+        backoff_max: float = 8.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        config = load_client_config(base_url, api_key)
+        self._options = ClientOptions(
+            base_url=config.url,
+            api_key=config.api_key,
+            timeout=timeout,
+            retry=RetryPolicy(max_retries=max_retries, backoff_base=backoff_base, backoff_max=backoff_max),
+            user_agent=f"handoff-client/{__version__}",
+        )
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.AsyncClient(transport=transport, timeout=timeout)
+
+    @property
+    def base_url(self) -> str:
+        return self._options.base_url
+
+    async def aclose(self) -> None:
+        """Close the connection pool (not an injected ``http_client``)."""
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def _run(self, call: Call[T]) -> T:
+        steps = _core.execute(call, self._options.retry)
+        outcome: Outcome = None
+        while True:
+            try:
+                step = steps.send(outcome)
+            except StopIteration as done:
+                result: T = done.value
+                return result
+            if isinstance(step, Sleep):
+                await anyio.sleep(step.seconds)
+                outcome = None
+                continue
+            try:
+                outcome = await self._http.send(step.build(self._http, self._options))
+            except httpx.TransportError as exc:
+                outcome = exc
+
+    # Health --------------------------------------------------------------------------------------------------
+
+    async def health(self) -> dict[str, Any]:
+        """``GET /healthz``: the process is up."""
+        return await self._run(_core.health("/healthz"))
+
+    async def ready(self) -> dict[str, Any]:
+        """``GET /readyz``: the database answers (raises ``Unavailable`` when it does not)."""
+        return await self._run(_core.health("/readyz"))
+
+    # Sessions ------------------------------------------------------------------------------------------------
+
+    async def create_session(
+        self,
+        *,
+        agent_type: str | None = None,
+        plan: str | None = None,
+        context_summary: Mapping[str, Any] | None = None,
+        external_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> SessionRead:
+        """Open a session (get-or-create by ``external_id``; retry-safe with a generated Idempotency-Key)."""
+        return await self._run(
+            _core.create_session(
+                agent_type=agent_type,
+                plan=plan,
+                context_summary=context_summary,
+                external_id=external_id,
+                idempotency_key=idempotency_key,
+            )
+        )
+
+    async def list_sessions(
+        self,
+        *,
+        status: SessionStatusName | None = None,
+        agent_type: str | None = None,
+        plan: str | None = None,
+        external_id: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> SessionPage:
+        """One page of sessions, newest first; pass ``next_cursor`` back as ``cursor`` for the next."""
+        return await self._run(
+            _core.list_sessions(
+                status=status, agent_type=agent_type, plan=plan, external_id=external_id, limit=limit, cursor=cursor
+            )
+        )
+
+    async def get_session(self, session_id: str) -> SessionRead:
+        """A session without its arrays."""
+        return await self._run(_core.get_session(session_id))
+
+    async def delete_session(self, session_id: str) -> None:
+        """Erase a session with its work log and artifacts."""
+        await self._run(_core.delete_session(session_id))
+
+    async def touch_session(self, session_id: str) -> SessionRead:
+        """Mark the session active now."""
+        return await self._run(_core.transition(session_id, "touch"))
+
+    async def pause_session(self, session_id: str) -> SessionRead:
+        """Pause the session."""
+        return await self._run(_core.transition(session_id, "pause"))
+
+    async def resume_session(self, session_id: str) -> SessionRead:
+        """Resume a paused session."""
+        return await self._run(_core.transition(session_id, "resume"))
+
+    async def complete_session(self, session_id: str, summary: str | None = None) -> SessionRead:
+        """End the session as completed."""
+        return await self._run(_core.end_session(session_id, status="completed", summary=summary, route="complete"))
+
+    async def fail_session(self, session_id: str, reason: str | None = None) -> SessionRead:
+        """End the session as failed; ``reason`` becomes its ``final_summary``."""
+        return await self._run(_core.end_session(session_id, status="failed", summary=reason, route="fail"))
+
+    async def end_session(
+        self, session_id: str, status: Literal["completed", "failed"], summary: str | None = None
+    ) -> SessionRead:
+        """End the session with an explicit final status."""
+        return await self._run(_core.end_session(session_id, status=status, summary=summary, route="end"))
+
+    # Work log and artifacts ----------------------------------------------------------------------------------
+
+    async def log_action(
+        self, session_id: str, action: str, *, details: Mapping[str, Any] | None = None, id: str | None = None
+    ) -> ActionEntry:
+        """Append an action entry (``id`` generated when absent: a retry stores it once)."""
+        return await self._run(_core.log_action(session_id, action=action, details=details, id=id))
+
+    async def log_work(
+        self,
+        session_id: str,
+        message: str,
+        *,
+        type: EntryTypeName | None = None,
+        data: Mapping[str, Any] | None = None,
+        id: str | None = None,
+    ) -> TypedEntry:
+        """Append a typed entry (``info`` by default; ``checkpoint`` and ``decision`` feed the replay context)."""
+        return await self._run(_core.log_work(session_id, message=message, type=type, data=data, id=id))
+
+    async def log_work_batch(
+        self, session_id: str, entries: Sequence[WorkLogCreate | Mapping[str, Any]]
+    ) -> BatchResult:
+        """Append up to 1,000 typed entries in one atomic update; entries already stored count as duplicates.
+
+        Entries without an ``id`` get one, so a retried batch stores each entry once (its answer then counts
+        what the first attempt stored as duplicates).
+        """
+        return await self._run(_core.log_work_batch(session_id, entries))
+
+    async def get_work_log(
+        self,
+        session_id: str,
+        *,
+        type: EntryTypeName | None = None,
+        offset: int = 0,
+        limit: int = 100,
+        order: Literal["asc", "desc"] = "asc",
+    ) -> WorkLogPage:
+        """A page of the work log, optionally of one entry type, with the matching total."""
+        return await self._run(_core.get_work_log(session_id, type=type, offset=offset, limit=limit, order=order))
+
+    async def recent_actions(self, session_id: str, *, limit: int = 10) -> list[WorkLogEntry]:
+        """The newest work-log entries, newest first."""
+        return await self._run(_core.recent_actions(session_id, limit=limit))
+
+    async def record_artifact(
+        self,
+        session_id: str,
+        path: str,
+        *,
+        action: ArtifactActionName | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        id: str | None = None,
+    ) -> Artifact:
+        """Record a file the agent touched (``modified`` by default)."""
+        return await self._run(_core.record_artifact(session_id, path=path, action=action, metadata=metadata, id=id))
+
+    async def list_artifacts(self, session_id: str, *, action: ArtifactActionName | None = None) -> list[Artifact]:
+        """The session's artifacts in the order they were recorded."""
+        return await self._run(_core.list_artifacts(session_id, action=action))
+
+    # Context, handoff, replay --------------------------------------------------------------------------------
+
+    async def update_context(
+        self, session_id: str, context: Mapping[str, Any], *, replace: bool = False
+    ) -> SessionRead:
+        """Set these context keys (``PATCH``), or with ``replace=True`` replace the whole map (``PUT``)."""
+        return await self._run(_core.update_context(session_id, context, replace=replace))
+
+    async def handoff(
+        self,
+        session_id: str,
+        summary: str,
+        *,
+        next_steps: Sequence[str] | None = None,
+        blockers: Sequence[str] | None = None,
+        context_for_next: Mapping[str, Any] | None = None,
+    ) -> SessionRead:
+        """Leave notes for the next agent and pause the session."""
+        return await self._run(
+            _core.handoff(
+                session_id,
+                summary=summary,
+                next_steps=next_steps,
+                blockers=blockers,
+                context_for_next=context_for_next,
+            )
+        )
+
+    async def get_handoff_context(self, session_id: str) -> HandoffContext:
+        """What the next agent needs to pick the session up."""
+        return await self._run(_core.get_handoff_context(session_id))
+
+    async def get_replay_context(self, session_id: str) -> ReplayContext:
+        """Everything needed to continue the session from its last checkpoint."""
+        return await self._run(_core.get_replay_context(session_id))
+
+    async def get_mcp_context(self, session_id: str) -> McpContext:
+        """The compact view MCP clients get."""
+        return await self._run(_core.get_mcp_context(session_id))
+
+    async def replay_session(
+        self, session_id: str, *, agent_type: str | None = None, idempotency_key: str | None = None
+    ) -> SessionRead:
+        """Continue the session (any status) in a new active one; retry-safe with a generated Idempotency-Key."""
+        return await self._run(_core.replay_session(session_id, agent_type=agent_type, idempotency_key=idempotency_key))
+
+    # Plans ---------------------------------------------------------------------------------------------------
+
+    async def create_plan(
+        self,
+        slug: str,
+        title: str,
+        *,
+        description: str | None = None,
+        phases: Sequence[PhaseInput | Mapping[str, Any]] | None = None,
+        current_phase: str | None = None,
+    ) -> PlanRead:
+        """Create a plan of phases and tasks (slugs are unique per workspace: 409 ``Conflict``)."""
+        return await self._run(
+            _core.create_plan(
+                slug=slug, title=title, description=description, phases=phases, current_phase=current_phase
+            )
+        )
+
+    async def list_plans(self) -> list[PlanRead]:
+        """The workspace's plans."""
+        return await self._run(_core.list_plans())
+
+    async def get_plan(self, slug: str) -> PlanRead:
+        """A plan with its progress."""
+        return await self._run(_core.get_plan(slug))
+
+    async def update_plan(
+        self,
+        slug: str,
+        *,
+        title: str | None = None,
+        description: str | None = None,
+        current_phase: str | None = None,
+    ) -> PlanRead:
+        """Change a plan's title, description or current phase."""
+        return await self._run(
+            _core.update_plan(slug, title=title, description=description, current_phase=current_phase)
+        )
+
+    async def set_task_status(
+        self, slug: str, *, phase: str, task: str, status: Literal["pending", "in_progress", "completed"]
+    ) -> PlanRead:
+        """Set one task's status."""
+        return await self._run(_core.set_task_status(slug, phase=phase, task=task, status=status))
+
+    async def list_plan_sessions(self, slug: str) -> list[SessionRead]:
+        """The sessions working on a plan, newest first."""
+        return await self._run(_core.list_plan_sessions(slug))
+
+    # Analytics -----------------------------------------------------------------------------------------------
+    # ``since``/``until`` select sessions by started_at: a datetime, or an ISO 8601 string (a date means 00:00 UTC).
+
+    async def analytics_summary(self, *, since: Instant = None, until: Instant = None) -> Summary:
+        """Sessions by status and agent type, duration avg/p50/p95 of ended sessions, totals."""
+        return await self._run(_core.analytics("summary", Summary, since=since, until=until))
+
+    async def analytics_agents(self, *, since: Instant = None, until: Instant = None) -> AgentList:
+        """Per agent type: sessions, success rate, average duration and actions, errors."""
+        return await self._run(_core.analytics("agents", AgentList, since=since, until=until))
+
+    async def analytics_activity(
+        self, *, bucket: Literal["hour", "day"] = "day", since: Instant = None, until: Instant = None
+    ) -> Activity:
+        """Sessions started, completed and failed per UTC hour or day."""
+        return await self._run(_core.analytics("activity", Activity, bucket=bucket, since=since, until=until))
+
+    async def analytics_artifacts(self, *, limit: int = 20, since: Instant = None, until: Instant = None) -> PathList:
+        """The most touched paths."""
+        return await self._run(_core.analytics("artifacts", PathList, limit=limit, since=since, until=until))
+
+    async def analytics_errors(self, *, limit: int = 50, since: Instant = None, until: Instant = None) -> ErrorList:
+        """The newest error entries across the workspace's sessions."""
+        return await self._run(_core.analytics("errors", ErrorList, limit=limit, since=since, until=until))
+
+    async def stale_sessions(
+        self, *, idle_minutes: int = 30, limit: int = 100, since: Instant = None, until: Instant = None
+    ) -> StaleList:
+        """Active sessions idle for longer than ``idle_minutes``, longest idle first."""
+        return await self._run(
+            _core.analytics("stale", StaleList, idle_minutes=idle_minutes, limit=limit, since=since, until=until)
+        )
+
+    async def list_waiting_handoffs(
+        self, *, limit: int = 100, since: Instant = None, until: Instant = None
+    ) -> HandoffList:
+        """Paused sessions with handoff notes that no replay continues yet, longest waiting first."""
+        return await self._run(_core.analytics("handoffs", HandoffList, limit=limit, since=since, until=until))
+
+    async def get_lineage(self, session_id: str) -> Lineage:
+        """The session's ancestors (oldest first) and descendants along ``replayed_from``."""
+        return await self._run(_core.lineage(session_id))

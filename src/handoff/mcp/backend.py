@@ -1,0 +1,302 @@
+"""What the MCP tools run against: the service's domain functions, or a handoff service over HTTP.
+
+The tools are written once, against :class:`HandoffBackend`. Two things satisfy it:
+
+- :class:`handoff.client.AsyncHandoffClient`, for ``handoff mcp`` on a laptop (stdio, talking to a service);
+- :class:`ServiceBackend`, inside the service at ``/mcp``: it calls ``handoff.sessions.service``/``queries``
+  and ``handoff.analytics.service``
+  with the principal of the request's API key, exactly as the REST controllers do (no HTTP to itself).
+
+Both raise errors with a status, title and detail (``HandoffClientError`` or the domain's ``HandoffError``);
+:func:`problem_text` renders either as the one line an agent reads in a tool error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal, Protocol, TypeVar, cast
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from handoff.analytics import service as analytics
+from handoff.analytics.schemas import HandoffList
+from handoff.client.errors import HandoffClientError
+from handoff.config import Settings
+from handoff.errors import UNAVAILABLE_ERRORS, FieldError, HandoffError, Invalid, Unavailable
+from handoff.schemas import FreeForm
+from handoff.sessions import queries, service, views
+from handoff.sessions.models import SessionStatus
+from handoff.sessions.schemas import (
+    ActionCreate,
+    ActionEntry,
+    Artifact,
+    ArtifactCreate,
+    CompleteRequest,
+    FailRequest,
+    HandoffContext,
+    HandoffRequest,
+    McpContext,
+    ReplayContext,
+    ReplayRequest,
+    SessionCreate,
+    SessionRead,
+    TypedEntry,
+    WorkLogCreate,
+)
+from handoff.workspaces.schemas import Principal
+
+M = TypeVar("M", bound=BaseModel)
+
+EntryTypeName = Literal["info", "warning", "error", "success", "checkpoint", "decision"]
+ArtifactActionName = Literal["created", "modified", "deleted"]
+
+_FREE_FORM: TypeAdapter[dict[str, Any]] = TypeAdapter(FreeForm)
+
+
+class HandoffBackend(Protocol):
+    """The operations the MCP tools need; ``AsyncHandoffClient`` has exactly these methods."""
+
+    async def create_session(
+        self,
+        *,
+        agent_type: str | None = None,
+        plan: str | None = None,
+        context_summary: Mapping[str, Any] | None = None,
+        external_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> SessionRead: ...
+
+    async def log_work(
+        self,
+        session_id: str,
+        message: str,
+        *,
+        type: EntryTypeName | None = None,
+        data: Mapping[str, Any] | None = None,
+        id: str | None = None,
+    ) -> TypedEntry: ...
+
+    async def log_action(
+        self, session_id: str, action: str, *, details: Mapping[str, Any] | None = None, id: str | None = None
+    ) -> ActionEntry: ...
+
+    async def record_artifact(
+        self,
+        session_id: str,
+        path: str,
+        *,
+        action: ArtifactActionName | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        id: str | None = None,
+    ) -> Artifact: ...
+
+    async def update_context(
+        self, session_id: str, context: Mapping[str, Any], *, replace: bool = False
+    ) -> SessionRead: ...
+
+    async def handoff(
+        self,
+        session_id: str,
+        summary: str,
+        *,
+        next_steps: Sequence[str] | None = None,
+        blockers: Sequence[str] | None = None,
+        context_for_next: Mapping[str, Any] | None = None,
+    ) -> SessionRead: ...
+
+    async def get_handoff_context(self, session_id: str) -> HandoffContext: ...
+
+    async def get_replay_context(self, session_id: str) -> ReplayContext: ...
+
+    async def get_mcp_context(self, session_id: str) -> McpContext: ...
+
+    async def replay_session(
+        self, session_id: str, *, agent_type: str | None = None, idempotency_key: str | None = None
+    ) -> SessionRead: ...
+
+    async def complete_session(self, session_id: str, summary: str | None = None) -> SessionRead: ...
+
+    async def fail_session(self, session_id: str, reason: str | None = None) -> SessionRead: ...
+
+    async def list_waiting_handoffs(self, *, limit: int = 100) -> HandoffList: ...
+
+
+def problem_text(exc: BaseException) -> str:
+    """``"<status> <title>: <detail> (field: message; ...)"`` for a client or domain error."""
+    if isinstance(exc, HandoffClientError):
+        return str(exc)
+    if isinstance(exc, HandoffError):
+        text = f"{exc.status_code} {exc.title}: {exc.detail}"
+        if exc.errors:
+            text += " (" + "; ".join(f"{e.field}: {e.message}" for e in exc.errors) + ")"
+        return text
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _validated(model: type[M], **fields: Any) -> M:
+    """Build a request model as the REST route would parse it: a bad field is a 422 naming it."""
+    try:
+        return model(**{k: v for k, v in fields.items() if v is not None})
+    except ValidationError as exc:
+        errors = [
+            FieldError(field=".".join(str(part) for part in err["loc"]) or "body", message=err["msg"])
+            for err in exc.errors()
+        ]
+        raise Invalid("The request is not valid: see errors.", errors=errors) from exc
+
+
+class ServiceBackend:
+    """The domain services, called with one principal's workspace (the ``/mcp`` endpoint's backend)."""
+
+    def __init__(self, principal: Principal, settings: Settings) -> None:
+        self.principal = principal
+        self.settings = settings
+
+    @property
+    def _workspace(self) -> str:
+        return self.principal.workspace_id
+
+    async def create_session(
+        self,
+        *,
+        agent_type: str | None = None,
+        plan: str | None = None,
+        context_summary: Mapping[str, Any] | None = None,
+        external_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> SessionRead:
+        data = _validated(
+            SessionCreate,
+            agent_type=agent_type,
+            plan=plan,
+            context_summary=dict(context_summary) if context_summary is not None else None,
+            external_id=external_id,
+        )
+        with _unavailable():
+            created = await service.create_session(
+                self.principal, data, idempotency_key=idempotency_key, settings=self.settings
+            )
+        return created.session
+
+    async def log_work(
+        self,
+        session_id: str,
+        message: str,
+        *,
+        type: EntryTypeName | None = None,
+        data: Mapping[str, Any] | None = None,
+        id: str | None = None,
+    ) -> TypedEntry:
+        request = _validated(WorkLogCreate, message=message, type=type, data=_plain(data), id=id)
+        with _unavailable():
+            entry, _ = await service.log_work(self._workspace, session_id, request, settings=self.settings)
+        return cast(TypedEntry, views.work_log_entry(entry))
+
+    async def log_action(
+        self, session_id: str, action: str, *, details: Mapping[str, Any] | None = None, id: str | None = None
+    ) -> ActionEntry:
+        request = _validated(ActionCreate, action=action, details=_plain(details), id=id)
+        with _unavailable():
+            entry, _ = await service.log_action(self._workspace, session_id, request, settings=self.settings)
+        return cast(ActionEntry, views.work_log_entry(entry))
+
+    async def record_artifact(
+        self,
+        session_id: str,
+        path: str,
+        *,
+        action: ArtifactActionName | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        id: str | None = None,
+    ) -> Artifact:
+        request = _validated(ArtifactCreate, path=path, action=action, metadata=_plain(metadata), id=id)
+        with _unavailable():
+            entry, _ = await service.record_artifact(self._workspace, session_id, request, settings=self.settings)
+        return Artifact.model_validate(entry)
+
+    async def update_context(
+        self, session_id: str, context: Mapping[str, Any], *, replace: bool = False
+    ) -> SessionRead:
+        try:
+            checked = _FREE_FORM.validate_python(dict(context))
+        except ValidationError as exc:
+            raise Invalid(str(exc.errors()[0]["msg"]), errors=[FieldError("context", "invalid object")]) from exc
+        with _unavailable():
+            return await service.set_context(self._workspace, session_id, checked, replace=replace)
+
+    async def handoff(
+        self,
+        session_id: str,
+        summary: str,
+        *,
+        next_steps: Sequence[str] | None = None,
+        blockers: Sequence[str] | None = None,
+        context_for_next: Mapping[str, Any] | None = None,
+    ) -> SessionRead:
+        notes = _validated(
+            HandoffRequest,
+            summary=summary,
+            next_steps=list(next_steps) if next_steps is not None else None,
+            blockers=list(blockers) if blockers is not None else None,
+            context_for_next=_plain(context_for_next),
+        )
+        with _unavailable():
+            return await service.record_handoff(self._workspace, session_id, notes)
+
+    async def get_handoff_context(self, session_id: str) -> HandoffContext:
+        with _unavailable():
+            return await queries.handoff_context(self._workspace, session_id)
+
+    async def get_replay_context(self, session_id: str) -> ReplayContext:
+        with _unavailable():
+            return await queries.replay_context(self._workspace, session_id)
+
+    async def get_mcp_context(self, session_id: str) -> McpContext:
+        with _unavailable():
+            return await queries.mcp_context(self._workspace, session_id)
+
+    async def replay_session(
+        self, session_id: str, *, agent_type: str | None = None, idempotency_key: str | None = None
+    ) -> SessionRead:
+        request = _validated(ReplayRequest, agent_type=agent_type)
+        with _unavailable():
+            created = await service.replay_session(
+                self.principal,
+                session_id,
+                agent_type=request.agent_type,
+                idempotency_key=idempotency_key,
+                settings=self.settings,
+            )
+        return created.session
+
+    async def complete_session(self, session_id: str, summary: str | None = None) -> SessionRead:
+        request = _validated(CompleteRequest, summary=summary)
+        with _unavailable():
+            return await service.end(
+                self._workspace, session_id, status=SessionStatus.COMPLETED, summary=request.summary
+            )
+
+    async def fail_session(self, session_id: str, reason: str | None = None) -> SessionRead:
+        request = _validated(FailRequest, reason=reason)
+        with _unavailable():
+            return await service.end(self._workspace, session_id, status=SessionStatus.FAILED, summary=request.reason)
+
+    async def list_waiting_handoffs(self, *, limit: int = 100) -> HandoffList:
+        with _unavailable():
+            return await analytics.handoffs(self._workspace, limit=limit)
+
+
+def _plain(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return dict(value) if value is not None else None
+
+
+@contextmanager
+def _unavailable() -> Iterator[None]:
+    """Turn PyMongo's "no primary / no server" errors into the 503 the REST API would answer."""
+    try:
+        yield
+    except UNAVAILABLE_ERRORS as exc:
+        raise Unavailable(
+            "The database is unavailable or electing a primary; retry the call (appends are idempotent by id)."
+        ) from exc

@@ -1,0 +1,305 @@
+"""The handoff MCP server: the session lifecycle as tools, a session's context as a resource, a resume prompt.
+
+:func:`build_server` makes one ``MCPServer`` over any :class:`~handoff.mcp.backend.HandoffBackend`, picked per
+call by ``backend_for(ctx)``: ``handoff mcp`` (stdio) passes an ``AsyncHandoffClient``; the service's ``/mcp``
+endpoint passes the ``ServiceBackend`` of the request's API key (see ``handoff.mcp.http``).
+
+Each tool answers with a few lines of text (``handoff.mcp.render``) and the service's schema as structured
+content (its JSON schema is the tool's output schema). A refused call (unknown session, ended session, a bad
+field) is a tool error whose text is the problem: ``404 Not found: session sess_… not found``.
+"""
+
+# No ``from __future__ import annotations``: the SDK reads the tools' annotations at registration.
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal, TypeVar
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS, CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field
+
+from handoff import __version__
+from handoff.analytics.schemas import HandoffList
+from handoff.client.errors import HandoffClientError
+from handoff.client.errors import NotFound as ClientNotFound
+from handoff.errors import HandoffError
+from handoff.errors import NotFound as DomainNotFound
+from handoff.mcp import render
+from handoff.mcp.backend import HandoffBackend, problem_text
+from handoff.sessions.schemas import (
+    ActionEntry,
+    Artifact,
+    HandoffContext,
+    ReplayContext,
+    SessionRead,
+    TypedEntry,
+)
+
+T = TypeVar("T")
+
+BackendResolver = Callable[[Context], HandoffBackend]
+"""Gives the backend for one request (the stdio client, or the service as the request's API key)."""
+
+TOOL_NAMES = (
+    "start_session",
+    "log_work",
+    "log_action",
+    "record_artifact",
+    "update_context",
+    "handoff",
+    "get_handoff_context",
+    "get_replay_context",
+    "replay_session",
+    "complete_session",
+    "fail_session",
+    "list_waiting_handoffs",
+)
+
+INSTRUCTIONS = """\
+handoff is the shared working memory of agents. Open a session with start_session when you begin a task and keep
+its session_id. Record what you do as you go: log_work (type checkpoint after each finished step, decision for
+choices, error for failures), log_action for commands, record_artifact for files you create, modify or delete,
+update_context for facts the next agent needs. When you stop before the task is done, call handoff with a summary,
+next steps and blockers; when it is done, complete_session (or fail_session). To pick up someone else's work:
+list_waiting_handoffs, then replay_session on one of them, and read get_replay_context/get_handoff_context."""
+
+SessionId = Annotated[
+    str,
+    Field(min_length=1, max_length=255, description="The session's id, as start_session or replay_session gave it."),
+]
+EntryId = Annotated[
+    str | None,
+    Field(
+        description="Optional id of your choosing (1-64 of A-Z a-z 0-9 _ . : -); repeating a call with the same id "
+        "stores the entry once."
+    ),
+]
+FreeFormArg = Annotated[dict[str, Any] | None, Field(description="Optional JSON object of extra structured data.")]
+
+_WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
+_IDEMPOTENT = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+_READ = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+
+
+def _answer(text: str, value: BaseModel) -> CallToolResult:
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)], structured_content=value.model_dump(mode="json")
+    )
+
+
+async def _guard(operation: Awaitable[T]) -> T:
+    """Run a backend call; a refusal becomes a tool error carrying the problem."""
+    try:
+        return await operation
+    except (HandoffClientError, HandoffError) as exc:
+        raise ToolError(problem_text(exc)) from exc
+
+
+def build_server(  # noqa: PLR0915 - one nested function per tool
+    backend_for: BackendResolver,
+    *,
+    name: str = "handoff",
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO",
+) -> MCPServer:
+    """An MCP server with the handoff tools, the session resource and the resume prompt."""
+    server: MCPServer = MCPServer(name, instructions=INSTRUCTIONS, version=__version__, log_level=log_level)
+
+    @server.tool(annotations=_WRITE)
+    async def start_session(
+        *,
+        ctx: Context,
+        agent_type: Annotated[str | None, Field(description="What kind of agent you are, e.g. 'coder'.")] = None,
+        plan: Annotated[str | None, Field(description="Slug of a plan of the workspace this work belongs to.")] = None,
+        context_summary: Annotated[
+            dict[str, Any] | None, Field(description="What you know at the start: goal, constraints, links.")
+        ] = None,
+        external_id: Annotated[
+            str | None,
+            Field(description="Your own key for this session (e.g. a thread id); starting again with it returns it."),
+        ] = None,
+    ) -> Annotated[CallToolResult, SessionRead]:
+        """Open a new work session and get its session_id. Call this once when you begin a task."""
+        session = await _guard(
+            backend_for(ctx).create_session(
+                agent_type=agent_type, plan=plan, context_summary=context_summary, external_id=external_id
+            )
+        )
+        return _answer(render.started(session), session)
+
+    @server.tool(annotations=_IDEMPOTENT)
+    async def log_work(
+        *,
+        ctx: Context,
+        session_id: SessionId,
+        message: Annotated[str, Field(min_length=1, description="What happened, in a sentence.")],
+        type: Annotated[
+            Literal["info", "warning", "error", "success", "checkpoint", "decision"],
+            Field(description="checkpoint after a finished step, decision for a choice made, error for a failure."),
+        ] = "info",
+        data: FreeFormArg = None,
+        id: EntryId = None,
+    ) -> Annotated[CallToolResult, TypedEntry]:
+        """Add an entry to the session's work log. Checkpoints and decisions are what a replay resumes from."""
+        entry = await _guard(backend_for(ctx).log_work(session_id, message, type=type, data=data, id=id))
+        return _answer(render.logged(session_id, entry), entry)
+
+    @server.tool(annotations=_IDEMPOTENT)
+    async def log_action(
+        *,
+        ctx: Context,
+        session_id: SessionId,
+        action: Annotated[str, Field(min_length=1, description="The action taken, e.g. 'ran pytest'.")],
+        details: FreeFormArg = None,
+        id: EntryId = None,
+    ) -> Annotated[CallToolResult, ActionEntry]:
+        """Record an action you took (a command run, a call made) in the session's work log."""
+        entry = await _guard(backend_for(ctx).log_action(session_id, action, details=details, id=id))
+        return _answer(render.logged(session_id, entry), entry)
+
+    @server.tool(annotations=_IDEMPOTENT)
+    async def record_artifact(
+        *,
+        ctx: Context,
+        session_id: SessionId,
+        path: Annotated[str, Field(min_length=1, description="The file's path (or another artifact's locator).")],
+        action: Annotated[
+            Literal["created", "modified", "deleted"], Field(description="What you did to it.")
+        ] = "modified",
+        metadata: FreeFormArg = None,
+        id: EntryId = None,
+    ) -> Annotated[CallToolResult, Artifact]:
+        """Record a file you created, modified or deleted, so the next agent knows what changed."""
+        artifact = await _guard(
+            backend_for(ctx).record_artifact(session_id, path, action=action, metadata=metadata, id=id)
+        )
+        return _answer(render.recorded(session_id, artifact), artifact)
+
+    @server.tool(annotations=_IDEMPOTENT)
+    async def update_context(
+        *,
+        ctx: Context,
+        session_id: SessionId,
+        context: Annotated[dict[str, Any], Field(description="Keys and values to keep in the session's context.")],
+        replace: Annotated[
+            bool, Field(description="false (default): set these keys, keep the others; true: replace the whole map.")
+        ] = False,
+    ) -> Annotated[CallToolResult, SessionRead]:
+        """Keep facts in the session's context map (what the next agent inherits)."""
+        session = await _guard(backend_for(ctx).update_context(session_id, context, replace=replace))
+        return _answer(render.context_updated(session, context.keys(), replace=replace), session)
+
+    @server.tool(annotations=_IDEMPOTENT)
+    async def handoff(
+        *,
+        ctx: Context,
+        session_id: SessionId,
+        summary: Annotated[str, Field(min_length=1, description="Where the work stands, for the next agent.")],
+        next_steps: Annotated[list[str] | None, Field(description="What to do next, in order.")] = None,
+        blockers: Annotated[list[str] | None, Field(description="What stops progress.")] = None,
+        context_for_next: Annotated[
+            dict[str, Any] | None, Field(description="Anything else the next agent needs, as a JSON object.")
+        ] = None,
+    ) -> Annotated[CallToolResult, SessionRead]:
+        """Leave handoff notes and pause the session, so another agent can continue it."""
+        session = await _guard(
+            backend_for(ctx).handoff(
+                session_id, summary, next_steps=next_steps, blockers=blockers, context_for_next=context_for_next
+            )
+        )
+        return _answer(render.handed_off(session), session)
+
+    @server.tool(annotations=_READ)
+    async def get_handoff_context(*, ctx: Context, session_id: SessionId) -> Annotated[CallToolResult, HandoffContext]:
+        """What the next agent needs from a session: handoff notes, context, recent work, files touched."""
+        value = await _guard(backend_for(ctx).get_handoff_context(session_id))
+        return _answer(render.handoff_context(value), value)
+
+    @server.tool(annotations=_READ)
+    async def get_replay_context(*, ctx: Context, session_id: SessionId) -> Annotated[CallToolResult, ReplayContext]:
+        """A session's progress: checkpoints, decisions, errors, files by action, handoff notes."""
+        value = await _guard(backend_for(ctx).get_replay_context(session_id))
+        return _answer(render.replay_context(value), value)
+
+    @server.tool(annotations=_WRITE)
+    async def replay_session(
+        *,
+        ctx: Context,
+        session_id: SessionId,
+        agent_type: Annotated[
+            str | None, Field(description="Your agent type (default: the original session's).")
+        ] = None,
+    ) -> Annotated[CallToolResult, SessionRead]:
+        """Continue a session (any status) in a new active one that inherits its context; returns the new id."""
+        session = await _guard(backend_for(ctx).replay_session(session_id, agent_type=agent_type))
+        return _answer(render.replayed(session, session_id), session)
+
+    @server.tool(annotations=_WRITE)
+    async def complete_session(
+        *,
+        ctx: Context,
+        session_id: SessionId,
+        summary: Annotated[str | None, Field(description="What was achieved.")] = None,
+    ) -> Annotated[CallToolResult, SessionRead]:
+        """End the session as completed. It accepts no more writes afterwards."""
+        session = await _guard(backend_for(ctx).complete_session(session_id, summary))
+        return _answer(render.ended(session), session)
+
+    @server.tool(annotations=_WRITE)
+    async def fail_session(
+        *,
+        ctx: Context,
+        session_id: SessionId,
+        reason: Annotated[str | None, Field(description="Why the work failed.")] = None,
+    ) -> Annotated[CallToolResult, SessionRead]:
+        """End the session as failed, with the reason. It accepts no more writes afterwards."""
+        session = await _guard(backend_for(ctx).fail_session(session_id, reason))
+        return _answer(render.ended(session), session)
+
+    @server.tool(annotations=_READ)
+    async def list_waiting_handoffs(
+        *,
+        ctx: Context,
+        limit: Annotated[int, Field(ge=1, le=100, description="At most this many, oldest waiting first.")] = 20,
+    ) -> Annotated[CallToolResult, HandoffList]:
+        """Paused sessions with handoff notes that nobody has picked up yet (replay_session takes one over)."""
+        value = await _guard(backend_for(ctx).list_waiting_handoffs(limit=limit))
+        return _answer(render.waiting_handoffs(value.items, limit=limit), value)
+
+    @server.resource(
+        "handoff://sessions/{session_id}",
+        name="session",
+        title="A handoff session",
+        description="A session's compact MCP context: status, counts, context summary and handoff notes.",
+        mime_type="application/json",
+    )
+    async def session_resource(session_id: str, ctx: Context) -> str:
+        try:
+            value = await backend_for(ctx).get_mcp_context(session_id)
+        except (ClientNotFound, DomainNotFound) as exc:
+            raise ResourceNotFoundError(problem_text(exc)) from exc
+        except (HandoffClientError, HandoffError) as exc:
+            raise ResourceError(problem_text(exc)) from exc
+        return render.mcp_context(value)
+
+    @server.prompt(
+        title="Resume from a handoff",
+        description="Instructions for the agent that takes over a handed-off session.",
+    )
+    async def resume_from_handoff(
+        session_id: Annotated[str, Field(description="The handed-off session.")], ctx: Context
+    ) -> str:
+        try:
+            value = await backend_for(ctx).get_handoff_context(session_id)
+        except (HandoffClientError, HandoffError) as exc:
+            # An MCPError reaches the client as it is; anything else would be "Internal server error".
+            raise MCPError(code=INVALID_PARAMS, message=problem_text(exc)) from exc
+        return render.resume_instructions(value)
+
+    return server
+
+
+def fixed_backend(backend: HandoffBackend) -> BackendResolver:
+    """A resolver that always answers ``backend`` (stdio: one client for the whole process)."""
+    return lambda _ctx: backend
