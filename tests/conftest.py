@@ -6,6 +6,7 @@ dbpath; nothing is mocked. Collections are emptied (not dropped) before each tes
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -73,11 +74,31 @@ async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
 
     Litestar's ``AsyncTestClient`` runs the app in a portal thread with a loop of its own, where the
     session-wide ``AsyncMongoClient`` (bound to the test loop) cannot be used; httpx's ASGI transport runs the
-    app on this loop, and the app's real lifespan runs around it.
+    app on this loop, and the app's real lifespan runs around it, held in a task of its own: an async fixture's
+    setup and teardown run in different tasks, and the lifespan's anyio task group (the MCP session manager) must
+    be entered and left in the same one.
     """
-    transport = httpx.ASGITransport(app=app)
-    async with app.lifespan(), httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-        yield http
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def hold_lifespan() -> None:
+        try:
+            async with app.lifespan():
+                started.set()
+                await stop.wait()
+        finally:
+            started.set()
+
+    holder = asyncio.create_task(hold_lifespan())
+    await started.wait()
+    if holder.done():
+        holder.result()  # the lifespan failed to start: raise its error
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            yield http
+    finally:
+        stop.set()
+        await holder
 
 
 @pytest.fixture

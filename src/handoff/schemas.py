@@ -15,6 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializ
 from handoff import clock
 
 MAX_NESTING_DEPTH = 32
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # BSON stores no wider integer
 
 
 def _isoformat(value: datetime) -> str:
@@ -26,7 +27,7 @@ UtcDatetime = Annotated[datetime, PlainSerializer(_isoformat, return_type=str)]
 
 
 def check_free_form(value: dict[str, Any]) -> dict[str, Any]:
-    """Refuse keys MongoDB would treat as operators and nesting it cannot store."""
+    """Refuse keys MongoDB would treat as operators, nesting it cannot store and integers BSON cannot hold."""
     stack: list[tuple[Any, int, str]] = [(value, 1, "")]
     while stack:
         node, depth, where = stack.pop()
@@ -39,6 +40,8 @@ def check_free_form(value: dict[str, Any]) -> dict[str, Any]:
                 stack.append((child, depth + 1, f"{where}{key}."))
         elif isinstance(node, list):
             stack.extend((child, depth + 1, where) for child in node)
+        elif isinstance(node, int) and not isinstance(node, bool) and not INT64_MIN <= node <= INT64_MAX:
+            raise ValueError(f"integer at {where.rstrip('.') or 'top level'!r} does not fit in 64 bits")
     return value
 
 

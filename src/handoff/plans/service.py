@@ -75,7 +75,8 @@ async def _update(workspace_id: str, slug: str, guard: dict[str, Any], update: d
     )
     if raw is None:
         raise _not_found(slug)
-    return Plan.model_validate(raw)
+    plan: Plan = Plan.model_validate(raw)
+    return plan
 
 
 async def update_plan(workspace_id: str, slug: str, changes: PlanUpdate) -> Plan:
@@ -105,4 +106,5 @@ async def set_task_status(workspace_id: str, slug: str, change: TaskStatusUpdate
     )
     if raw is None:
         raise _not_found(slug)
-    return Plan.model_validate(raw)
+    updated: Plan = Plan.model_validate(raw)
+    return updated

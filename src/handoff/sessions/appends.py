@@ -82,8 +82,14 @@ def _update(array: Array, entries: list[dict[str, Any]], size: int, now: Any) ->
     stamps: dict[str, Any] = {"last_active_at": now, "updated_at": now}
     if array == "work_log" and (checkpoint := views.last_checkpoint(entries)) is not None:
         stamps["last_checkpoint"] = checkpoint
+    pushes: dict[str, Any] = {array: {"$each": entries}}
+    if array == "work_log":
+        # The copies the handoff and replay contexts read instead of the whole log (models.Session, queries.py).
+        pushes["recent_entries"] = {"$each": entries, "$slice": -views.RECENT_ACTIONS}
+        if notable := views.notable_entries(entries):
+            pushes["notable_entries"] = {"$each": notable}
     return {
-        "$push": {array: {"$each": entries}},
+        "$push": pushes,
         "$inc": {**increments, "payload_bytes": size},
         "$set": stamps,
     }

@@ -11,7 +11,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CON
 
 from handoff.auth import CurrentPrincipal
 from handoff.config import Settings
-from handoff.openapi import problems
+from handoff.openapi import OptionalBodyOperation, problems, retried
 from handoff.schemas import FreeForm
 from handoff.sessions import queries, service, views
 from handoff.sessions.models import ArtifactAction, EntryType, SessionStatus
@@ -72,7 +72,11 @@ class SessionController(Controller):
     path = "/sessions"
     tags = ["sessions"]
 
-    @post("/", status_code=HTTP_201_CREATED, responses=problems(body=True))
+    @post(
+        "/",
+        status_code=HTTP_201_CREATED,
+        responses={**problems(body=True), **retried(SessionRead, "The session of this external_id or Idempotency-Key")},
+    )
     async def create_session(
         self,
         request: Request[Any, Any, State],
@@ -136,7 +140,12 @@ class SessionController(Controller):
         """Resume the session."""
         return await service.resume(principal.workspace_id, session_id)
 
-    @post(SESSION_ID + "/complete", status_code=HTTP_200_OK, responses=problems(404, 409, body=True))
+    @post(
+        SESSION_ID + "/complete",
+        status_code=HTTP_200_OK,
+        responses=problems(404, 409, body=True),
+        operation_class=OptionalBodyOperation,
+    )
     async def complete(
         self, principal: CurrentPrincipal, session_id: SessionId, data: JSONBody[CompleteRequest | None] = None
     ) -> SessionRead:
@@ -144,7 +153,12 @@ class SessionController(Controller):
         summary = data.summary if data else None
         return await service.end(principal.workspace_id, session_id, status=SessionStatus.COMPLETED, summary=summary)
 
-    @post(SESSION_ID + "/fail", status_code=HTTP_200_OK, responses=problems(404, 409, body=True))
+    @post(
+        SESSION_ID + "/fail",
+        status_code=HTTP_200_OK,
+        responses=problems(404, 409, body=True),
+        operation_class=OptionalBodyOperation,
+    )
     async def fail(
         self, principal: CurrentPrincipal, session_id: SessionId, data: JSONBody[FailRequest | None] = None
     ) -> SessionRead:
@@ -161,7 +175,11 @@ class SessionController(Controller):
 
     # Work log and artifacts ----------------------------------------------------------------------------------
 
-    @post(SESSION_ID + "/actions", status_code=HTTP_201_CREATED, responses=problems(404, 409, body=True))
+    @post(
+        SESSION_ID + "/actions",
+        status_code=HTTP_201_CREATED,
+        responses={**problems(404, 409, body=True), **retried(ActionEntry, "The entry already stored under this id")},
+    )
     async def log_action(
         self,
         request: Request[Any, Any, State],
@@ -173,7 +191,11 @@ class SessionController(Controller):
         entry, created = await service.log_action(principal.workspace_id, session_id, data, settings=_settings(request))
         return _created_or_found(views.work_log_entry(entry), created)
 
-    @post(SESSION_ID + "/work-log", status_code=HTTP_201_CREATED, responses=problems(404, 409, body=True))
+    @post(
+        SESSION_ID + "/work-log",
+        status_code=HTTP_201_CREATED,
+        responses={**problems(404, 409, body=True), **retried(TypedEntry, "The entry already stored under this id")},
+    )
     async def log_work(
         self,
         request: Request[Any, Any, State],
@@ -205,7 +227,8 @@ class SessionController(Controller):
         principal: CurrentPrincipal,
         session_id: SessionId,
         type: FromQuery[EntryType | None] = None,
-        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        # $slice takes a 32-bit position: a larger offset would be a 500 rather than an empty page.
+        offset: Annotated[int, QueryParameter(ge=0, le=2**31 - 1)] = 0,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
         order: FromQuery[Order] = "asc",
     ) -> WorkLogPage:
@@ -225,7 +248,11 @@ class SessionController(Controller):
         """The newest work-log entries, newest first."""
         return WorkLogItems(items=await queries.recent_actions(principal.workspace_id, session_id, limit=limit))
 
-    @post(SESSION_ID + "/artifacts", status_code=HTTP_201_CREATED, responses=problems(404, 409, body=True))
+    @post(
+        SESSION_ID + "/artifacts",
+        status_code=HTTP_201_CREATED,
+        responses={**problems(404, 409, body=True), **retried(Artifact, "The artifact already stored under this id")},
+    )
     async def record_artifact(
         self,
         request: Request[Any, Any, State],
@@ -284,7 +311,12 @@ class SessionController(Controller):
         """The compact context for MCP clients."""
         return await queries.mcp_context(principal.workspace_id, session_id)
 
-    @post(SESSION_ID + "/replay", status_code=HTTP_201_CREATED, responses=problems(404, body=True))
+    @post(
+        SESSION_ID + "/replay",
+        status_code=HTTP_201_CREATED,
+        responses={**problems(404, body=True), **retried(SessionRead, "The replay this Idempotency-Key already made")},
+        operation_class=OptionalBodyOperation,
+    )
     async def replay(
         self,
         request: Request[Any, Any, State],

@@ -1,8 +1,9 @@
 """The session document: one MongoDB document per agent session, arrays embedded.
 
 ``work_log`` and ``artifacts`` only ever grow through single ``$push`` updates (see ``service.py``); the
-counters, ``last_checkpoint``, ``payload_bytes`` and ``last_active_at`` move in the same update, so they are
-always exact. Read paths project the arrays out and take slices of them on the server.
+counters, ``last_checkpoint``, ``payload_bytes``, ``last_active_at`` and the context lists (``recent_entries``,
+``notable_entries``) move in the same update, so they are always exact. Read paths project the arrays out and
+take slices of them on the server.
 """
 
 from __future__ import annotations
@@ -79,6 +80,13 @@ class Session(Document):
     checkpoint_count: int = 0
     error_count: int = 0
     last_checkpoint: dict[str, Any] | None = None
+    #: Copies of the newest work-log entries (at most 20) and of every checkpoint, decision and error entry, kept
+    #: by the update that appends, so the handoff and replay contexts are read without touching ``work_log``
+    #: (``queries.py``). Complete only when ``context_lists`` is true: a session stored before they existed is
+    #: answered from ``work_log`` instead. Not counted in ``payload_bytes``: they live in the headroom under 16 MiB.
+    recent_entries: list[dict[str, Any]] = Field(default_factory=list)
+    notable_entries: list[dict[str, Any]] = Field(default_factory=list)
+    context_lists: bool = False
     #: Running size of the embedded arrays in bytes; the append filter keeps it under the configured cap.
     payload_bytes: int = 0
     replayed_from: str | None = None
@@ -122,5 +130,40 @@ class Session(Document):
                     ("last_active_at", pymongo.ASCENDING),
                 ],
                 name="idle_by_status",
+            ),
+            # Analytics (handoff.analytics.pipelines): summary, agents and activity are answered from this index
+            # alone (covered), artifacts filters on its last key before fetching.
+            IndexModel(
+                [
+                    ("workspace_id", pymongo.ASCENDING),
+                    ("started_at", pymongo.ASCENDING),
+                    ("status", pymongo.ASCENDING),
+                    ("agent_type", pymongo.ASCENDING),
+                    ("duration_minutes", pymongo.ASCENDING),
+                    ("ended_at", pymongo.ASCENDING),
+                    ("action_count", pymongo.ASCENDING),
+                    ("error_count", pymongo.ASCENDING),
+                    ("checkpoint_count", pymongo.ASCENDING),
+                    ("artifact_count", pymongo.ASCENDING),
+                ],
+                name="analytics_rollup",
+            ),
+            IndexModel(
+                [
+                    ("workspace_id", pymongo.ASCENDING),
+                    ("last_active_at", pymongo.DESCENDING),
+                    ("started_at", pymongo.ASCENDING),
+                ],
+                name="analytics_with_errors",
+                partialFilterExpression={"error_count": {"$gt": 0}},
+            ),
+            IndexModel(
+                [
+                    ("workspace_id", pymongo.ASCENDING),
+                    ("paused_at", pymongo.ASCENDING),
+                    ("session_id", pymongo.ASCENDING),
+                ],
+                name="analytics_waiting_handoffs",
+                partialFilterExpression={"status": SessionStatus.PAUSED.value, "handoff_notes": {"$type": "object"}},
             ),
         ]

@@ -1,8 +1,10 @@
 """Reads of a session's arrays and the contexts built on them, computed inside MongoDB.
 
 Nothing here loads a whole array into Python: pages are ``$slice``/``$filter`` projections, recent actions a
-negative ``$slice``, checkpoints/decisions/errors ``$filter`` expressions. The cost of a read grows with what
-it returns, not with the length of the log.
+negative ``$slice``, checkpoints/decisions/errors ``$filter`` expressions. The handoff and replay contexts do
+not even make MongoDB walk the log: they read the copies each append keeps (``recent_entries``,
+``notable_entries``), and only a session stored before those existed is answered from ``work_log`` (``$cond``
+evaluates one branch). The cost of a read grows with what it returns, not with the length of the log.
 """
 
 from __future__ import annotations
@@ -48,8 +50,16 @@ _CONTEXT_FIELDS = dict.fromkeys(
 )
 
 
-def _of_type(entry_type: EntryType) -> dict[str, Any]:
-    return {"$filter": {"input": "$work_log", "cond": {"$eq": ["$$this.type", entry_type.value]}}}
+def _of_type(entry_type: EntryType, source: str = "$work_log") -> dict[str, Any]:
+    return {"$filter": {"input": source, "cond": {"$eq": ["$$this.type", entry_type.value]}}}
+
+
+def _kept(lists: Any, log: Any) -> dict[str, Any]:
+    """``lists`` (from the copies the appends keep) when the session has them complete, else ``log``."""
+    return {"$cond": [{"$eq": ["$context_lists", True]}, lists, log]}
+
+
+_RECENT = _kept("$recent_entries", {"$slice": ["$work_log", -views.RECENT_ACTIONS]})
 
 
 async def work_log_page(
@@ -96,7 +106,7 @@ async def handoff_context(workspace_id: str, session_id: str) -> HandoffContext:
     view = await store.load(
         workspace_id,
         session_id,
-        {**_CONTEXT_FIELDS, "_id": 0, "artifacts": 1, "recent": {"$slice": ["$work_log", -views.RECENT_ACTIONS]}},
+        {**_CONTEXT_FIELDS, "_id": 0, "artifacts": 1, "recent": _RECENT},
     )
     plan = await plans.find_plan(workspace_id, view.get("plan"))
     return views.handoff_context(view, plan_views.plan_with_progress(plan) if plan else None)
@@ -104,14 +114,23 @@ async def handoff_context(workspace_id: str, session_id: str) -> HandoffContext:
 
 async def replay_view(workspace_id: str, session_id: str, *, with_lists: bool) -> dict[str, Any]:
     """The fields a replay context (``with_lists``) or a replay needs, computed on the server."""
-    projection: dict[str, Any] = {**_CONTEXT_FIELDS, "_id": 0, "last_entry": {"$last": "$work_log"}}
+    projection: dict[str, Any] = {
+        **_CONTEXT_FIELDS,
+        "_id": 0,
+        "last_entry": _kept({"$last": "$recent_entries"}, {"$last": "$work_log"}),
+    }
     if with_lists:
         projection |= {
             "artifacts": 1,
-            "recent": {"$slice": ["$work_log", -views.RECENT_ACTIONS]},
-            "checkpoints": _of_type(EntryType.CHECKPOINT),
-            "decisions": _of_type(EntryType.DECISION),
-            "errors": _of_type(EntryType.ERROR),
+            "recent": _RECENT,
+            **{
+                name: _kept(_of_type(entry_type, "$notable_entries"), _of_type(entry_type))
+                for name, entry_type in (
+                    ("checkpoints", EntryType.CHECKPOINT),
+                    ("decisions", EntryType.DECISION),
+                    ("errors", EntryType.ERROR),
+                )
+            },
         }
     return await store.load(workspace_id, session_id, projection)
 

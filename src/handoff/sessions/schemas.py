@@ -222,7 +222,11 @@ class HandoffContext(OutputModel):
     recent_actions: list[WorkLogEntry]
     artifacts: list[Artifact]
     handoff_notes: dict[str, Any] | None
-    plan: PlanWithProgress | None = Field(default=None, description="Only when the session has a plan.")
+    plan: PlanWithProgress | None = Field(
+        default=None,
+        description="Only when the session has a plan (left out otherwise).",
+        exclude_if=lambda plan: plan is None,
+    )
 
 
 class EmptyProgress(OutputModel):

@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import DESCENDING, ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from handoff import clock
 from handoff.config import Settings
-from handoff.errors import FieldError, Invalid
+from handoff.errors import FieldError, Invalid, SessionFull
 from handoff.idempotency import service as idempotency
 from handoff.plans import service as plans
 from handoff.schemas import check_free_form
@@ -138,6 +138,7 @@ async def create_session(
         plan=data.plan,
         agent_type=data.agent_type,
         context_summary=data.context_summary,
+        context_lists=True,  # an empty log's lists are complete; every append keeps them so
         started_at=now,
         last_active_at=now,
         created_at=now,
@@ -203,7 +204,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         padded = cursor + "=" * (-len(cursor) % 4)
         millis, session_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
         return datetime.fromtimestamp(int(millis) / 1000, tz=UTC), str(session_id)
-    except (ValueError, TypeError, binascii.Error) as exc:
+    except (ValueError, TypeError, OverflowError, OSError, binascii.Error) as exc:  # a time out of range included
         raise Invalid("cursor is not one this API issued", errors=[FieldError("cursor", "invalid cursor")]) from exc
 
 
@@ -261,12 +262,19 @@ async def delete_session(workspace_id: str, session_id: str) -> None:
 async def _transition(
     workspace_id: str, session_id: str, operation: Operation, update: dict[str, Any] | list[dict[str, Any]]
 ) -> SessionRead:
-    doc = await store.sessions().find_one_and_update(
-        {**store.key(workspace_id, session_id), "status": {"$in": accepted_statuses(operation)}},
-        update,
-        projection=store.SESSION_PROJECTION,
-        return_document=ReturnDocument.AFTER,
-    )
+    try:
+        doc = await store.sessions().find_one_and_update(
+            {**store.key(workspace_id, session_id), "status": {"$in": accepted_statuses(operation)}},
+            update,
+            projection=store.SESSION_PROJECTION,
+            return_document=ReturnDocument.AFTER,
+        )
+    except OperationFailure as exc:
+        # A context, handoff notes or summary of up to a body's size on a session whose arrays are near their cap
+        # would pass MongoDB's 16 MiB: the same 409 as a full append, and nothing is written.
+        if exc.code in appends.DOCUMENT_TOO_LARGE_CODES:
+            raise SessionFull(store.FULL_DETAIL.format(session_id=session_id)) from exc
+        raise
     if doc is None:
         await store.explain_miss(workspace_id, session_id)
     return _read(doc)

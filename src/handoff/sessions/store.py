@@ -15,7 +15,13 @@ from handoff.sessions.lifecycle import is_ended
 from handoff.sessions.models import Session
 
 #: The session without its arrays: what every non-array read and every transition returns.
-SESSION_PROJECTION: dict[str, Any] = {"_id": 0, "work_log": 0, "artifacts": 0}
+SESSION_PROJECTION: dict[str, Any] = {
+    "_id": 0,
+    "work_log": 0,
+    "artifacts": 0,
+    "recent_entries": 0,
+    "notable_entries": 0,
+}
 
 ENDED_DETAIL = "session {session_id} has ended ({status}); POST /v1/sessions/{session_id}/replay continues it"
 FULL_DETAIL = (
