@@ -107,6 +107,14 @@ def test_bad_value_fails_with_one_line_naming_the_variable(
     assert len(message) > len(variable) + 2
 
 
+@pytest.mark.parametrize("url", ["http://db.example:27017", "localhost:27017", "mongodb://"])
+def test_url_that_is_not_a_mongodb_url_names_the_variable(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("HANDOFF_MONGODB_URL", url)
+
+    with pytest.raises(SettingsError, match=r"^HANDOFF_MONGODB_URL: "):
+        load_settings()
+
+
 def test_bad_override_names_the_variable_too() -> None:
     with pytest.raises(SettingsError, match=r"^HANDOFF_MAX_TEXT_CHARS: "):
         load_settings(max_text_chars=0)

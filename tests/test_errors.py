@@ -7,14 +7,17 @@ validation, an unexpected failure, the database going away).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import pytest
 from litestar import Litestar, get, post
-from litestar.testing import AsyncTestClient
+from litestar.params import JSONBody
 from pydantic import BaseModel
 from pymongo.errors import (
     AutoReconnect,
@@ -54,6 +57,36 @@ SECRET_INTERNALS = "password=hunter2 at /srv/handoff/secret.py line 42"
 _to_raise: list[Exception] = []
 
 
+@asynccontextmanager
+async def in_process(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    """Call ``app`` in-process on the test's own loop (where the session's database client lives).
+
+    The app's lifespan runs in a task of its own: an async fixture's setup and teardown run in different
+    tasks, and the lifespan's anyio task group must be entered and left in the same one.
+    """
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def hold_lifespan() -> None:
+        try:
+            async with app.lifespan():
+                started.set()
+                await stop.wait()
+        finally:
+            started.set()
+
+    holder = asyncio.create_task(hold_lifespan())
+    await started.wait()
+    if holder.done():
+        holder.result()  # the lifespan failed to start: raise its error
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            yield http
+    finally:
+        stop.set()
+        await holder
+
+
 @get("/raise")
 async def raise_configured() -> None:
     raise _to_raise[0]
@@ -65,12 +98,12 @@ class Thing(BaseModel):
 
 
 @post("/things")
-async def create_thing(data: Thing) -> dict[str, Any]:
+async def create_thing(data: JSONBody[Thing]) -> dict[str, Any]:
     return data.model_dump()
 
 
 @pytest.fixture
-async def tiny() -> AsyncIterator[AsyncTestClient[Litestar]]:
+async def tiny() -> AsyncIterator[httpx.AsyncClient]:
     """An app with only the error handler of the service, and routes that raise what a test asks for."""
     app = Litestar(
         route_handlers=[raise_configured, create_thing],
@@ -78,12 +111,12 @@ async def tiny() -> AsyncIterator[AsyncTestClient[Litestar]]:
         request_max_body_size=1024,
         debug=False,
     )
-    async with AsyncTestClient(app=app) as client:
+    async with in_process(app) as client:
         yield client
     _to_raise.clear()
 
 
-async def _raise(client: AsyncTestClient[Litestar], exc: Exception) -> Any:
+async def _raise(client: httpx.AsyncClient, exc: Exception) -> Any:
     _to_raise[:] = [exc]
     return await client.get("/raise")
 
@@ -119,7 +152,7 @@ def _assert_problem(response: Any, status: int) -> dict[str, Any]:
     ],
 )
 async def test_domain_error_becomes_problem_with_its_status_title_and_detail(
-    tiny: AsyncTestClient[Litestar], exc: HandoffError, status: int, title: str
+    tiny: httpx.AsyncClient, exc: HandoffError, status: int, title: str
 ) -> None:
     response = await _raise(tiny, exc)
 
@@ -129,7 +162,7 @@ async def test_domain_error_becomes_problem_with_its_status_title_and_detail(
     assert "retry-after" not in response.headers
 
 
-async def test_invalid_with_field_errors_lists_them(tiny: AsyncTestClient[Litestar]) -> None:
+async def test_invalid_with_field_errors_lists_them(tiny: httpx.AsyncClient) -> None:
     exc = Invalid(
         "context keys are invalid",
         errors=[FieldError("context.$where", "may not start with '$'"), FieldError("context.", "may not be empty")],
@@ -144,7 +177,7 @@ async def test_invalid_with_field_errors_lists_them(tiny: AsyncTestClient[Litest
     ]
 
 
-async def test_unavailable_is_503_with_retry_after(tiny: AsyncTestClient[Litestar]) -> None:
+async def test_unavailable_is_503_with_retry_after(tiny: httpx.AsyncClient) -> None:
     response = await _raise(tiny, Unavailable("no primary"))
 
     body = _assert_problem(response, 503)
@@ -167,9 +200,7 @@ async def test_unavailable_is_503_with_retry_after(tiny: AsyncTestClient[Litesta
     ],
     ids=lambda exc: type(exc).__name__,
 )
-async def test_database_unavailable_errors_are_503_with_retry_after(
-    tiny: AsyncTestClient[Litestar], exc: Exception
-) -> None:
+async def test_database_unavailable_errors_are_503_with_retry_after(tiny: httpx.AsyncClient, exc: Exception) -> None:
     response = await _raise(tiny, exc)
 
     body = _assert_problem(response, 503)
@@ -190,7 +221,7 @@ async def test_database_unavailable_errors_are_503_with_retry_after(
     ids=lambda exc: type(exc).__name__,
 )
 async def test_unexpected_error_is_500_without_internals_and_logged_with_request_id(
-    tiny: AsyncTestClient[Litestar], exc: Exception, caplog: pytest.LogCaptureFixture
+    tiny: httpx.AsyncClient, exc: Exception, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.ERROR, logger="handoff.errors"):
         response = await _raise(tiny, exc)
@@ -208,14 +239,14 @@ async def test_unexpected_error_is_500_without_internals_and_logged_with_request
     assert logged[0].exc_info[1] is exc
 
 
-async def test_two_failures_get_different_request_ids(tiny: AsyncTestClient[Litestar]) -> None:
+async def test_two_failures_get_different_request_ids(tiny: httpx.AsyncClient) -> None:
     first = await _raise(tiny, RuntimeError("boom"))
     second = await _raise(tiny, RuntimeError("boom"))
 
     assert first.headers["x-request-id"] != second.headers["x-request-id"]
 
 
-async def test_litestar_validation_error_is_422_with_field_errors(tiny: AsyncTestClient[Litestar]) -> None:
+async def test_litestar_validation_error_is_422_with_field_errors(tiny: httpx.AsyncClient) -> None:
     response = await tiny.post("/things", json={"name": "x", "size": "big"})
 
     body = _assert_problem(response, 422)
@@ -223,7 +254,7 @@ async def test_litestar_validation_error_is_422_with_field_errors(tiny: AsyncTes
     assert all(isinstance(error["message"], str) and error["message"] for error in body["errors"])
 
 
-async def test_litestar_http_errors_keep_their_status_as_problems(tiny: AsyncTestClient[Litestar]) -> None:
+async def test_litestar_http_errors_keep_their_status_as_problems(tiny: httpx.AsyncClient) -> None:
     _assert_problem(await tiny.get("/nowhere"), 404)
     _assert_problem(await tiny.delete("/things"), 405)
     _assert_problem(await tiny.post("/things", content=b"{", headers={"content-type": "application/json"}), 400)
@@ -234,14 +265,14 @@ async def test_litestar_http_errors_keep_their_status_as_problems(tiny: AsyncTes
 
 
 @pytest.fixture
-async def small_body_client(settings: Settings, database: MongoDatabase) -> AsyncIterator[AsyncTestClient[Litestar]]:
+async def small_body_client(settings: Settings, database: MongoDatabase) -> AsyncIterator[httpx.AsyncClient]:
     """The real app with a 1 KiB body limit."""
     app = create_app(settings.model_copy(update={"max_body_bytes": 1024}), database=database)
-    async with AsyncTestClient(app=app) as client:
+    async with in_process(app) as client:
         yield client
 
 
-async def test_malformed_json_is_400_problem(client: AsyncTestClient[Litestar], tenant: Tenant) -> None:
+async def test_malformed_json_is_400_problem(client: httpx.AsyncClient, tenant: Tenant) -> None:
     response = await client.post(
         "/v1/sessions",
         content=b'{"agent_type": "claude",',
@@ -252,51 +283,75 @@ async def test_malformed_json_is_400_problem(client: AsyncTestClient[Litestar], 
     assert "errors" not in body
 
 
-async def test_unknown_route_is_404_problem(client: AsyncTestClient[Litestar], tenant: Tenant) -> None:
+async def test_unknown_route_is_404_problem(client: httpx.AsyncClient, tenant: Tenant) -> None:
     _assert_problem(await client.get("/no/such/route"), 404)
     _assert_problem(await client.get("/v1/no-such-thing", headers=tenant.headers), 404)
 
 
-async def test_wrong_method_is_405_problem(client: AsyncTestClient[Litestar], tenant: Tenant) -> None:
-    _assert_problem(await client.delete("/healthz"), 405)
+async def test_wrong_method_is_405_problem(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    response = await client.delete("/healthz")
+    _assert_problem(response, 405)
+    assert "GET" in response.headers["allow"]
     _assert_problem(await client.put("/v1/sessions", json={}, headers=tenant.headers), 405)
 
 
-async def test_body_over_the_limit_is_413_problem(
-    small_body_client: AsyncTestClient[Litestar], tenant: Tenant
-) -> None:
+class CountingBody:
+    """A request body sent in 512-byte chunks, counting how many the server pulled."""
+
+    def __init__(self, chunks: int) -> None:
+        self.total = chunks
+        self.pulled = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for _ in range(self.total):
+            self.pulled += 1
+            yield b" " * 512  # JSON whitespace: the body stays well-formed however far it is read
+
+
+async def test_body_over_the_limit_is_413_problem(small_body_client: httpx.AsyncClient, tenant: Tenant) -> None:
     body = {"agent_type": "claude", "context_summary": {"notes": "x" * 2000}}
 
     response = await small_body_client.post("/v1/sessions", json=body, headers=tenant.headers)
 
-    _assert_problem(response, 413)
+    body = _assert_problem(response, 413)
+    assert "errors" not in body
 
 
-async def test_streamed_body_over_the_limit_without_content_length_is_413_problem(
-    small_body_client: AsyncTestClient[Litestar], tenant: Tenant
+async def test_body_declared_over_the_limit_is_refused_before_it_is_read(
+    small_body_client: httpx.AsyncClient, tenant: Tenant
 ) -> None:
-    async def chunks() -> AsyncIterator[bytes]:
-        yield b'{"context_summary": {"notes": "'
-        for _ in range(8):
-            yield b"x" * 512
-        yield b'"}}'
+    sent = CountingBody(chunks=64)
 
     response = await small_body_client.post(
-        "/v1/sessions", content=chunks(), headers={**tenant.headers, "content-type": "application/json"}
+        "/v1/sessions",
+        content=sent,
+        headers={**tenant.headers, "content-type": "application/json", "content-length": str(64 * 512)},
     )
 
     _assert_problem(response, 413)
+    assert sent.pulled <= 1
 
 
-async def test_body_under_the_limit_is_accepted(small_body_client: AsyncTestClient[Litestar], tenant: Tenant) -> None:
+async def test_streamed_body_over_the_limit_is_refused_once_past_the_limit(
+    small_body_client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    sent = CountingBody(chunks=64)
+
+    response = await small_body_client.post(
+        "/v1/sessions", content=sent, headers={**tenant.headers, "content-type": "application/json"}
+    )
+
+    _assert_problem(response, 413)
+    assert sent.pulled <= 4  # 1 KiB limit, 512-byte chunks: refused at the third, not after all 64
+
+
+async def test_body_under_the_limit_is_accepted(small_body_client: httpx.AsyncClient, tenant: Tenant) -> None:
     response = await small_body_client.post("/v1/sessions", json={"agent_type": "claude"}, headers=tenant.headers)
 
     assert response.status_code == 201
 
 
-async def test_validation_failure_is_422_problem_with_field_errors(
-    client: AsyncTestClient[Litestar], tenant: Tenant
-) -> None:
+async def test_validation_failure_is_422_problem_with_field_errors(client: httpx.AsyncClient, tenant: Tenant) -> None:
     response = await client.post(
         "/v1/sessions", json={"context_summary": "not an object", "agent_type": "claude"}, headers=tenant.headers
     )
@@ -307,7 +362,7 @@ async def test_validation_failure_is_422_problem_with_field_errors(
     assert any("context_summary" in error["field"] for error in body["errors"])
 
 
-async def test_invalid_query_parameter_is_422_problem(client: AsyncTestClient[Litestar], tenant: Tenant) -> None:
+async def test_invalid_query_parameter_is_422_problem(client: httpx.AsyncClient, tenant: Tenant) -> None:
     response = await client.get("/v1/sessions", params={"limit": "0"}, headers=tenant.headers)
 
     body = _assert_problem(response, 422)
@@ -315,7 +370,7 @@ async def test_invalid_query_parameter_is_422_problem(client: AsyncTestClient[Li
 
 
 async def test_unexpected_exception_is_500_problem_without_traceback(
-    client: AsyncTestClient[Litestar], tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+    client: httpx.AsyncClient, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def broken(_: str) -> None:
         raise RuntimeError(SECRET_INTERNALS)
@@ -336,7 +391,7 @@ async def test_unexpected_exception_is_500_problem_without_traceback(
     ids=lambda exc: type(exc).__name__,
 )
 async def test_database_unreachable_is_503_problem_with_retry_after(
-    client: AsyncTestClient[Litestar], tenant: Tenant, monkeypatch: pytest.MonkeyPatch, exc: Exception
+    client: httpx.AsyncClient, tenant: Tenant, monkeypatch: pytest.MonkeyPatch, exc: Exception
 ) -> None:
     async def unreachable(_: str) -> None:
         raise exc

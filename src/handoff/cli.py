@@ -8,11 +8,11 @@ length of the command).
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import click
+from pymongo.errors import ConfigurationError, PyMongoError
 from rich.console import Console
 from rich.table import Table
 
@@ -48,6 +48,12 @@ def run_with_database(operation: Callable[[], Awaitable[T]], settings: Settings 
         return asyncio.run(main())
     except (HandoffError, LocalMongoError) as exc:
         raise click.ClickException(str(exc)) from exc
+    except ConfigurationError as exc:
+        raise click.ClickException(f"HANDOFF_MONGODB_URL: {exc}") from exc
+    except PyMongoError as exc:  # the driver's own text (server descriptions) is too long for one line
+        raise click.ClickException(
+            f"the database did not answer ({type(exc).__name__}); check HANDOFF_MONGODB_URL"
+        ) from exc
 
 
 def _when(value: Any) -> str:
@@ -125,7 +131,11 @@ def keys_group() -> None:
 @keys_group.command("create")
 @click.option("--workspace", "workspace_slug", required=True, help="Workspace slug.")
 @click.option("--name", help="What the key is for.")
-@click.option("--expires-in-days", type=click.IntRange(min=1), help="Expire the key after this many days.")
+@click.option(
+    "--expires-in-days",
+    type=click.IntRange(1, workspaces.MAX_KEY_LIFETIME_DAYS),
+    help="Expire the key after this many days.",
+)
 def keys_create(workspace_slug: str, name: str | None, expires_in_days: int | None) -> None:
     """Create a key; prints the key alone on stdout, once. Only its hash is stored."""
     _, secret = run_with_database(
@@ -161,10 +171,121 @@ def keys_revoke(key_id: str) -> None:
     click.echo(f"revoked {key.key_id} ({key.prefix}…)")
 
 
+@cli.command("mcp")
+@click.option("--url", help="The handoff service (default: HANDOFF_URL, else http://127.0.0.1:8000).")
+@click.option("--api-key", help="A workspace API key (default: HANDOFF_API_KEY; prefer the variable).")
+def mcp_command(url: str | None, api_key: str | None) -> None:
+    """Run the MCP server over stdio, its tools talking to a handoff service through the client."""
+    from handoff.mcp.stdio import MissingApiKey, run_stdio, stdio_config  # noqa: PLC0415 - only this command
+
+    try:
+        config = stdio_config(url, api_key)
+    except MissingApiKey as exc:
+        raise click.ClickException(str(exc)) from exc
+    run_stdio(config)
+
+
+@cli.command("export")
+@click.option("--workspace", "workspace_slug", help="Workspace slug (default: every workspace).")
+@click.option("--status", type=click.Choice(["active", "paused", "completed", "failed"]), help="Only this status.")
+@click.option("--output", "-o", default="-", show_default=True, help="File to write; - is stdout.")
+def export_command(workspace_slug: str | None, status: str | None, output: str) -> None:
+    """Write sessions as JSON Lines: the Session fields plus the full work log and artifacts."""
+    from pymongo.errors import PyMongoError  # noqa: PLC0415 - only the bulk commands need these
+
+    from handoff import bulk  # noqa: PLC0415
+
+    try:
+        count = run_with_database(lambda: bulk.export_to_path(output, workspace=workspace_slug, status=status))
+    except (OSError, PyMongoError) as exc:
+        raise click.ClickException(f"export failed: {exc}") from exc
+    click.echo(f"exported {count} sessions", err=True)
+
+
+@cli.command("import")
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option("--workspace", "workspace_slug", required=True, help="Workspace slug to import into.")
+@click.option(
+    "--format", "file_format", type=click.Choice(["auto", "jsonl", "laravel"]), default="auto", show_default=True
+)
+@click.option("--on-conflict", type=click.Choice(["skip", "replace"]), default="skip", show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 10_000), default=500, show_default=True)
+@click.option("--rejects", help="Where rejected lines go (default: <first PATH>.rejects.jsonl), rewritten each run.")
+@click.option("--plan-map", "plan_map_path", help='JSON {"<laravel plan id>": "<plan slug>"} for Laravel rows.')
+@click.pass_context
+def import_command(
+    ctx: click.Context,
+    *,
+    paths: tuple[str, ...],
+    workspace_slug: str,
+    file_format: str,
+    on_conflict: str,
+    batch_size: int,
+    rejects: str | None,
+    plan_map_path: str | None,
+) -> None:
+    """Import sessions from handoff's JSON Lines or rows of the Laravel agent_sessions table.
+
+    Exit status: 0 nothing rejected, 3 some rows rejected (see the rejects file), 2 a file cannot be read.
+    """
+    import sys  # noqa: PLC0415 - only the bulk commands need these
+
+    from pymongo.errors import PyMongoError  # noqa: PLC0415
+
+    from handoff import bulk  # noqa: PLC0415
+    from handoff.bulk.progress import progress_for  # noqa: PLC0415
+
+    try:
+        bulk.check_readable(paths)
+        plan_map = bulk.read_plan_map(plan_map_path) if plan_map_path else None
+        result = run_with_database(
+            lambda: bulk.import_files(
+                paths,
+                workspace=workspace_slug,
+                file_format=file_format,  # type: ignore[arg-type]  # click.Choice checked it
+                on_conflict=on_conflict,  # type: ignore[arg-type]
+                batch_size=batch_size,
+                rejects=rejects,
+                plan_map=plan_map,
+                progress=progress_for(sys.stderr),
+            )
+        )
+    except bulk.UnreadableFile as exc:
+        click.echo(f"Error: {exc}", err=True)
+        ctx.exit(2)
+    except PyMongoError as exc:
+        raise click.ClickException(f"import stopped, the database failed: {exc}") from exc
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if result.rejects_path is not None:
+        click.echo(f"rejected rows written to {result.rejects_path}", err=True)
+    click.echo(result.summary())
+    ctx.exit(3 if result.rejected else 0)
+
+
+@cli.command("stats")
+@click.option("--workspace", "workspace_slug", help="Workspace slug (default: every workspace).")
+@click.option("--since", help="Only sessions started at or after this ISO 8601 date or date-time (UTC).")
+def stats_command(workspace_slug: str | None, since: str | None) -> None:
+    """Print the analytics summary and per-agent figures (the same as GET /v1/analytics/summary and /agents)."""
+    from handoff.analytics import report  # noqa: PLC0415 - only this command
+    from handoff.analytics import service as analytics  # noqa: PLC0415
+
+    try:
+        window = analytics.parse_window(since)
+    except HandoffError as exc:
+        raise click.ClickException(str(exc)) from exc
+    found = run_with_database(lambda: report.gather(workspace_slug, window))
+    if not found:
+        click.echo("no workspaces yet: handoff workspaces create SLUG")
+        return
+    console.print(report.render(found, window))
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="handoff")
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -54,6 +54,19 @@ class Settings(BaseSettings):
         default=5.0, ge=0, le=5.0, description="How long a resolved API key is trusted (revocation delay)."
     )
     idempotency_ttl_hours: int = Field(default=24, ge=24, description="How long Idempotency-Key records live.")
+
+    @field_validator("mongodb_url", mode="before")
+    @classmethod
+    def _check_mongodb_url(cls, value: object) -> object:
+        """An empty value means the bundled server; anything else must look like a MongoDB URL (no DNS here)."""
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if not isinstance(value, str):
+            return value
+        scheme, _, rest = value.strip().partition("://")
+        if scheme not in ("mongodb", "mongodb+srv") or not rest.split("/", 1)[0].rsplit("@", 1)[-1]:
+            raise ValueError("must be a mongodb:// or mongodb+srv:// URL with a host")
+        return value.strip()
 
 
 class SettingsError(Exception):

@@ -163,7 +163,11 @@ def handle_exception(  # noqa: PLR0911 - one branch per kind of error, each a re
 ) -> Response[dict[str, Any]]:
     """The one exception handler: every error leaves the service as problem+json."""
     if isinstance(exc, HandoffError):
-        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if isinstance(exc, Unavailable) else None
+        headers: dict[str, str] | None = None
+        if isinstance(exc, Unavailable):
+            headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        elif isinstance(exc, Unauthorized):
+            headers = {"WWW-Authenticate": 'Bearer realm="handoff"'}
         if exc.status_code >= 500 and not isinstance(exc, Unavailable):
             return _internal_error(request, exc)
         return problem_response(exc.status_code, exc.detail, title=exc.title, errors=exc.errors, headers=headers)

@@ -21,6 +21,7 @@ from handoff.workspaces.schemas import Principal
 KEY_PREFIX = "hk_"
 DISPLAY_PREFIX_CHARS = 11  # "hk_" + 8 characters of the secret
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+MAX_KEY_LIFETIME_DAYS = 36_500  # a century; further dates overflow datetime
 SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 
 
@@ -31,7 +32,7 @@ def hash_key(secret: str) -> str:
 
 async def create_workspace(slug: str, *, name: str | None = None) -> Workspace:
     """Create a workspace; its slug must be new."""
-    if not SLUG_PATTERN.match(slug):
+    if not SLUG_PATTERN.fullmatch(slug):
         raise Invalid(f"workspace slug {slug!r} must be 1-64 lowercase letters, digits and dashes")
     workspace = Workspace(workspace_id=f"ws_{secrets.token_hex(8)}", slug=slug, name=name or slug)
     try:
@@ -59,8 +60,8 @@ async def create_api_key(
 ) -> tuple[ApiKey, str]:
     """Issue a key for a workspace; returns the stored record and the secret, which exists only here."""
     workspace = await get_workspace(workspace_slug)
-    if expires_in_days is not None and expires_in_days < 1:
-        raise Invalid("expires_in_days must be at least 1")
+    if expires_in_days is not None and not 1 <= expires_in_days <= MAX_KEY_LIFETIME_DAYS:
+        raise Invalid(f"expires_in_days must be between 1 and {MAX_KEY_LIFETIME_DAYS}")
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     created = clock.now()
     key = ApiKey(
