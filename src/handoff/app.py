@@ -1,8 +1,9 @@
 """The application factory.
 
-``create_app`` wires settings, the database, the auth guard, the controllers and the one error handler into
-a Litestar app. Its lifespan opens the database (the configured server, or the bundled one) and closes it;
-tests inject an already-initialised database and the app then neither opens nor closes anything.
+``create_app`` wires settings, the database, the auth guard, the controllers, the ``/mcp`` endpoint (the MCP
+tools over streamable HTTP, same keys) and the one error handler into a Litestar app. Its lifespan opens the
+database (the configured server, or the bundled one) and closes it, and runs the MCP session manager;
+tests inject an already-initialised database, which the app then neither opens nor closes.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
-from litestar import Litestar, Router
+from litestar import Litestar, Request, Router
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.exceptions import SerializationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -24,6 +27,20 @@ from handoff.config import Settings, get_settings
 from handoff.db import MongoDatabase, create_client, init_database, mongodb_url
 from handoff.errors import handle_exception
 from handoff.health import HealthController
+
+
+class JsonRequest(Request[Any, Any, State]):
+    """A request whose JSON body too deeply nested to decode is a 400, like any other malformed JSON.
+
+    msgspec decodes recursively and raises ``RecursionError`` past Python's recursion limit (about 1,000
+    levels); Litestar turns only its ``DecodeError`` into a 400, so 10,000 nested brackets would be a 500.
+    """
+
+    async def json(self) -> Any:
+        try:
+            return await super().json()
+        except RecursionError as exc:
+            raise SerializationException("JSON is nested too deeply to decode") from exc
 
 
 def _v1_router() -> Router:
@@ -50,6 +67,9 @@ def create_app(settings: Settings | None = None, *, database: MongoDatabase | No
     """Build the API; with ``database`` given, reuse it instead of connecting."""
     settings = settings or get_settings()
     logging.basicConfig(level=settings.log_level)
+    from handoff.mcp.http import McpEndpoint  # noqa: PLC0415 - imports the domain services, like _v1_router
+
+    mcp = McpEndpoint(settings)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -61,13 +81,15 @@ def create_app(settings: Settings | None = None, *, database: MongoDatabase | No
                 app.state.database = await init_database(client, settings.database)
             else:
                 app.state.database = database
+            await stack.enter_async_context(mcp.running())
             yield
 
     return Litestar(
-        route_handlers=[HealthController, _v1_router()],
+        route_handlers=[HealthController, _v1_router(), mcp.route()],
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
         request_max_body_size=settings.max_body_bytes,
+        request_class=JsonRequest,
         state=State({"settings": settings, "key_cache": KeyCache(settings.api_key_cache_seconds)}),
         openapi_config=OpenAPIConfig(
             title="handoff",

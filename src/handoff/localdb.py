@@ -23,7 +23,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,27 +152,10 @@ def start_mongod(
 def _start_once(
     binary: Path, dbpath: Path, port: int, *, log_path: Path, replica_set: str, extra: Sequence[str], timeout: float
 ) -> MongodProcess:
-    argv = [
-        str(binary), "--dbpath", str(dbpath), "--port", str(port), "--bind_ip", "127.0.0.1",
-        "--replSet", replica_set, "--logpath", str(log_path), "--logappend", "--nounixsocket",
-        "--wiredTigerCacheSizeGB", "0.25", "--setParameter", "diagnosticDataCollectionEnabled=false",
-        *extra,
-    ]  # fmt: skip
+    argv = _argv(binary, dbpath, port, log_path=log_path, replica_set=replica_set, extra=extra)
     deadline = time.monotonic() + timeout
     log_start = log_path.stat().st_size if log_path.exists() else 0
-    with log_path.open("ab") as early_output:  # what mongod prints before its log is open lands in the log too
-
-        def spawn() -> subprocess.Popen[bytes]:
-            return subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=early_output,
-                stderr=early_output,
-                start_new_session=True,
-                preexec_fn=_die_with_parent(),  # noqa: PLW1509 - the point is to run prctl in the child
-            )
-
-        popen = _spawner().submit(spawn).result()
+    popen = _spawn(argv, log_path)
     server = MongodProcess(popen.pid, port, dbpath, owned=True, replica_set=replica_set, _popen=popen)
 
     def pause(what: str) -> None:
@@ -198,6 +181,34 @@ def _start_once(
         server.stop()
         raise
     return server
+
+
+def _argv(
+    binary: Path, dbpath: Path, port: int, *, log_path: Path, replica_set: str, extra: Sequence[str]
+) -> list[str]:
+    return [
+        str(binary), "--dbpath", str(dbpath), "--port", str(port), "--bind_ip", "127.0.0.1",
+        "--replSet", replica_set, "--logpath", str(log_path), "--logappend", "--nounixsocket",
+        "--wiredTigerCacheSizeGB", "0.25", "--setParameter", "diagnosticDataCollectionEnabled=false",
+        *extra,
+    ]  # fmt: skip
+
+
+def _spawn(argv: Sequence[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start one mongod from the spawner thread, in a session of its own, dying with us."""
+    with log_path.open("ab") as early_output:  # what mongod prints before its log is open lands in the log too
+
+        def spawn() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=early_output,
+                stderr=early_output,
+                start_new_session=True,
+                preexec_fn=_die_with_parent(),  # noqa: PLW1509 - the point is to run prctl in the child
+            )
+
+        return _spawner().submit(spawn).result()
 
 
 def _admin_client(port: int, *, timeout_ms: int) -> MongoClient[dict[str, Any]]:
@@ -282,6 +293,143 @@ def _log_tail(log: Path, offset: int, lines: int = 8) -> str:
             records.append(("", f"  {line}"))  # e.g. a command-line error, printed before logging starts
     errors = [record for record in records if record[0] in ("E", "F")]
     return "\n".join(line for _, line in (errors or records)[-lines:])
+
+
+_MEMBER_OK_STATES = frozenset({"PRIMARY", "SECONDARY"})
+
+
+@dataclass
+class ReplicaSet:
+    """Several bundled servers on loopback as one replica set, each on its own port and dbpath.
+
+    The embedded default is a set of one (``start_mongod``); drills use this to show what a real deployment
+    promises when its primary goes away: stepped down, killed outright, restarted.
+    """
+
+    name: str
+    members: list[MongodProcess]
+    _argvs: dict[int, list[str]] = field(default_factory=dict, repr=False)
+
+    @property
+    def url(self) -> str:
+        """A connection string naming every member, so the driver follows the primary wherever it moves."""
+        hosts = ",".join(f"127.0.0.1:{member.port}" for member in self.members)
+        return f"mongodb://{hosts}/?replicaSet={self.name}"
+
+    def primary(self, timeout: float = 60) -> MongodProcess:
+        """The member that is the writable primary, waiting up to ``timeout`` seconds for an election."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for member in self.members:
+                if member._popen is not None and member._popen.poll() is None:
+                    try:
+                        with _admin_client(member.port, timeout_ms=500) as client:
+                            if client.admin.command("hello").get("isWritablePrimary"):
+                                return member
+                    except PyMongoError:
+                        pass
+            if time.monotonic() > deadline:
+                raise LocalMongoError(f"replica set {self.name} elected no primary within {timeout:g} s")
+            time.sleep(0.1)
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        """Wait until one member is primary and every other one a secondary (so majority writes go through)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with _admin_client(self.primary(max(0.1, deadline - time.monotonic())).port, timeout_ms=500) as client:
+                    states = [member["stateStr"] for member in client.admin.command("replSetGetStatus")["members"]]
+                if len(states) == len(self.members) and set(states) <= _MEMBER_OK_STATES:
+                    return
+            except PyMongoError:
+                pass
+            if time.monotonic() > deadline:
+                raise LocalMongoError(f"replica set {self.name} did not settle within {timeout:g} s")
+            time.sleep(0.1)
+
+    def kill(self, member: MongodProcess) -> None:
+        """SIGKILL a member, as a crash or a pulled plug would stop it: no shutdown, no step-down."""
+        if member._popen is not None and member._popen.poll() is None:
+            member._popen.kill()
+            member._popen.wait()
+
+    def restart(self, member: MongodProcess) -> MongodProcess:
+        """Start a stopped or killed member again on its port and dbpath; it rejoins the set by itself."""
+        popen = _spawn(self._argvs[member.port], member.dbpath / "mongod.log")
+        restarted = MongodProcess(
+            popen.pid, member.port, member.dbpath, owned=True, replica_set=self.name, _popen=popen
+        )
+        self.members[self.members.index(member)] = restarted
+        return restarted
+
+    def stop(self, timeout: float = 30) -> None:
+        """Stop every member cleanly, all at once: one by one, each primary in turn would wait for the others."""
+        running = [m._popen for m in self.members if m.owned and m._popen is not None and m._popen.poll() is None]
+        for popen in running:
+            popen.terminate()
+        deadline = time.monotonic() + timeout
+        for popen in running:
+            try:
+                popen.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                popen.kill()
+                popen.wait()
+
+
+def start_replica_set(
+    members: int,
+    base_dir: Path,
+    *,
+    replica_set: str = "rs0",
+    settings: Mapping[str, Any] | None = None,
+    extra_args: Sequence[str] = (),
+    wait_timeout: float = 60,
+) -> ReplicaSet:
+    """Start ``members`` servers under ``base_dir`` (``member0``, ``member1``, ...), initiate them as one set with
+    the given replica set ``settings`` (e.g. ``electionTimeoutMillis``) and return once it has a primary and
+    every other member is a secondary.
+    """
+    binary = find_mongod()
+    started: list[MongodProcess] = []
+    argvs: dict[int, list[str]] = {}
+    deadline = time.monotonic() + wait_timeout
+    try:
+        for index in range(members):
+            dbpath = base_dir / f"member{index}"
+            dbpath.mkdir(parents=True, exist_ok=True)
+            port = free_port()
+            argvs[port] = _argv(
+                binary, dbpath, port, log_path=dbpath / "mongod.log", replica_set=replica_set, extra=extra_args
+            )
+            popen = _spawn(argvs[port], dbpath / "mongod.log")
+            started.append(MongodProcess(popen.pid, port, dbpath, owned=True, replica_set=replica_set, _popen=popen))
+        for member in started:
+            with _admin_client(member.port, timeout_ms=500) as client:
+                while True:
+                    try:
+                        client.admin.command("ping")
+                        break
+                    except PyMongoError:
+                        if member._popen is not None and member._popen.poll() is not None:
+                            log = member.dbpath / "mongod.log"
+                            raise LocalMongoError(f"mongod exited while starting:\n{_log_tail(log, 0)}") from None
+                        if time.monotonic() > deadline:
+                            raise LocalMongoError(f"mongod did not start within {wait_timeout:g} s") from None
+                        time.sleep(0.1)
+        config = {
+            "_id": replica_set,
+            "members": [{"_id": index, "host": f"127.0.0.1:{m.port}"} for index, m in enumerate(started)],
+            "settings": dict(settings or {}),
+        }
+        with _admin_client(started[0].port, timeout_ms=5000) as client:
+            client.admin.command("replSetInitiate", config)
+        replicas = ReplicaSet(replica_set, started, argvs)
+        replicas.wait_healthy(max(1.0, deadline - time.monotonic()))
+    except BaseException:
+        for member in started:
+            member.stop()
+        raise
+    return replicas
 
 
 @contextlib.contextmanager

@@ -5,7 +5,11 @@ Declaring every status a route really answers keeps the schema honest, which is 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Operation, RequestBody
 
 from handoff.errors import PROBLEM_JSON
 from handoff.schemas import OutputModel
@@ -52,3 +56,25 @@ def problems(*statuses: int, body: bool = False) -> dict[int, ResponseSpec]:
         )
         for code in sorted(codes)
     }
+
+
+def retried(model: type[Any], description: str) -> dict[int, ResponseSpec]:
+    """The ``200`` of a retry-safe create: a repeated id, external id or Idempotency-Key answers what is stored.
+
+    Without it the schema would promise only ``201``, and a client (or schemathesis) retrying would see an
+    undocumented status.
+    """
+    return {200: ResponseSpec(data_container=model, description=description, generate_examples=False)}
+
+
+@dataclass
+class OptionalBodyOperation(Operation):
+    """An operation whose JSON body may be left out (``/complete``, ``/fail``, ``/replay``).
+
+    Litestar marks every request body required, even ``JSONBody[X | None] = None``; the route accepts no body,
+    so the schema must say so, or a conforming client would be told to send one.
+    """
+
+    def __post_init__(self) -> None:
+        if isinstance(self.request_body, RequestBody):
+            self.request_body.required = False
