@@ -44,19 +44,13 @@ class JsonRequest(Request[Any, Any, State]):
 
 
 def _v1_router() -> Router:
-    from handoff.plans.controller import PlanController  # noqa: PLC0415 - avoids an import cycle at package load
+    from handoff.analytics.controller import AnalyticsController  # noqa: PLC0415 - avoids an import cycle at load
+    from handoff.plans.controller import PlanController  # noqa: PLC0415
     from handoff.sessions.controller import SessionController  # noqa: PLC0415
 
-    handlers = [SessionController, PlanController]
-    try:
-        from handoff.analytics.controller import AnalyticsController  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - analytics ships in its own change
-        pass
-    else:
-        handlers.append(AnalyticsController)
     return Router(
         path="/v1",
-        route_handlers=handlers,
+        route_handlers=[SessionController, PlanController, AnalyticsController],
         guards=[api_key_guard],
         dependencies={"principal": Provide(provide_principal, sync_to_thread=False)},
         security=[{"bearer": []}],
