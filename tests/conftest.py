@@ -6,7 +6,6 @@ dbpath; nothing is mocked. Collections are emptied (not dropped) before each tes
 
 from __future__ import annotations
 
-import asyncio
 import re
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -21,6 +20,7 @@ from handoff.config import Settings
 from handoff.db import DOCUMENT_MODELS, MongoClient, MongoDatabase, create_client, init_database
 from handoff.localdb import MongodProcess, start_mongod
 from tests.factories import Tenant, make_tenant
+from tests.inprocess import in_process
 
 
 @pytest.fixture(scope="session")
@@ -70,35 +70,9 @@ def app(settings: Settings, database: MongoDatabase) -> Litestar:
 
 @pytest.fixture
 async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client calling the app in-process, on the test's own event loop.
-
-    Litestar's ``AsyncTestClient`` runs the app in a portal thread with a loop of its own, where the
-    session-wide ``AsyncMongoClient`` (bound to the test loop) cannot be used; httpx's ASGI transport runs the
-    app on this loop, and the app's real lifespan runs around it, held in a task of its own: an async fixture's
-    setup and teardown run in different tasks, and the lifespan's anyio task group (the MCP session manager) must
-    be entered and left in the same one.
-    """
-    started, stop = asyncio.Event(), asyncio.Event()
-
-    async def hold_lifespan() -> None:
-        try:
-            async with app.lifespan():
-                started.set()
-                await stop.wait()
-        finally:
-            started.set()
-
-    holder = asyncio.create_task(hold_lifespan())
-    await started.wait()
-    if holder.done():
-        holder.result()  # the lifespan failed to start: raise its error
-    try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-            yield http
-    finally:
-        stop.set()
-        await holder
+    """An HTTP client calling the app in-process (see ``tests.inprocess``)."""
+    async with in_process(app) as http:
+        yield http
 
 
 @pytest.fixture

@@ -2,40 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from litestar import Litestar
 
 from tests.factories import Tenant
-
-
-@pytest.fixture
-async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
-    """The app in-process, its lifespan held in one task of its own (see ``test_analytics_routes``)."""
-    started, stop = asyncio.Event(), asyncio.Event()
-
-    async def hold_lifespan() -> None:
-        try:
-            async with app.lifespan():
-                started.set()
-                await stop.wait()
-        finally:
-            started.set()
-
-    holder = asyncio.create_task(hold_lifespan())
-    await started.wait()
-    if holder.done():
-        holder.result()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as http:
-            yield http
-    finally:
-        stop.set()
-        await holder
 
 
 async def _post(client: httpx.AsyncClient, tenant: Tenant, path: str, body: Any = None) -> dict[str, Any]:

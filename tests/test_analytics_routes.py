@@ -7,15 +7,12 @@ index (summary and agents from the index alone).
 
 from __future__ import annotations
 
-import asyncio
 import random
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-from litestar import Litestar
 
 from handoff import clock
 from handoff.analytics import expressions, pipelines, service
@@ -25,32 +22,6 @@ from tests.factories import Tenant
 
 DAY0 = datetime(2026, 1, 10, tzinfo=UTC)
 NOW = datetime(2026, 1, 20, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
-    """The app in-process, its lifespan held in one task of its own (an async fixture's setup and teardown run
-    in different tasks, and the lifespan's task group must be entered and left in the same one)."""
-    started, stop = asyncio.Event(), asyncio.Event()
-
-    async def hold_lifespan() -> None:
-        try:
-            async with app.lifespan():
-                started.set()
-                await stop.wait()
-        finally:
-            started.set()
-
-    holder = asyncio.create_task(hold_lifespan())
-    await started.wait()
-    if holder.done():
-        holder.result()  # the lifespan failed to start: raise its error
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as http:
-            yield http
-    finally:
-        stop.set()
-        await holder
 
 
 def _hours(n: float) -> timedelta:

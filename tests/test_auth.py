@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
-from litestar import Litestar
 
 from handoff import auth, clock
 from handoff.app import create_app
@@ -21,38 +18,9 @@ from handoff.db import MongoDatabase
 from handoff.errors import PROBLEM_JSON
 from handoff.workspaces import service as workspaces
 from tests.factories import Tenant, make_tenant
+from tests.inprocess import in_process
 
 ROUTE = "/v1/sessions"
-
-
-@asynccontextmanager
-async def in_process(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
-    """Call ``app`` in-process on the test's own loop (where the session's database client lives).
-
-    The app's lifespan runs in a task of its own: an async fixture's setup and teardown run in different
-    tasks, and the lifespan's anyio task group must be entered and left in the same one.
-    """
-    started, stop = asyncio.Event(), asyncio.Event()
-
-    async def hold_lifespan() -> None:
-        try:
-            async with app.lifespan():
-                started.set()
-                await stop.wait()
-        finally:
-            started.set()
-
-    holder = asyncio.create_task(hold_lifespan())
-    await started.wait()
-    if holder.done():
-        holder.result()  # the lifespan failed to start: raise its error
-    try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-            yield http
-    finally:
-        stop.set()
-        await holder
 
 
 class FakeMonotonic:

@@ -7,11 +7,9 @@ validation, an unexpected failure, the database going away).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -51,40 +49,11 @@ from handoff.errors import (
     handle_exception,
 )
 from tests.factories import Tenant
+from tests.inprocess import in_process
 
 SECRET_INTERNALS = "password=hunter2 at /srv/handoff/secret.py line 42"
 
 _to_raise: list[Exception] = []
-
-
-@asynccontextmanager
-async def in_process(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
-    """Call ``app`` in-process on the test's own loop (where the session's database client lives).
-
-    The app's lifespan runs in a task of its own: an async fixture's setup and teardown run in different
-    tasks, and the lifespan's anyio task group must be entered and left in the same one.
-    """
-    started, stop = asyncio.Event(), asyncio.Event()
-
-    async def hold_lifespan() -> None:
-        try:
-            async with app.lifespan():
-                started.set()
-                await stop.wait()
-        finally:
-            started.set()
-
-    holder = asyncio.create_task(hold_lifespan())
-    await started.wait()
-    if holder.done():
-        holder.result()  # the lifespan failed to start: raise its error
-    try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-            yield http
-    finally:
-        stop.set()
-        await holder
 
 
 @get("/raise")
