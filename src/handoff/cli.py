@@ -206,9 +206,20 @@ def export_command(workspace_slug: str | None, status: str | None, output: str) 
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
 @click.option("--workspace", "workspace_slug", required=True, help="Workspace slug to import into.")
 @click.option(
-    "--format", "file_format", type=click.Choice(["auto", "jsonl", "laravel"]), default="auto", show_default=True
+    "--format",
+    "file_format",
+    type=click.Choice(["auto", "jsonl", "laravel"]),
+    default="auto",
+    show_default=True,
+    help="jsonl: what export writes; laravel: agent_sessions rows (JSON array or lines); auto: by each row.",
 )
-@click.option("--on-conflict", type=click.Choice(["skip", "replace"]), default="skip", show_default=True)
+@click.option(
+    "--on-conflict",
+    type=click.Choice(["skip", "replace"]),
+    default="skip",
+    show_default=True,
+    help="A session already there: keep it (skip) or overwrite it whole (replace).",
+)
 @click.option("--batch-size", type=click.IntRange(1, 10_000), default=500, show_default=True)
 @click.option("--rejects", help="Where rejected lines go (default: <first PATH>.rejects.jsonl), rewritten each run.")
 @click.option("--plan-map", "plan_map_path", help='JSON {"<laravel plan id>": "<plan slug>"} for Laravel rows.')

@@ -1,0 +1,346 @@
+"""Import sessions from files: stream rows, map each to a document, write them in unordered bulk batches.
+
+Each batch of ``batch_size`` documents is an unordered ``bulk_write`` of inserts keyed by
+``(workspace_id, session_id)``: the unique index refuses a session that exists, which under ``skip`` counts it
+as skipped (``$setOnInsert``'s "insert only when absent") and under ``replace`` sends it to a second unordered
+``bulk_write`` of ``ReplaceOne`` upserts (replace whole). Once a batch meets existing sessions (a re-import),
+the next one first reads which of its keys exist (covered by the unique index) and writes only what it must,
+until a batch meets none. Why inserts rather than one upsert per session: on MongoDB 6.0 an upsert batch with
+``$setOnInsert`` writes at 0.3-0.5x the rate of ``insert_many`` (``scripts/bench_import.py``,
+``docs/benchmarks.md``), an insert batch at the same rate.
+
+Rows are read in chunks of ``batch_size``; decoding and mapping them (``prepare.py``: a thread, or worker
+processes for big inputs) runs ahead of the writes, one batch is written while the next ones are prepared, and
+only a bounded number of chunks exist at a time, so memory stays flat whatever the size of the file. A row is
+one document, so a rejected row never leaves anything partial: it goes to the rejects file as
+``{"line", "error", "source"}`` (plus ``file`` when several files are imported) and the run goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from bson.raw_bson import RawBSONDocument
+from pymongo import InsertOne, ReplaceOne
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError
+
+from handoff.bulk import mapping
+from handoff.bulk.files import RejectsFile, UnreadableFile, check_readable, default_rejects_path
+from handoff.bulk.formats import FileReader, Format, Record
+from handoff.bulk.prepare import Prepared, Preparer, default_workers
+from handoff.config import Settings, get_settings
+from handoff.plans import service as plans
+from handoff.sessions import store
+from handoff.workspaces import service as workspaces
+
+OnConflict = Literal["skip", "replace"]
+
+DEFAULT_BATCH_SIZE = 500
+DUPLICATE_KEY = 11000
+
+
+class ProgressSink(Protocol):
+    """Where the importer reports how far it has got (see ``handoff.bulk.progress``)."""
+
+    def start(self, total_bytes: int) -> None: ...
+
+    def update(self, *, bytes_read: int, sessions: int, rejected: int) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+@dataclass
+class ImportResult:
+    """What an import did: sessions written, sessions left as they were, rows rejected."""
+
+    imported: int = 0
+    skipped: int = 0
+    rejected: int = 0
+    rejects_path: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """The last line the CLI prints."""
+        return f"imported {self.imported}, skipped {self.skipped}, rejected {self.rejected}"
+
+
+# Writing -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A mapped row waiting in a batch, with what a reject needs if the database refuses it."""
+
+    record: Record
+    file: Path
+    session_id: str
+    document: RawBSONDocument
+
+
+class _Writer:
+    """Writes batches one at a time, in the background of the parsing."""
+
+    def __init__(
+        self,
+        collection: AsyncCollection[dict[str, Any]],
+        *,
+        workspace_id: str,
+        on_conflict: OnConflict,
+        result: ImportResult,
+        rejects: RejectsFile,
+    ) -> None:
+        self.collection = collection
+        self.workspace_id = workspace_id
+        self.on_conflict = on_conflict
+        self.result = result
+        self.rejects = rejects
+        self._probe = False  # read which sessions exist before inserting (after a batch met existing ones)
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, batch: list[_Pending]) -> None:
+        """Wait for the batch in flight, then start this one."""
+        await self.drain()
+        self._task = asyncio.create_task(self._write(batch))
+        await asyncio.sleep(0)
+
+    async def drain(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            await task
+
+    def _key(self, session_id: str) -> dict[str, str]:
+        return store.key(self.workspace_id, session_id)
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        present = await self._present([pending.session_id for pending in batch]) if self._probe else set()
+        inserts: list[_Pending] = []
+        replaces: list[_Pending] = []
+        for pending in batch:
+            if pending.session_id not in present:
+                inserts.append(pending)
+            elif self.on_conflict == "replace":
+                replaces.append(pending)
+            else:
+                self.result.skipped += 1
+        collided = await self._insert(inserts)
+        # Sessions that exist already: ask before writing the next batch (a re-import), until one has none.
+        self._probe = bool(present or collided)
+        if self.on_conflict == "replace":
+            await self._replace(replaces + collided)
+        else:
+            self.result.skipped += len(collided)
+
+    async def _present(self, session_ids: list[str]) -> set[str]:
+        """Which of these sessions the workspace has (a covered read of the unique index)."""
+        cursor = self.collection.find(
+            {"workspace_id": self.workspace_id, "session_id": {"$in": session_ids}},
+            {"_id": 0, "session_id": 1},
+            hint="workspace_session_unique",
+        )
+        return {doc["session_id"] async for doc in cursor}
+
+    async def _insert(self, rows: list[_Pending]) -> list[_Pending]:
+        """Insert the rows; returns those whose session exists already (the unique index refused them)."""
+        if not rows:
+            return []
+        try:
+            inserts: list[InsertOne[Any]] = [InsertOne(row.document) for row in rows]
+            done = await self.collection.bulk_write(inserts, ordered=False)
+        except BulkWriteError as exc:
+            self.result.imported += exc.details.get("nInserted", 0)
+            errors = exc.details.get("writeErrors", [])
+        else:
+            self.result.imported += done.inserted_count
+            return []
+        collided: list[_Pending] = []
+        external: list[tuple[_Pending, dict[str, Any]]] = []
+        for error in errors:
+            row, key = rows[error["index"]], error.get("keyPattern") or {}
+            if error.get("code") == DUPLICATE_KEY and "session_id" in key:
+                collided.append(row)
+            elif error.get("code") == DUPLICATE_KEY and "external_id" in key:
+                external.append((row, error))
+            else:
+                self._refused(row, error)
+        if external:  # an existing session may have tripped its external_id's index before its session_id's
+            present = await self._present([row.session_id for row, _ in external])
+            for row, error in external:
+                if row.session_id in present:
+                    collided.append(row)
+                else:
+                    self._refused(row, error)
+        return collided
+
+    async def _replace(self, rows: list[_Pending]) -> None:
+        if not rows:
+            return
+        operations: list[ReplaceOne[Any]] = [
+            ReplaceOne(self._key(row.session_id), row.document, upsert=True) for row in rows
+        ]
+        try:
+            done = await self.collection.bulk_write(operations, ordered=False)
+        except BulkWriteError as exc:
+            self.result.imported += exc.details.get("nUpserted", 0) + exc.details.get("nMatched", 0)
+            for error in exc.details.get("writeErrors", []):
+                self._refused(rows[error["index"]], error)
+            return
+        self.result.imported += done.upserted_count + done.matched_count
+
+    def _refused(self, row: _Pending, error: dict[str, Any]) -> None:
+        """Reject a row the database refused, saying why in the terms of the import."""
+        key = error.get("keyPattern") or {}
+        if error.get("code") == DUPLICATE_KEY and "external_id" in key:
+            external_id = (error.get("keyValue") or {}).get("external_id")
+            self._reject(row, f"external_id {external_id!r} is already used by another session of the workspace")
+        elif error.get("code") == DUPLICATE_KEY and "session_id" in key:
+            self._reject(row, f"session {row.session_id} was written by someone else during the import; run it again")
+        else:
+            self._reject(row, f"MongoDB refused the session: {error.get('errmsg')} (code {error.get('code')})")
+
+    def _reject(self, pending: _Pending, error: str) -> None:
+        self.result.rejected += 1
+        self.rejects.add(line=pending.record.line, error=error, source=pending.record.source, file=pending.file)
+
+
+# The run -----------------------------------------------------------------------------------------------------
+
+
+class _NoProgress:
+    def start(self, total_bytes: int) -> None:
+        pass
+
+    def update(self, *, bytes_read: int, sessions: int, rejected: int) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+async def import_files(
+    paths: Sequence[str | Path],
+    *,
+    workspace: str,
+    file_format: Format = "auto",
+    on_conflict: OnConflict = "skip",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    rejects: str | Path | None = None,
+    plan_map: Mapping[str, str] | None = None,
+    settings: Settings | None = None,
+    progress: ProgressSink | None = None,
+    workers: int | None = None,
+) -> ImportResult:
+    """Import sessions from ``paths`` into the workspace with slug ``workspace``; see the module docstring.
+
+    ``workers``: processes that decode and map rows (0: a thread of this process; ``None``: chosen by the size
+    of the input and the cores, see ``prepare.default_workers``). Needs an initialised database
+    (``handoff.db.open_database``). Raises :class:`UnreadableFile` when an input cannot be read, ``NotFound``
+    for an unknown workspace; bad rows never raise, they are rejected.
+    """
+    if not paths:
+        raise ValueError("no file to import")
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    files = [Path(path) for path in paths]
+    total_bytes = check_readable(files)
+    rejects_file = RejectsFile(
+        Path(rejects) if rejects is not None else default_rejects_path(files[0]), with_file=len(files) > 1
+    )
+    rejects_file.check_writable()
+    target_workspace = await workspaces.get_workspace(workspace)
+    result = ImportResult()
+    target = mapping.Target(
+        workspace_id=target_workspace.workspace_id, settings=settings or get_settings(), plan_map=plan_map or {}
+    )
+    for slug in sorted(set((plan_map or {}).values())):
+        if await plans.find_plan(target.workspace_id, slug) is None:
+            result.warnings.append(f"plan {slug!r} of the plan map does not exist in workspace {workspace!r}")
+    sink = progress or _NoProgress()
+    writer = _Writer(
+        store.sessions(), workspace_id=target.workspace_id, on_conflict=on_conflict, result=result, rejects=rejects_file
+    )
+    preparer = Preparer(
+        target, file_format, workers=default_workers(total_bytes) if workers is None else max(0, workers)
+    )
+    run = _Run(writer=writer, preparer=preparer, rejects=rejects_file, result=result, sink=sink)
+    sink.start(total_bytes)
+    try:
+        await run.files(files, batch_size)
+    finally:
+        await writer.drain()
+        preparer.close()
+        rejects_file.close()
+        sink.finish()
+    result.rejects_path = rejects_file.path if rejects_file.used else None
+    return result
+
+
+class _Run:
+    """Read chunks of rows, have them prepared (a few ahead), and hand each prepared chunk to the writer."""
+
+    def __init__(
+        self,
+        *,
+        writer: _Writer,
+        preparer: Preparer,
+        rejects: RejectsFile,
+        result: ImportResult,
+        sink: ProgressSink,
+    ) -> None:
+        self.writer = writer
+        self.preparer = preparer
+        self.rejects = rejects
+        self.result = result
+        self.sink = sink
+        self.rows = 0
+        self.bytes_read = 0
+        self._pending: deque[tuple[Path, list[Record], asyncio.Future[list[Prepared]]]] = deque()
+
+    async def files(self, files: list[Path], batch_size: int) -> None:
+        done_bytes = 0
+        for path in files:
+            reader = FileReader(path)
+            chunk: list[Record] = []
+            try:
+                for record in reader:
+                    chunk.append(record)
+                    if len(chunk) == batch_size:
+                        self.bytes_read = done_bytes + reader.bytes_read
+                        await self._submit(path, chunk)
+                        chunk = []
+            except OSError as exc:
+                raise UnreadableFile(f"cannot read {path}: {exc.strerror or exc}") from exc
+            done_bytes += reader.bytes_read
+            self.bytes_read = done_bytes
+            if chunk:
+                await self._submit(path, chunk)
+        while self._pending:
+            await self._write_oldest()
+        await self.writer.drain()
+        self._report()
+
+    async def _submit(self, path: Path, chunk: list[Record]) -> None:
+        self._pending.append((path, chunk, self.preparer.submit(chunk)))
+        while len(self._pending) > self.preparer.ahead:
+            await self._write_oldest()
+
+    async def _write_oldest(self) -> None:
+        path, chunk, future = self._pending.popleft()
+        batch: list[_Pending] = []
+        for record, prepared in zip(chunk, await future, strict=True):
+            if prepared.session_id is None or prepared.bson is None:
+                self.result.rejected += 1
+                self.rejects.add(line=record.line, error=prepared.error or "", source=record.source, file=path)
+            else:
+                batch.append(_Pending(record, path, prepared.session_id, RawBSONDocument(prepared.bson)))
+        self.rows += len(chunk)
+        self._report()
+        await self.writer.submit(batch)
+
+    def _report(self) -> None:
+        self.sink.update(bytes_read=self.bytes_read, sessions=self.rows, rejected=self.result.rejected)

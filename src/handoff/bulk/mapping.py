@@ -1,0 +1,363 @@
+"""A row of an import file to a session document: pure, no database, no clock.
+
+Two row shapes come in: what ``handoff export`` writes (the API's Session fields plus the ``work_log`` and
+``artifacts`` arrays) and a row of the original Laravel ``agent_sessions`` table (integer ids, JSON columns as
+strings or values, ``YYYY-MM-DD HH:MM:SS`` timestamps in UTC, PHP's ``[]`` for an empty object). Both become the
+same stored document, with everything a write through the API maintains (counters, ``last_checkpoint``, the
+context lists, ``payload_bytes``, ``duration_minutes``) recomputed from the arrays by the functions the appends use
+(``sessions.views``, ``sessions.limits``), so an imported session answers every route like one built live.
+
+A row that cannot become a session raises :class:`RowError` with a message a person can act on; nothing
+partial comes out. The same row always maps to the same document (entries without an id get one derived from
+their position), which is what makes a second import of a file a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, NamedTuple, cast, get_args
+
+import bson
+import msgspec
+from bson.errors import InvalidDocument, InvalidStringData
+
+from handoff.bulk.entries import (
+    SLOT,
+    RowError,
+    RowFacts,
+    artifact_entry,
+    free_form,
+    index_keys,
+    kind_of,
+    parse_time,
+    payload_size,
+    row_facts,
+    work_log_entry,
+)
+from handoff.config import Settings
+from handoff.schemas import PrintableId
+from handoff.sessions import views
+from handoff.sessions.models import ENDED_STATUSES, SessionStatus
+
+#: MongoDB's hard limit on one document.
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+
+_PRINTABLE_ID = re.compile(get_args(PrintableId)[1].pattern)  # the API's own pattern, not a copy
+_STATUSES = frozenset(status.value for status in SessionStatus)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where rows go: the workspace, the limits, and the Laravel plan ids to map to plan slugs."""
+
+    workspace_id: str
+    settings: Settings
+    plan_map: Mapping[str, str] = field(default_factory=dict)
+
+
+# Values ------------------------------------------------------------------------------------------------------
+
+
+def _optional_time(row: Mapping[str, Any], name: str) -> datetime | None:
+    value = row.get(name)
+    return None if value is None or value == "" else parse_time(value, name)
+
+
+def _required(row: Mapping[str, Any], name: str) -> Any:
+    value = row.get(name)
+    if value is None or value == "":
+        raise RowError(f"missing required field {name!r}")
+    return value
+
+
+def _text(row: Mapping[str, Any], name: str) -> str | None:
+    value = row.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    raise RowError(f"{name} must be a string, not {kind_of(value)}")
+
+
+def _json_column(value: object, name: str) -> object:
+    """A Laravel JSON column: a string holding JSON, or the value itself."""
+    if not isinstance(value, str):
+        return value
+    if not value.strip():
+        return None
+    try:
+        return msgspec.json.decode(value)
+    except msgspec.DecodeError as exc:
+        raise RowError(f"{name} is not valid JSON: {exc}") from None
+
+
+def _json_object(row: Mapping[str, Any], name: str, facts: RowFacts) -> dict[str, Any] | None:
+    """A Laravel JSON column holding an object."""
+    return free_form(_json_column(row.get(name), name), name, facts)
+
+
+def _array(value: object, name: str) -> list[Any]:
+    """A list of entries (``None`` is empty; a PHP array with gaps arrives as an object keyed by position)."""
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        return list(value.values())
+    if not isinstance(value, list):
+        raise RowError(f"{name} must be an array, not {kind_of(value)}")
+    return value
+
+
+def _status(row: Mapping[str, Any]) -> str:
+    status = _required(row, "status")
+    if status not in _STATUSES:
+        raise RowError(f"unknown status {status!r}: expected one of {', '.join(sorted(_STATUSES))}")
+    return cast("str", status)
+
+
+def _session_id(row: Mapping[str, Any]) -> str:
+    value = _required(row, "session_id")
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not _PRINTABLE_ID.fullmatch(value) or len(value) > 255:
+        raise RowError(f"session_id {value!r} must be 1-255 printable ASCII characters without spaces")
+    return value
+
+
+# Documents ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Fields:
+    """What both row shapes provide, before the derived fields are computed."""
+
+    session_id: str
+    status: str
+    started_at: datetime
+    work_log: list[Any]
+    artifacts: list[Any]
+    external_id: str | None = None
+    agent_api_key_id: str | None = None
+    plan: str | None = None
+    agent_type: str | None = None
+    context_summary: dict[str, Any] | None = None
+    handoff_notes: dict[str, Any] | None = None
+    final_summary: str | None = None
+    replayed_from: str | None = None
+    legacy: dict[str, Any] | None = None
+    last_active_at: datetime | None = None
+    ended_at: datetime | None = None
+    paused_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+def _document(fields: _Fields, target: Target, row: RowFacts) -> dict[str, Any]:
+    """The stored session, arrays first (see :func:`to_bson`), ``payload_bytes`` still 0."""
+    started = fields.started_at
+    seen: set[str] = set()
+    work_log = [
+        work_log_entry(raw, i, default_time=started, seen=seen, row=row) for i, raw in enumerate(fields.work_log)
+    ]
+    seen = set()
+    artifacts = [
+        artifact_entry(raw, i, default_time=started, seen=seen, row=row) for i, raw in enumerate(fields.artifacts)
+    ]
+    last_active = fields.last_active_at
+    if last_active is None:
+        last_active = max([started, *(entry["timestamp"] for entry in work_log + artifacts)])
+    ended = SessionStatus(fields.status) in ENDED_STATUSES
+    # An ended session always has an end (the API sets it); an open one never has.
+    ended_at = (fields.ended_at or fields.updated_at or last_active) if ended else None
+    paused_at = (fields.paused_at or fields.updated_at or last_active) if fields.status == "paused" else None
+    return {
+        "work_log": work_log,
+        "artifacts": artifacts,
+        "payload_bytes": 0,
+        "workspace_id": target.workspace_id,
+        "session_id": fields.session_id,
+        "external_id": fields.external_id,
+        "agent_api_key_id": fields.agent_api_key_id,
+        "plan": fields.plan,
+        "agent_type": fields.agent_type,
+        "status": fields.status,
+        "context_summary": fields.context_summary,
+        "handoff_notes": fields.handoff_notes,
+        "final_summary": fields.final_summary,
+        **views.sum_increments(work_log),
+        "artifact_count": len(artifacts),
+        "last_checkpoint": views.last_checkpoint(work_log),
+        **views.context_lists(work_log),
+        "replayed_from": fields.replayed_from,
+        "duration_minutes": views.duration_minutes(started, ended_at, started) if ended_at else None,
+        "legacy": fields.legacy,
+        "started_at": started,
+        "last_active_at": last_active,
+        "ended_at": ended_at,
+        "paused_at": paused_at,
+        "created_at": fields.created_at or started,
+        "updated_at": fields.updated_at or max(last_active, ended_at or last_active),
+    }
+
+
+def _export_fields(row: Mapping[str, Any], facts: RowFacts, target: Target) -> _Fields:
+    """A line of ``handoff export``: the Session fields (counters and durations are derived, so ignored)."""
+    del target
+    external_id = _text(row, "external_id")
+    if external_id is not None and (len(external_id) > 255 or not _PRINTABLE_ID.fullmatch(external_id)):
+        raise RowError(f"external_id {external_id!r} must be 1-255 printable ASCII characters without spaces")
+    legacy = row.get("legacy")
+    if legacy is not None and not isinstance(legacy, dict):
+        raise RowError(f"legacy must be an object, not {kind_of(legacy)}")
+    return _Fields(
+        session_id=_session_id(row),
+        status=_status(row),
+        started_at=parse_time(_required(row, "started_at"), "started_at"),
+        work_log=_array(row.get("work_log"), "work_log"),
+        artifacts=_array(row.get("artifacts"), "artifacts"),
+        external_id=external_id,
+        agent_api_key_id=_text(row, "agent_api_key_id"),
+        plan=_text(row, "plan"),
+        agent_type=_text(row, "agent_type"),
+        context_summary=free_form(row.get("context_summary"), "context_summary", facts),
+        handoff_notes=free_form(row.get("handoff_notes"), "handoff_notes", facts),
+        final_summary=_text(row, "final_summary"),
+        replayed_from=_text(row, "replayed_from"),
+        legacy=legacy,
+        last_active_at=_optional_time(row, "last_active_at"),
+        ended_at=_optional_time(row, "ended_at"),
+        paused_at=_optional_time(row, "paused_at"),
+        created_at=_optional_time(row, "created_at"),
+        updated_at=_optional_time(row, "updated_at"),
+    )
+
+
+def _legacy_id(row: Mapping[str, Any], name: str) -> int | None:
+    value = row.get(name)
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    raise RowError(f"{name} must be an integer id, not {value!r}")
+
+
+def _laravel_fields(row: Mapping[str, Any], facts: RowFacts, target: Target) -> _Fields:
+    """A row of the Laravel ``agent_sessions`` table; its integer ids are kept under ``legacy``."""
+    plan_id = _legacy_id(row, "agent_plan_id")
+    legacy = {
+        "id": _legacy_id(row, "id"),
+        "workspace_id": _legacy_id(row, "workspace_id"),
+        "agent_api_key_id": _legacy_id(row, "agent_api_key_id"),
+        "agent_plan_id": plan_id,
+    }
+    return _Fields(
+        session_id=_session_id(row),
+        status=_status(row),
+        started_at=parse_time(_required(row, "started_at"), "started_at"),
+        work_log=_array(_json_column(row.get("work_log"), "work_log"), "work_log"),
+        artifacts=_array(_json_column(row.get("artifacts"), "artifacts"), "artifacts"),
+        plan=target.plan_map.get(str(plan_id)) if plan_id is not None else None,
+        agent_type=_text(row, "agent_type"),
+        context_summary=_json_object(row, "context_summary", facts),
+        handoff_notes=_json_object(row, "handoff_notes", facts),
+        final_summary=_text(row, "final_summary"),
+        legacy=legacy,
+        last_active_at=_optional_time(row, "last_active_at"),
+        ended_at=_optional_time(row, "ended_at"),
+        created_at=_optional_time(row, "created_at"),
+        updated_at=_optional_time(row, "updated_at"),
+    )
+
+
+_FIELDS: dict[str, Callable[[Mapping[str, Any], RowFacts, Target], _Fields]] = {
+    "jsonl": _export_fields,
+    "laravel": _laravel_fields,
+}
+
+
+def to_document(
+    row: Mapping[str, Any], target: Target, *, shape: str = "jsonl", source: bytes | None = None
+) -> dict[str, Any]:
+    """The session document of a row of this shape (``jsonl``: what ``handoff export`` writes; ``laravel``).
+
+    ``source`` is the row's line as read, when there is one: it only lets the checks skip what the line shows
+    cannot fail (a short line holds no oversized payload, a line without ``$`` no operator key). What only
+    encoding finds (over 16 MiB, an integer beyond 64 bits in such a line) is refused by :func:`to_bson`.
+    """
+    facts = row_facts(source, target.settings)
+    document = _document(_FIELDS[shape](row, facts, target), target, facts)
+    try:
+        document["payload_bytes"] = payload_size(document["work_log"], document["artifacts"])
+    except (OverflowError, InvalidDocument, InvalidStringData) as exc:
+        raise _unstorable(row, target, shape, exc) from None
+    return document
+
+
+def _unstorable(row: Mapping[str, Any], target: Target, shape: str, exc: Exception) -> RowError:
+    """Why a mapped row cannot be encoded: the checks the line let us skip say where; else BSON's own words."""
+    strict = RowFacts(target.settings)
+    _document(_FIELDS[shape](row, strict, target), target, strict)
+    return RowError(f"the session cannot be stored in MongoDB: {exc}")
+
+
+def from_export(row: Mapping[str, Any], target: Target, *, source: bytes | None = None) -> dict[str, Any]:
+    """:func:`to_document` of a line of ``handoff export``."""
+    return to_document(row, target, shape="jsonl", source=source)
+
+
+def from_laravel(row: Mapping[str, Any], target: Target, *, source: bytes | None = None) -> dict[str, Any]:
+    """:func:`to_document` of a row of the Laravel table."""
+    return to_document(row, target, shape="laravel", source=source)
+
+
+class Encoded(NamedTuple):
+    """A row's session, ready to write."""
+
+    session_id: str
+    bson: bytes
+
+
+def to_bson(row: Mapping[str, Any], target: Target, *, shape: str = "jsonl", source: bytes | None = None) -> Encoded:
+    """``bson.encode(to_document(...))``, encoding the arrays once instead of twice.
+
+    The document starts with ``work_log``, ``artifacts`` and ``payload_bytes`` (an int32, 0), so their places
+    in the encoding are known: the entries' sizes are read off the arrays' lengths and written into the
+    ``payload_bytes`` slot. Over MongoDB's 16 MiB, or not storable at all: :class:`RowError`.
+    """
+    facts = row_facts(source, target.settings)
+    document = _document(_FIELDS[shape](row, facts, target), target, facts)
+    try:
+        encoded = bytearray(bson.encode(document))
+    except (OverflowError, InvalidDocument, InvalidStringData) as exc:
+        raise _unstorable(row, target, shape, exc) from None
+    if len(encoded) > MAX_DOCUMENT_BYTES:
+        raise RowError(
+            f"the session is {len(encoded):,} bytes as a BSON document, over MongoDB's limit of "
+            f"{MAX_DOCUMENT_BYTES:,} bytes (16 MiB); split its work log"
+        )
+    at = 4  # past the document's length
+    sizes = 0
+    for key, entries in ((b"work_log", document["work_log"]), (b"artifacts", document["artifacts"])):
+        header = b"\x04" + key + b"\x00"
+        assert encoded[at : at + len(header)] == header, "arrays first"
+        at += len(header)
+        length = int.from_bytes(encoded[at : at + 4], "little")
+        sizes += length - 5 - index_keys(len(entries)) + SLOT * len(entries)  # 5: the array's length and NUL
+        at += length
+    slot = b"\x10payload_bytes\x00"
+    assert encoded[at : at + len(slot)] == slot, "payload_bytes third, an int32"
+    at += len(slot)
+    encoded[at : at + 4] = sizes.to_bytes(4, "little", signed=True)
+    return Encoded(document["session_id"], bytes(encoded))
+
+
+def load_plan_map(text: str) -> dict[str, str]:
+    """``--plan-map``: a JSON object of Laravel plan id to plan slug."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict) or not all(isinstance(slug, str) and slug for slug in value.values()):
+        raise ValueError('expected a JSON object of plan id to plan slug, like {"12": "auth-rewrite"}')
+    return {str(key): slug for key, slug in value.items()}

@@ -1,0 +1,367 @@
+"""Import files to session documents, without a database: the readers, the row mapping, the reject messages.
+
+What the mapping derives (counters, ``last_checkpoint``, ``payload_bytes``, ``duration_minutes``) is checked
+against the functions the appends use, so an imported session carries exactly what the API would have stored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import bson
+import pytest
+
+from handoff.bulk.entries import PAYLOAD_GROWTH, RowError
+from handoff.bulk.formats import FileReader, looks_like_laravel, parse_line
+from handoff.bulk.mapping import Target, from_export, from_laravel, to_bson
+from handoff.bulk.prepare import default_workers
+from handoff.config import Settings
+from handoff.sessions import views
+from handoff.sessions.limits import serialized_size, stored_size
+
+DATA = Path(__file__).parent / "data"
+T0 = "2026-01-05T10:00:00+00:00"
+
+
+@pytest.fixture
+def target() -> Target:
+    settings = Settings(mongodb_url="mongodb://unused", data_dir=Path("/nonexistent"))
+    return Target(workspace_id="ws_test", settings=settings, plan_map={"12": "auth-rewrite"})
+
+
+def _laravel_rows() -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = json.loads((DATA / "laravel_agent_sessions.json").read_text())
+    return rows
+
+
+def _export_row(**changes: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "session_id": "sess_1",
+        "status": "active",
+        "started_at": T0,
+        "work_log": [
+            {"id": "e1", "action": "read", "details": {"path": "a.py"}, "timestamp": "2026-01-05T10:01:00+00:00"},
+            {"id": "e2", "message": "cp", "type": "checkpoint", "data": {}, "timestamp": "2026-01-05T10:02:00+00:00"},
+        ],
+        "artifacts": [],
+    }
+    row.update(changes)
+    return row
+
+
+# Laravel rows -----------------------------------------------------------------------------------------------
+
+
+def test_laravel_row_keeps_integer_ids_in_legacy_and_maps_the_plan(target: Target) -> None:
+    doc = from_laravel(_laravel_rows()[0], target)
+
+    assert doc["legacy"] == {"id": 101, "workspace_id": 7, "agent_api_key_id": 3, "agent_plan_id": 12}
+    assert doc["plan"] == "auth-rewrite"
+    assert doc["workspace_id"] == "ws_test"
+    assert doc["agent_api_key_id"] is None
+    assert doc["started_at"] == datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+    assert doc["ended_at"] == datetime(2025, 3, 1, 11, 5, tzinfo=UTC)
+    assert doc["duration_minutes"] == 125
+
+
+def test_laravel_plan_id_without_a_mapping_stays_only_in_legacy(target: Target) -> None:
+    doc = from_laravel(_laravel_rows()[3], target)
+
+    assert doc["plan"] is None
+    assert doc["legacy"]["agent_plan_id"] == 99
+
+
+def test_laravel_json_columns_as_strings_and_php_empty_arrays(target: Target) -> None:
+    first, second, third, _ = (from_laravel(row, target) for row in _laravel_rows())
+
+    assert first["context_summary"] == {
+        "goal": "Rewrite the auth middleware",
+        "files": ["app/Http/Middleware/Auth.php"],
+    }
+    checkpoint = first["work_log"][1]
+    assert checkpoint["type"] == "checkpoint"
+    assert checkpoint["data"] == {}  # PHP's [] for an empty object
+    assert first["work_log"][4]["details"] == {}
+    assert first["artifacts"][1]["metadata"] == {}
+    assert second["context_summary"] == {}
+    assert second["handoff_notes"] == {
+        "summary": "Invoice export half done",
+        "next_steps": ["CSV writer", "tests"],
+        "blockers": [],
+        "context_for_next": [],
+    }
+    assert third["context_summary"] is None
+    assert third["work_log"] == []
+    assert third["artifacts"] == []
+
+
+def test_entries_without_ids_get_positional_ids_so_the_same_row_maps_the_same(target: Target) -> None:
+    row = _laravel_rows()[0]
+
+    doc = from_laravel(row, target)
+
+    assert [entry["id"] for entry in doc["work_log"]] == [f"legacy-{i}" for i in range(6)]
+    assert [entry["id"] for entry in doc["artifacts"]] == ["legacy-artifact-0", "legacy-artifact-1"]
+    assert from_laravel(json.loads(json.dumps(row)), target) == doc
+
+
+def test_entry_without_type_is_an_action_when_it_has_an_action_else_info(target: Target) -> None:
+    doc = from_laravel(_laravel_rows()[1], target)
+    first = from_laravel(_laravel_rows()[0], target)
+
+    assert doc["work_log"] == [
+        {
+            "id": "legacy-0",
+            "message": "Started on the invoice export",
+            "type": "info",
+            "data": {},
+            "timestamp": datetime(2025, 3, 2, 14, 0, 30, tzinfo=UTC),
+        }
+    ]
+    assert set(first["work_log"][0]) == {"id", "action", "details", "timestamp"}
+
+
+def test_counters_checkpoint_and_payload_follow_the_append_rules(target: Target) -> None:
+    doc = from_laravel(_laravel_rows()[0], target)
+
+    assert {name: doc[name] for name in ("action_count", "checkpoint_count", "error_count")} == views.sum_increments(
+        doc["work_log"]
+    )
+    assert (doc["action_count"], doc["checkpoint_count"], doc["error_count"], doc["artifact_count"]) == (6, 2, 1, 2)
+    assert doc["last_checkpoint"] == doc["work_log"][5]
+    assert doc["payload_bytes"] == sum(stored_size(entry) for entry in doc["work_log"] + doc["artifacts"])
+
+
+def test_ended_session_without_an_end_time_ends_at_its_last_update(target: Target) -> None:
+    doc = from_laravel(_laravel_rows()[3], target)
+
+    assert doc["ended_at"] == datetime(2025, 3, 4, 7, 42, tzinfo=UTC)
+    assert doc["duration_minutes"] == 42
+
+
+def test_open_session_has_no_end_and_a_paused_one_a_pause_time(target: Target) -> None:
+    paused = from_laravel(_laravel_rows()[1], target)
+    active = from_laravel({**_laravel_rows()[2], "ended_at": "2025-03-03 09:00:00"}, target)
+
+    assert paused["paused_at"] == datetime(2025, 3, 2, 14, 46, tzinfo=UTC)
+    assert paused["ended_at"] is None
+    assert paused["duration_minutes"] is None
+    assert active["ended_at"] is None
+    assert active["paused_at"] is None
+
+
+def test_missing_times_are_derived_from_the_start_and_the_entries(target: Target) -> None:
+    doc = from_laravel(_laravel_rows()[2], target)
+    row = {**_laravel_rows()[3], "last_active_at": None, "created_at": None}
+
+    assert doc["last_active_at"] == doc["created_at"] == doc["updated_at"] == datetime(2025, 3, 3, 8, tzinfo=UTC)
+    assert from_laravel(row, target)["last_active_at"] == datetime(2025, 3, 4, 7, 12, tzinfo=UTC)
+
+
+# Export lines -----------------------------------------------------------------------------------------------
+
+
+def test_export_line_fields_come_back_and_derived_ones_are_recomputed(target: Target) -> None:
+    row = _export_row(
+        external_id="thread-9",
+        agent_api_key_id="key_abc",
+        plan="p",
+        agent_type="claude",
+        context_summary={"k": [1, 2]},
+        action_count=99,
+        duration="1h 0m",
+        duration_minutes=60,
+        workspace_id="ws_elsewhere",
+    )
+
+    doc = from_export(row, target)
+
+    assert doc["workspace_id"] == "ws_test"
+    assert (doc["external_id"], doc["agent_api_key_id"], doc["plan"]) == ("thread-9", "key_abc", "p")
+    assert doc["action_count"] == 2
+    assert doc["duration_minutes"] is None
+    assert doc["last_active_at"] == datetime(2026, 1, 5, 10, 2, tzinfo=UTC)
+    assert doc["legacy"] is None
+
+
+def test_timestamps_are_utc_at_millisecond_precision(target: Target) -> None:
+    doc = from_export(_export_row(started_at="2026-01-05T12:00:00.123456+02:00"), target)
+
+    assert doc["started_at"] == datetime(2026, 1, 5, 10, 0, 0, 123000, tzinfo=UTC)
+
+
+# Rejects ----------------------------------------------------------------------------------------------------
+
+
+def _big(size: int) -> dict[str, str]:
+    return {"blob": "x" * size}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"session_id": None}, "missing required field 'session_id'"),
+        ({"status": None}, "missing required field 'status'"),
+        ({"started_at": ""}, "missing required field 'started_at'"),
+        ({"status": "archived"}, "unknown status 'archived'"),
+        ({"started_at": "yesterday"}, "started_at: 'yesterday' is not an ISO 8601 timestamp"),
+        ({"ended_at": "2026-13-01 00:00:00"}, "ended_at: '2026-13-01 00:00:00' is not"),
+        ({"work_log": [{"message": "m", "type": "note"}]}, "work_log[0].type 'note' is not one of"),
+        ({"work_log": [{"message": "m", "timestamp": 12}]}, "work_log[0].timestamp: expected an ISO 8601"),
+        ({"work_log": [{"type": "info"}]}, "work_log[0].message must be a non-empty string (missing)"),
+        ({"work_log": [{"action": "a" * 10_001}]}, "work_log[0]: action is longer than 10000 characters"),
+        ({"work_log": [{"action": "a", "details": _big(70_000)}]}, "work_log[0]: details is 70011 bytes serialized"),
+        ({"work_log": [{"message": "m", "data": {"$set": 1}}]}, "work_log[0].data: key '$set' may not start"),
+        ({"work_log": [{"message": "m", "data": [1]}]}, "work_log[0].data must be an object, not an array"),
+        ({"work_log": [{"id": "x y", "message": "m"}]}, "work_log[0].id 'x y' must be 1-64 characters"),
+        ({"work_log": [{"id": "a", "message": "m"}, {"id": "a", "message": "n"}]}, "work_log[1].id 'a' is used"),
+        ({"work_log": "[]"}, "work_log must be an array, not a string"),
+        ({"artifacts": [{"path": "a", "action": "renamed"}]}, "artifacts[0].action 'renamed' is not one of"),
+        ({"artifacts": [{"path": "p" * 1025}]}, "artifacts[0]: path is longer than 1024 characters"),
+        ({"artifacts": [{"metadata": _big(70_000), "path": "a"}]}, "artifacts[0]: metadata is 70011 bytes"),
+        ({"context_summary": "text"}, "context_summary must be an object, not a string"),
+        ({"external_id": "has space"}, "external_id 'has space' must be 1-255 printable ASCII"),
+    ],
+)
+def test_bad_row_is_rejected_with_a_message_saying_what_to_fix(
+    target: Target, changes: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(RowError) as caught:
+        from_export(_export_row(**changes), target)
+
+    assert message in str(caught.value)
+
+
+def test_laravel_json_column_that_is_not_json_is_rejected(target: Target) -> None:
+    with pytest.raises(RowError, match="context_summary is not valid JSON"):
+        from_laravel({**_laravel_rows()[0], "context_summary": "{goal:"}, target)
+
+
+def test_laravel_zero_date_is_a_bad_timestamp(target: Target) -> None:
+    with pytest.raises(RowError, match="updated_at: '0000-00-00 00:00:00' is not"):
+        from_laravel({**_laravel_rows()[0], "updated_at": "0000-00-00 00:00:00"}, target)
+
+
+def test_document_over_16_mib_is_rejected(target: Target) -> None:
+    row = _export_row(work_log=[{"id": f"e{i}", "message": "m", "data": _big(60_000)} for i in range(290)])
+
+    with pytest.raises(RowError, match=r"bytes as a BSON document, over MongoDB's limit of 16,777,216"):
+        to_bson(row, target)
+
+
+@pytest.mark.parametrize("with_source", [True, False], ids=["line known", "row only"])
+def test_number_too_large_for_bson_is_rejected_saying_where(target: Target, with_source: bool) -> None:
+    row = _export_row(work_log=[{"message": "m", "data": {"n": 2**70}}])
+    source = json.dumps(row).encode() if with_source else None
+
+    with pytest.raises(RowError, match=r"work_log\[0\]\.data: integer at 'n' does not fit in 64 bits"):
+        to_bson(row, target, source=source)
+
+
+@pytest.mark.parametrize("entries", [0, 1, 9, 10, 11, 99, 100, 101, 250])
+def test_encoding_with_the_payload_slot_filled_in_equals_encoding_the_document(target: Target, entries: int) -> None:
+    work_log = [{"message": f"m{i}", "data": {"i": "x" * (i % 7)}} for i in range(entries)]
+    artifacts = [{"path": f"p{i}.py"} for i in range(entries // 3)]
+    row = _export_row(work_log=work_log, artifacts=artifacts)
+    line = json.dumps(row).encode()
+
+    encoded = to_bson(row, target, source=line)
+    doc = from_export(row, target, source=line)
+
+    assert encoded == ("sess_1", bson.encode(doc))
+    assert doc["payload_bytes"] == sum(stored_size(entry) for entry in doc["work_log"] + doc["artifacts"])
+    for laravel_row in _laravel_rows():
+        assert to_bson(laravel_row, target, shape="laravel").bson == bson.encode(from_laravel(laravel_row, target))
+
+
+def test_small_line_cannot_hide_an_oversized_payload() -> None:
+    """The fast path skips serializing payloads of lines under max_payload_bytes / 5: the growth stays under 5x."""
+    for source in ['{"a":1e15}', '{"a":[5E+15,1e-5]}', '{"a":"\\u00e9\\/"}', '{"a" : 1 , "a" : 2}', '{"a":-0}']:
+        assert serialized_size(json.loads(source)) <= len(source) * PAYLOAD_GROWTH
+
+
+# Readers ----------------------------------------------------------------------------------------------------
+
+
+def _records(path: Path) -> list[tuple[int, str | None, str | None]]:
+    """(line, session_id, error) of each record, JSON Lines decoded as the import does."""
+    found = []
+    for record in FileReader(path):
+        row, error = parse_line(record.raw) if record.raw is not None else (record.row, record.error)
+        found.append((record.line, row.get("session_id") if row else None, error))
+    return found
+
+
+def test_json_lines_keep_physical_line_numbers_and_skip_blank_lines(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"session_id":"a"}\n\n  \n{oops\n[1]\n{"session_id":"b"}')
+
+    records = _records(path)
+
+    assert [(line, sid) for line, sid, _ in records] == [(1, "a"), (4, None), (5, None), (6, "b")]
+    assert records[1][2] is not None
+    assert records[1][2].startswith("invalid JSON")
+    assert records[2][2] == "a line must be a JSON object, not list"
+
+
+@pytest.mark.parametrize(
+    ("text", "lines"),
+    [
+        ('[{"session_id":"a"},{"session_id":"b"}]', [1, 1]),
+        ('[\n{"session_id":"a"},\n{"session_id":"b"}\n]\n', [2, 3]),
+        (json.dumps([{"session_id": "a", "x": [1, 2]}, {"session_id": "b"}], indent=2), [2, 9]),
+    ],
+    ids=["one line", "a row a line", "pretty"],
+)
+def test_json_array_rows_carry_the_line_they_start_on(tmp_path: Path, text: str, lines: list[int]) -> None:
+    path = tmp_path / "in.json"
+    path.write_text(text)
+
+    assert [(line, sid) for line, sid, _ in _records(path)] == list(zip(lines, ["a", "b"], strict=True))
+
+
+def test_broken_json_array_rejects_the_rest_and_keeps_what_came_before(tmp_path: Path) -> None:
+    path = tmp_path / "in.json"
+    path.write_text('[\n{"session_id":"a"},\n{"session_id": nope},\n{"session_id":"c"}\n]')
+
+    records = list(FileReader(path))
+
+    assert [r.row for r in records[:1]] == [{"session_id": "a"}]
+    assert len(records) == 2
+    assert records[1].line == 3
+    assert records[1].error is not None
+    assert "the rest of the file was not read" in records[1].error
+
+
+def test_truncated_json_array_is_one_reject_at_the_end(tmp_path: Path) -> None:
+    path = tmp_path / "in.json"
+    path.write_text('[{"session_id":"a"},\n{"session_id":"b"')
+
+    records = list(FileReader(path))
+
+    assert records[0].row == {"session_id": "a"}
+    assert records[1].error is not None
+    assert records[1].line == 2
+
+
+def test_json_array_row_that_is_not_an_object_is_a_reject(tmp_path: Path) -> None:
+    path = tmp_path / "in.json"
+    path.write_text('[{"session_id":"a"}, 5]')
+
+    assert _records(path)[1] == (1, None, "row 2 of the array is not a JSON object but int")
+
+
+def test_row_shape_tells_laravel_rows_from_export_lines() -> None:
+    assert all(looks_like_laravel(row) for row in _laravel_rows())
+    assert not looks_like_laravel(_export_row(workspace_id="ws_1", action_count=2))
+
+
+def test_workers_only_for_big_inputs_and_at_most_one_a_core() -> None:
+    cores = len(os.sched_getaffinity(0))
+
+    assert default_workers(1024) == 0
+    assert default_workers(10**10) == (0 if cores < 2 else min(4, cores))
