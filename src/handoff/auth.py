@@ -3,12 +3,15 @@
 It resolves ``Authorization: Bearer <key>`` to a :class:`Principal` and leaves it on the connection's state,
 where the ``principal`` dependency picks it up. Lookups are cached for at most
 ``Settings.api_key_cache_seconds`` (5 s by default), so a revocation takes effect within that time while the
-hot path of an agent appending dozens of entries a minute costs no extra query.
+hot path of an agent appending dozens of entries a minute costs no extra query. When an entry expires under
+load, the requests that miss together share one lookup instead of each making its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar.connection import ASGIConnection
@@ -28,6 +31,7 @@ class KeyCache:
     def __init__(self, ttl_seconds: float) -> None:
         self.ttl_seconds = ttl_seconds
         self._entries: dict[str, tuple[float, Principal]] = {}
+        self._lookups: dict[str, asyncio.Future[Principal]] = {}
 
     def get(self, key_hash: str) -> Principal | None:
         entry = self._entries.get(key_hash)
@@ -46,6 +50,26 @@ class KeyCache:
             self._entries.clear()
         self._entries[key_hash] = (time.monotonic() + self.ttl_seconds, principal)
 
+    async def resolve(self, key_hash: str, lookup: Callable[[], Awaitable[Principal]]) -> Principal:
+        """The cached principal, else the result of ``lookup``, run once for all the requests missing together."""
+        principal = self.get(key_hash)
+        if principal is not None:
+            return principal
+        if self.ttl_seconds <= 0:
+            return await lookup()  # no cache: every request sees the key as it is now
+        pending = self._lookups.get(key_hash)
+        if pending is None:
+            pending = self._lookups[key_hash] = asyncio.ensure_future(lookup())
+            pending.add_done_callback(lambda done: self._finished(key_hash, done))
+        principal = await asyncio.shield(pending)  # one waiter cancelled does not cancel the others' lookup
+        self.put(key_hash, principal)
+        return principal
+
+    def _finished(self, key_hash: str, lookup: asyncio.Future[Principal]) -> None:
+        self._lookups.pop(key_hash, None)
+        if not lookup.cancelled():
+            lookup.exception()  # retrieved: a failed lookup whose waiters all left is not an unhandled error
+
 
 def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     """The token of an ``Authorization: Bearer`` header, or 401."""
@@ -60,12 +84,7 @@ async def api_key_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseR
     """Admit requests with a valid key and record who made them."""
     token = bearer_token(connection)
     cache: KeyCache = connection.app.state.key_cache
-    key_hash = workspaces.hash_key(token)
-    principal = cache.get(key_hash)
-    if principal is None:
-        principal = await workspaces.authenticate(token)
-        cache.put(key_hash, principal)
-    connection.state.principal = principal
+    connection.state.principal = await cache.resolve(workspaces.hash_key(token), lambda: workspaces.authenticate(token))
 
 
 def provide_principal(request: ASGIConnection[Any, Any, Any, Any]) -> Principal:

@@ -10,6 +10,7 @@ from litestar.datastructures import State
 from pymongo.errors import PyMongoError
 
 from handoff.errors import Unavailable
+from handoff.openapi import problems
 
 READINESS_TIMEOUT_SECONDS = 2.0
 
@@ -24,7 +25,7 @@ class HealthController(Controller):
         """The process is up."""
         return {"status": "ok"}
 
-    @get("/readyz", summary="The database answers.", raises=[Unavailable])
+    @get("/readyz", summary="The database answers.", responses={503: problems(503)[503]})
     async def readyz(self, request: Request[Any, Any, State]) -> dict[str, Any]:
         """The database answers; reports its version."""
         database = request.app.state.database
