@@ -14,14 +14,31 @@ from handoff.errors import Conflict, NotFound, SessionEnded
 from handoff.sessions.lifecycle import is_ended
 from handoff.sessions.models import Session
 
-#: The session without its arrays: what every non-array read and every transition returns.
-SESSION_PROJECTION: dict[str, Any] = {
-    "_id": 0,
-    "work_log": 0,
-    "artifacts": 0,
-    "recent_entries": 0,
-    "notable_entries": 0,
-}
+#: The stored fields a Session body is made of. Listed rather than "everything but the arrays": MongoDB 6.0
+#: reads a whole embedded array for any projection that names it, even to exclude it, so an inclusion projection
+#: keeps get-session, listings and transitions as cheap on a 10,000-entry session as on an empty one.
+SESSION_FIELDS = (
+    "session_id",
+    "external_id",
+    "workspace_id",
+    "agent_api_key_id",
+    "plan",
+    "agent_type",
+    "status",
+    "context_summary",
+    "handoff_notes",
+    "final_summary",
+    "started_at",
+    "last_active_at",
+    "ended_at",
+    "created_at",
+    "updated_at",
+    "action_count",
+    "artifact_count",
+    "checkpoint_count",
+    "error_count",
+)
+SESSION_PROJECTION: dict[str, Any] = {"_id": 0, **dict.fromkeys(SESSION_FIELDS, 1)}
 
 ENDED_DETAIL = "session {session_id} has ended ({status}); POST /v1/sessions/{session_id}/replay continues it"
 FULL_DETAIL = (
