@@ -802,6 +802,17 @@ async def test_recent_actions_newest_first_ten_by_default(api: Api) -> None:
     assert len(everything["items"]) == 13
 
 
+async def test_recent_actions_agree_inside_and_past_the_kept_window(api: Api) -> None:
+    sid = (await api.create())["session_id"]
+    await api.post(sid, "work-log/batch", {"entries": [{"message": f"m{i}", "id": f"w{i}"} for i in range(30)]}, 201)
+
+    window = ok(await api.call("GET", f"/{sid}/recent-actions?limit=20"))
+    past_window = ok(await api.call("GET", f"/{sid}/recent-actions?limit=25"))
+
+    assert [e["id"] for e in window["items"]] == [f"w{i}" for i in range(29, 9, -1)]
+    assert [e["id"] for e in past_window["items"]] == [f"w{i}" for i in range(29, 4, -1)]
+
+
 async def test_recent_actions_with_a_limit_outside_1_to_100_is_422(api: Api, subtests: pytest.Subtests) -> None:
     sid = (await api.create())["session_id"]
 

@@ -87,9 +87,11 @@ async def work_log_page(
 
 
 async def recent_actions(workspace_id: str, session_id: str, *, limit: int) -> list[WorkLogEntry]:
-    """The newest entries, newest first."""
-    doc = await store.load(workspace_id, session_id, {"_id": 0, "work_log": {"$slice": -limit}})
-    return views.work_log_entries(reversed(doc.get("work_log", [])))
+    """The newest entries, newest first; up to the window's size they come from ``recent_entries``."""
+    from_log = {"$slice": ["$work_log", -limit]}
+    recent = _kept({"$slice": ["$recent_entries", -limit]}, from_log) if limit <= views.RECENT_ACTIONS else from_log
+    doc = await store.load(workspace_id, session_id, {"_id": 0, "recent": recent})
+    return views.work_log_entries(reversed(doc.get("recent") or []))
 
 
 async def list_artifacts(workspace_id: str, session_id: str, *, action: ArtifactAction | None) -> list[Artifact]:
