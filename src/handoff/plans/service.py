@@ -69,9 +69,9 @@ async def find_plan(workspace_id: str, slug: str | None) -> Plan | None:
     return await Plan.find_one(Plan.workspace_id == workspace_id, Plan.slug == slug)
 
 
-async def _update(workspace_id: str, slug: str, guard: dict[str, Any], update: dict[str, Any]) -> Plan:
+async def _update(workspace_id: str, slug: str, update: dict[str, Any]) -> Plan:
     raw = await Plan.get_pymongo_collection().find_one_and_update(
-        {"workspace_id": workspace_id, "slug": slug, **guard}, update, return_document=ReturnDocument.AFTER
+        {"workspace_id": workspace_id, "slug": slug}, update, return_document=ReturnDocument.AFTER
     )
     if raw is None:
         raise _not_found(slug)
@@ -87,7 +87,7 @@ async def update_plan(workspace_id: str, slug: str, changes: PlanUpdate) -> Plan
         _check_phase([phase.name for phase in plan.phases], fields["current_phase"])
     if "title" in fields and fields["title"] is None:
         raise Invalid("title may not be null", errors=[FieldError(field="title", message="may not be null")])
-    return await _update(workspace_id, slug, {}, {"$set": {**fields, "updated_at": clock.now()}})
+    return await _update(workspace_id, slug, {"$set": {**fields, "updated_at": clock.now()}})
 
 
 async def set_task_status(workspace_id: str, slug: str, change: TaskStatusUpdate) -> Plan:

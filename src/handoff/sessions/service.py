@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import secrets
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -50,8 +51,6 @@ class Created:
 
 def new_session_id() -> str:
     """``sess_<uuid4>``."""
-    import uuid  # noqa: PLC0415 - kept beside its one use
-
     return f"sess_{uuid.uuid4()}"
 
 
