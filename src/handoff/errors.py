@@ -30,9 +30,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from pymongo.errors import (
     ConnectionFailure,
     ExecutionTimeout,
-    NetworkTimeout,
     PyMongoError,
-    WaitQueueTimeoutError,
     WriteConcernError,
 )
 
@@ -119,10 +117,9 @@ class Unavailable(HandoffError):
 #: PyMongo errors that mean "the database is not reachable or has no primary right now". A
 #: ``WriteConcernError`` may or may not have applied: the client's retry with the same id settles it.
 UNAVAILABLE_ERRORS: tuple[type[PyMongoError], ...] = (
-    ConnectionFailure,  # AutoReconnect, NotPrimaryError, ServerSelectionTimeoutError, NetworkTimeout
-    NetworkTimeout,
+    # AutoReconnect, NotPrimaryError, ServerSelectionTimeoutError, NetworkTimeout, WaitQueueTimeoutError
+    ConnectionFailure,
     ExecutionTimeout,
-    WaitQueueTimeoutError,
     WriteConcernError,
 )
 

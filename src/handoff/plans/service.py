@@ -69,9 +69,15 @@ async def find_plan(workspace_id: str, slug: str | None) -> Plan | None:
     return await Plan.find_one(Plan.workspace_id == workspace_id, Plan.slug == slug)
 
 
-async def _update(workspace_id: str, slug: str, update: dict[str, Any]) -> Plan:
+async def _update(
+    workspace_id: str, slug: str, update: dict[str, Any], *, array_filters: list[dict[str, Any]] | None = None
+) -> Plan:
+    """One atomic update of a plan, answering the plan as it is afterwards (404 when it is gone)."""
     raw = await Plan.get_pymongo_collection().find_one_and_update(
-        {"workspace_id": workspace_id, "slug": slug}, update, return_document=ReturnDocument.AFTER
+        {"workspace_id": workspace_id, "slug": slug},
+        update,
+        array_filters=array_filters,
+        return_document=ReturnDocument.AFTER,
     )
     if raw is None:
         raise _not_found(slug)
@@ -98,13 +104,9 @@ async def set_task_status(workspace_id: str, slug: str, change: TaskStatusUpdate
         raise NotFound(f"plan {slug!r} has no phase {change.phase!r}")
     if not any(task.name == change.task for task in plan.phases[phase_index].tasks):
         raise NotFound(f"phase {change.phase!r} of plan {slug!r} has no task {change.task!r}")
-    raw = await Plan.get_pymongo_collection().find_one_and_update(
-        {"workspace_id": workspace_id, "slug": slug},
+    return await _update(
+        workspace_id,
+        slug,
         {"$set": {"phases.$[phase].tasks.$[task].status": change.status.value, "updated_at": clock.now()}},
         array_filters=[{"phase.name": change.phase}, {"task.name": change.task}],
-        return_document=ReturnDocument.AFTER,
     )
-    if raw is None:
-        raise _not_found(slug)
-    updated: Plan = Plan.model_validate(raw)
-    return updated
