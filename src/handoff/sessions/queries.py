@@ -26,28 +26,8 @@ from handoff.sessions.schemas import (
 
 Order = Literal["asc", "desc"]
 
-#: The scalar fields the contexts show besides the arrays.
-_CONTEXT_FIELDS = dict.fromkeys(
-    (
-        "session_id",
-        "workspace_id",
-        "status",
-        "agent_type",
-        "plan",
-        "context_summary",
-        "handoff_notes",
-        "final_summary",
-        "started_at",
-        "last_active_at",
-        "ended_at",
-        "action_count",
-        "artifact_count",
-        "checkpoint_count",
-        "error_count",
-        "last_checkpoint",
-    ),
-    1,
-)
+#: The scalar fields the contexts show besides the arrays: the Session body's, and the last checkpoint.
+_CONTEXT_FIELDS = {**store.SESSION_PROJECTION, "last_checkpoint": 1}
 
 
 def _of_type(entry_type: EntryType, source: str = "$work_log") -> dict[str, Any]:

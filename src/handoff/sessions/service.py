@@ -108,6 +108,22 @@ async def _idempotent(
     return claim.session_id, not claim.first
 
 
+async def _open(principal: Principal, session_id: str, *, now: datetime, repeated: bool, **fields: Any) -> Created:
+    """Insert a new active session of the caller's (or find the one its id or external id already names)."""
+    session = Session(
+        workspace_id=principal.workspace_id,
+        session_id=session_id,
+        agent_api_key_id=principal.api_key_id,
+        started_at=now,
+        last_active_at=now,
+        created_at=now,
+        updated_at=now,
+        **fields,
+    )
+    doc, inserted = await _insert_or_find(session)
+    return Created(_read(doc), created=inserted and not repeated)
+
+
 async def create_session(
     principal: Principal, data: SessionCreate, *, idempotency_key: str | None = None, settings: Settings
 ) -> Created:
@@ -128,23 +144,17 @@ async def create_session(
         proposed_id=new_session_id(),
         settings=settings,
     )
-    now = clock.now()
-    session = Session(
-        workspace_id=principal.workspace_id,
-        session_id=session_id,
+    return await _open(
+        principal,
+        session_id,
+        now=clock.now(),
+        repeated=repeated,
         external_id=data.external_id,
-        agent_api_key_id=principal.api_key_id,
         plan=data.plan,
         agent_type=data.agent_type,
         context_summary=data.context_summary,
         context_lists=True,  # an empty log's lists are complete; every append keeps them so
-        started_at=now,
-        last_active_at=now,
-        created_at=now,
-        updated_at=now,
     )
-    doc, inserted = await _insert_or_find(session)
-    return Created(_read(doc), created=inserted and not repeated)
 
 
 async def replay_session(
@@ -167,21 +177,16 @@ async def replay_session(
         settings=settings,
     )
     seed = views.replay_seed(original, now=now, replay_entry_id=appends.new_entry_id())
-    session = Session(
-        workspace_id=principal.workspace_id,
-        session_id=new_id,
-        agent_api_key_id=principal.api_key_id,
+    return await _open(
+        principal,
+        new_id,
+        now=now,
+        repeated=repeated,
         plan=original.get("plan"),
         agent_type=agent_type or original.get("agent_type"),
         payload_bytes=sum(stored_size(entry) for entry in seed["work_log"]),
-        started_at=now,
-        last_active_at=now,
-        created_at=now,
-        updated_at=now,
         **seed,
     )
-    doc, inserted = await _insert_or_find(session)
-    return Created(_read(doc), created=inserted and not repeated)
 
 
 # Reads -------------------------------------------------------------------------------------------------------
