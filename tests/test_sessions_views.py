@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from handoff.sessions import views
-from handoff.sessions.lifecycle import Operation, accepted_statuses, is_ended, next_status
+from handoff.sessions.lifecycle import Operation, accepted_statuses, is_ended, moves_to, next_status
 from handoff.sessions.models import SessionStatus
 
 T0 = datetime(2026, 11, 24, 15, 30, 0, 123000, tzinfo=UTC)
@@ -351,3 +351,12 @@ def test_lifecycle_every_operation_accepts_exactly_the_open_statuses() -> None:
 )
 def test_is_ended_only_for_completed_and_failed(status: SessionStatus | str, ended: bool) -> None:
     assert is_ended(status) is ended
+
+
+def test_moves_to_names_the_fixed_targets_and_refuses_the_others() -> None:
+    assert moves_to(Operation.PAUSE) is SessionStatus.PAUSED
+    assert moves_to(Operation.RESUME) is SessionStatus.ACTIVE
+    assert moves_to(Operation.HANDOFF) is SessionStatus.PAUSED
+    for operation in (Operation.END, Operation.WRITE):
+        with pytest.raises(ValueError, match="fixed status"):
+            moves_to(operation)

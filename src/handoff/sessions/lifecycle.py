@@ -49,6 +49,14 @@ def next_status(operation: Operation, current: SessionStatus, requested: Session
     return current if target is None else target
 
 
+def moves_to(operation: Operation) -> SessionStatus:
+    """The one status an open session takes for an operation that moves it (pause, resume, handoff)."""
+    target = _TARGETS[operation]
+    if target is None:
+        raise ValueError(f"{operation} does not move a session to one fixed status")
+    return target
+
+
 def is_ended(status: SessionStatus | str) -> bool:
     """Whether a session in this status has ended."""
     return SessionStatus(status) in ENDED_STATUSES

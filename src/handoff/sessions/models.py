@@ -30,7 +30,6 @@ class SessionStatus(StrEnum):
 
 
 ENDED_STATUSES = frozenset({SessionStatus.COMPLETED, SessionStatus.FAILED})
-OPEN_STATUSES = [SessionStatus.ACTIVE.value, SessionStatus.PAUSED.value]
 
 
 class EntryType(StrEnum):

@@ -27,7 +27,7 @@ from handoff.idempotency import service as idempotency
 from handoff.plans import service as plans
 from handoff.schemas import check_free_form
 from handoff.sessions import appends, queries, store, views
-from handoff.sessions.lifecycle import Operation, accepted_statuses
+from handoff.sessions.lifecycle import Operation, accepted_statuses, moves_to
 from handoff.sessions.limits import stored_size
 from handoff.sessions.models import ArtifactAction, Session, SessionStatus
 from handoff.sessions.schemas import (
@@ -303,7 +303,7 @@ async def pause(workspace_id: str, session_id: str) -> SessionRead:
             {
                 "$set": {
                     "paused_at": {"$cond": [{"$eq": ["$status", "paused"]}, "$paused_at", now]},
-                    "status": SessionStatus.PAUSED.value,
+                    "status": moves_to(Operation.PAUSE).value,
                     "updated_at": now,
                 }
             }
@@ -318,7 +318,14 @@ async def resume(workspace_id: str, session_id: str) -> SessionRead:
         workspace_id,
         session_id,
         Operation.RESUME,
-        {"$set": {"status": SessionStatus.ACTIVE.value, "last_active_at": now, "updated_at": now, "paused_at": None}},
+        {
+            "$set": {
+                "status": moves_to(Operation.RESUME).value,
+                "last_active_at": now,
+                "updated_at": now,
+                "paused_at": None,
+            }
+        },
     )
 
 
@@ -383,7 +390,7 @@ async def record_handoff(workspace_id: str, session_id: str, notes: HandoffReque
                 "$set": {
                     "handoff_notes": {"$literal": notes.model_dump(mode="json")},
                     "paused_at": {"$cond": [{"$eq": ["$status", "paused"]}, {"$ifNull": ["$paused_at", now]}, now]},
-                    "status": SessionStatus.PAUSED.value,
+                    "status": moves_to(Operation.HANDOFF).value,
                     "last_active_at": now,
                     "updated_at": now,
                 }
