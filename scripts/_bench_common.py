@@ -10,10 +10,12 @@ Everything runs on this machine, against one server, so the service and its refe
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -87,18 +89,42 @@ class Service:
     pid: int
 
 
+def _die_with_parent() -> None:
+    """Pre-exec hook: the service dies with the script, even if the script is killed outright."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
 @contextmanager
-def serve(url: str, database: str = DATABASE, *, workers: int = 1, log_level: str = "WARNING") -> Iterator[Service]:
-    """Run ``handoff serve`` on a free loopback port until the block ends; yields it once /readyz answers ok."""
+def serve(
+    url: str,
+    database: str = DATABASE,
+    *,
+    workers: int = 1,
+    log_level: str = "WARNING",
+    log: Path | None = None,
+    **settings: object,
+) -> Iterator[Service]:
+    """Run ``handoff serve`` on a free loopback port until the block ends; yields it once /readyz answers ok.
+
+    ``settings`` become ``HANDOFF_<NAME>`` variables; the service's output goes to ``log`` when given (its
+    errors are shown if it fails to start either way).
+    """
     port = free_port()
     env = {**os.environ, "HANDOFF_MONGODB_URL": url, "HANDOFF_DATABASE": database, "HANDOFF_LOG_LEVEL": log_level}
+    env |= {f"HANDOFF_{name.upper()}": str(value) for name, value in settings.items()}
     argv = [sys.executable, "-m", "handoff.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--workers", str(workers)]
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    with log.open("w+b") if log else tempfile.TemporaryFile() as output:
+        process = subprocess.Popen(
+            argv,
+            env=env,
+            stdout=output if log else subprocess.DEVNULL,
+            stderr=output,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl must run in the child
+        )
         base = f"http://127.0.0.1:{port}"
         try:
-            _wait_ready(base, process, log)
+            _wait_ready(base, process, output)
             yield Service(base, process.pid)
         finally:
             process.terminate()

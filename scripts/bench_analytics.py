@@ -20,8 +20,6 @@ import os
 import platform
 import random
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -33,12 +31,13 @@ from typing import Any
 import httpx
 from pymongo import MongoClient
 
+from _bench_common import serve
 from handoff.analytics import pipelines
 from handoff.analytics import service as analytics
 from handoff.analytics.expressions import ALL_TIME, Bucket, Pipeline, Window
 from handoff.config import Settings
 from handoff.db import create_client, init_database
-from handoff.localdb import MongodProcess, free_port, start_mongod
+from handoff.localdb import MongodProcess, start_mongod
 from handoff.workspaces import service as workspaces
 
 AGENTS = ["claude-code", "codex", "aider", "cursor", "devin"]
@@ -268,24 +267,6 @@ async def prepare(url: str, database: str) -> tuple[str, str, str]:
         await client.close()
 
 
-def serve(url: str, database: str, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "HANDOFF_MONGODB_URL": url, "HANDOFF_DATABASE": database, "HANDOFF_LOG_LEVEL": "WARNING"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "handoff.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.terminate()
-    raise SystemExit("handoff serve did not come up within 60 s")
-
-
 def _plan_text(verdict: analytics.PlanVerdict) -> str:
     if not verdict.uses_index:
         return "COLLSCAN"
@@ -325,17 +306,14 @@ def run(server: MongodProcess, args: argparse.Namespace) -> None:
         f"{os.cpu_count()} CPUs, {datetime.now(UTC):%Y-%m-%d}"
     )
 
-    port = free_port()
-    process = serve(server.url, database, port)
     month_ago = (datetime.now(UTC) - timedelta(days=30)).date()
     timed = routes(deepest, month_ago)
-    try:
-        headers = {"Authorization": f"Bearer {secret}"}
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=120) as http:
-            timings = [time_route(http, path, args.calls, mongod=server.pid, service=process.pid) for _, path in timed]
-    finally:
-        process.terminate()
-        process.wait(30)
+    headers = {"Authorization": f"Bearer {secret}"}
+    with (
+        serve(server.url, database) as service,
+        httpx.Client(base_url=service.base, headers=headers, timeout=120) as http,
+    ):
+        timings = [time_route(http, path, args.calls, mongod=server.pid, service=service.pid) for _, path in timed]
 
     load = os.getloadavg()
     verdicts = asyncio.run(explain_all(server.url, database, workspace_id, deepest, month_ago))

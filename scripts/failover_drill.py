@@ -23,16 +23,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,13 +37,10 @@ from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 from pymongo.read_concern import ReadConcern
 
-from handoff.config import Settings
-from handoff.db import create_client, init_database
-from handoff.localdb import ReplicaSet, free_port, start_replica_set
-from handoff.workspaces import service as workspaces
+from _bench_common import create_key, serve
+from handoff.localdb import ReplicaSet, start_replica_set
 
 DATABASE = "drill"
-READY_TIMEOUT_SECONDS = 60
 DRAIN_TIMEOUT_SECONDS = 120
 PAGE = 1000
 
@@ -86,63 +78,6 @@ class Tally:
 
     statuses: Counter[str] = field(default_factory=Counter)
     unexpected: list[str] = field(default_factory=list)
-
-
-def _die_with_parent() -> None:
-    """Pre-exec hook: the service dies with the drill, even if the drill is killed outright."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-
-
-@contextlib.contextmanager
-def serve(url: str, log: Path, **settings: object) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``handoff serve`` on a free loopback port with these settings (``HANDOFF_<NAME>``), its output in ``log``.
-
-    Yields its base URL, once /readyz answers, and the process (the soak reads its memory).
-    """
-    port = free_port()
-    env = {**os.environ, "HANDOFF_MONGODB_URL": url, "HANDOFF_LOG_LEVEL": "WARNING"}
-    env |= {f"HANDOFF_{name.upper()}": str(value) for name, value in settings.items()}
-    argv = [sys.executable, "-m", "handoff.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            argv,
-            env=env,
-            stdout=output,
-            stderr=output,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl must run in the child
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        while True:
-            if process.poll() is not None:
-                raise SystemExit(f"handoff serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"handoff serve did not answer /readyz within {READY_TIMEOUT_SECONDS} s")
-            time.sleep(0.2)
-        yield base, process
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-async def create_key(url: str) -> str:
-    """A workspace and a key, written through the service's own code."""
-    client = create_client(url, Settings(mongodb_url=url, database=DATABASE))
-    try:
-        await init_database(client, DATABASE)
-        await workspaces.create_workspace("drill")
-        _, secret = await workspaces.create_api_key("drill", name="failover drill")
-        return secret
-    finally:
-        await client.close()
 
 
 def _request_for(number: int, writer: int) -> tuple[str, str, dict[str, Any]]:
@@ -392,10 +327,10 @@ def main(argv: list[str] | None = None) -> int:
         replicas = start_replica_set(3, Path(tmp), replica_set="drill", settings=settings, extra_args=quick_exit)
         log = Path(tmp) / "service.log"
         try:
-            secret = asyncio.run(create_key(replicas.url))
+            secret = asyncio.run(create_key(replicas.url, DATABASE)).secret
             selection = plan.server_selection_timeout_ms
-            with serve(replicas.url, log, database=DATABASE, server_selection_timeout_ms=selection) as (base, _):
-                result = asyncio.run(drill(replicas, base, secret, plan))
+            with serve(replicas.url, DATABASE, log=log, server_selection_timeout_ms=selection) as service:
+                result = asyncio.run(drill(replicas, service.base, secret, plan))
         finally:
             replicas.stop()
         report(result, log.read_text(errors="replace"))

@@ -38,8 +38,7 @@ from typing import Any
 import aiohttp
 from pymongo import MongoClient
 
-from _bench_common import DATABASE, bench_server, create_key, machine, percentile
-from failover_drill import serve
+from _bench_common import DATABASE, bench_server, create_key, machine, percentile, serve
 from handoff.sessions.limits import stored_size
 
 SAMPLE_SECONDS = 5
@@ -324,11 +323,12 @@ def main(argv: list[str] | None = None) -> int:
     with bench_server("soak") as server, tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         print(machine(server.url))
         key = asyncio.run(create_key(server.url, DATABASE))
-        with serve(server.url, Path(tmp) / "service.log", database=DATABASE) as (base, process):
-            pids = {"service": process.pid, "mongod": server.pid}
-            print(f"{args.clients} clients for {args.seconds:g} s against {base} (service pid {process.pid})")
-            result = asyncio.run(soak(base, key.secret, args.clients, args.seconds, pids))
-            log = (Path(tmp) / "service.log").read_text(errors="replace")
+        log_path = Path(tmp) / "service.log"
+        with serve(server.url, DATABASE, workers=args.workers, log=log_path) as service:
+            pids = {"service": service.pid, "mongod": server.pid}
+            print(f"{args.clients} clients for {args.seconds:g} s against {service.base} (service pid {service.pid})")
+            result = asyncio.run(soak(service.base, key.secret, args.clients, args.seconds, pids))
+            log = log_path.read_text(errors="replace")
         ledgers = result.pop("_ledgers")
         problems = check(server.url, ledgers, {"workspace_id": key.workspace_id})
 
