@@ -6,14 +6,12 @@ async fixtures' database: each gets a fresh database name, dropped afterwards.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import re
 import secrets
 import socket
 import subprocess
 import sys
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -217,17 +215,6 @@ def test_keys_revoke_unknown_key_fails_with_one_line(handoff: Cli) -> None:
     assert "key_nope" in _one_line_error(handoff("keys", "revoke", "key_nope"))
 
 
-def _collect_sockets_pymongo_leaked() -> None:
-    """Collect, quietly, a socket PyMongo's async monitor can leak when a client closes while it connects.
-
-    ``pool_shared._async_create_connection`` closes its socket on ``OSError``/``TimeoutError`` but not on
-    ``CancelledError``; left to the garbage collector, the ResourceWarning lands on some unrelated later test.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
-
-
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -235,6 +222,7 @@ def _free_port() -> int:
         return port
 
 
+@pytest.mark.usefixtures("collect_pymongo_leaked_socket")
 def test_unreachable_database_fails_with_one_line(handoff: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HANDOFF_MONGODB_URL", f"mongodb://127.0.0.1:{_free_port()}/?directConnection=true")
     monkeypatch.setenv("HANDOFF_SERVER_SELECTION_TIMEOUT_MS", "200")
@@ -242,7 +230,6 @@ def test_unreachable_database_fails_with_one_line(handoff: Cli, monkeypatch: pyt
     result = handoff("workspaces", "list")
     exit_code, stdout, stderr = result.exit_code, result.stdout, result.stderr
     del result  # its exc_info keeps the finished event loop, and any socket it leaked, alive
-    _collect_sockets_pymongo_leaked()
 
     assert exit_code == 1
     assert stdout == ""

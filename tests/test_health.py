@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import gc
 import re
 import socket
-import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -35,17 +33,6 @@ def _free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-def _collect_sockets_pymongo_leaked() -> None:
-    """Collect, quietly, a socket PyMongo's async monitor can leak when a client closes while it connects.
-
-    ``pool_shared._async_create_connection`` closes its socket on ``OSError``/``TimeoutError`` but not on
-    ``CancelledError``; left to the garbage collector, the ResourceWarning lands on some unrelated later test.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
 
 
 def _assert_unavailable(response: httpx.Response) -> None:
@@ -82,7 +69,7 @@ def quick_readiness(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(health, "READINESS_TIMEOUT_SECONDS", 0.3)
 
 
-@pytest.mark.usefixtures("quick_readiness")
+@pytest.mark.usefixtures("quick_readiness", "collect_pymongo_leaked_socket")
 async def test_readyz_is_503_when_the_database_is_stopped(tmp_path: Path, settings: Settings) -> None:
     server = start_mongod(tmp_path / "throwaway")  # blocking, on purpose: it may install signal handlers
     running = True
@@ -100,10 +87,9 @@ async def test_readyz_is_503_when_the_database_is_stopped(tmp_path: Path, settin
         await client.close()
         if running:
             server.stop()
-        _collect_sockets_pymongo_leaked()
 
 
-@pytest.mark.usefixtures("quick_readiness")
+@pytest.mark.usefixtures("quick_readiness", "collect_pymongo_leaked_socket")
 async def test_readyz_is_503_when_no_server_listens(settings: Settings) -> None:
     url = f"mongodb://127.0.0.1:{_free_port()}/?directConnection=true"
     client = create_client(url, settings.model_copy(update={"server_selection_timeout_ms": 200}))
@@ -112,7 +98,6 @@ async def test_readyz_is_503_when_no_server_listens(settings: Settings) -> None:
             _assert_unavailable(await http.get("/readyz"))
     finally:
         await client.close()
-        _collect_sockets_pymongo_leaked()
 
 
 async def test_openapi_document_is_served_without_a_key(client: httpx.AsyncClient) -> None:
