@@ -162,6 +162,14 @@ def test_missing_times_are_derived_from_the_start_and_the_entries(target: Target
     assert from_laravel(row, target)["last_active_at"] == datetime(2025, 3, 4, 7, 12, tzinfo=UTC)
 
 
+def test_a_supplied_last_activity_older_than_an_entry_is_raised_to_the_newest_entry(target: Target) -> None:
+    doc = from_export(_export_row(last_active_at="2026-01-05T10:00:30+00:00"), target)
+    later = from_export(_export_row(last_active_at="2026-01-05T11:00:00+00:00"), target)
+
+    assert doc["last_active_at"] == datetime(2026, 1, 5, 10, 2, tzinfo=UTC)
+    assert later["last_active_at"] == datetime(2026, 1, 5, 11, 0, tzinfo=UTC)
+
+
 # Export lines -----------------------------------------------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from litestar import Litestar
+from pymongo.errors import OperationFailure, WriteError
 
 from handoff import clock
 from handoff.app import create_app
@@ -22,6 +23,7 @@ from handoff.config import Settings
 from handoff.db import MongoDatabase
 from handoff.errors import PROBLEM_JSON
 from handoff.localdb import MongodProcess
+from handoff.sessions import store
 from tests.factories import Tenant
 
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}\+00:00$")
@@ -1650,3 +1652,35 @@ async def test_write_that_would_pass_mongodbs_16_mib_is_409_full_and_stores_noth
 
     assert await database["sessions"].find_one({"session_id": sid}, {"_id": 0}) == before
     assert (await api.post(sid, "actions", {"action": "small"}, 201))["action"] == "small"
+
+
+class _TooLargeForCache:
+    """The sessions collection, except that updates fail as MongoDB does when a write outgrows its cache (388)."""
+
+    def __init__(self, collection: Any) -> None:
+        self._collection = collection
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._collection, name)
+
+    async def update_one(self, *args: Any, **kwargs: Any) -> Any:
+        raise WriteError("TransactionTooLargeForCache", code=388, details={"code": 388})
+
+    async def find_one_and_update(self, *args: Any, **kwargs: Any) -> Any:
+        raise OperationFailure("TransactionTooLargeForCache", code=388)
+
+
+async def test_write_too_large_for_mongodbs_cache_is_409_full(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Code 388 cannot succeed on a retry either: the same clean 409 as a session past its size cap, not a 500."""
+    sid = (await api.create())["session_id"]
+    real = store.sessions()
+    monkeypatch.setattr(store, "sessions", lambda: _TooLargeForCache(real))
+
+    for method, suffix, body in [
+        ("POST", "work-log", {"message": "m"}),
+        ("POST", "artifacts", {"path": "a.py"}),
+        ("PATCH", "context", {"k": "v"}),
+        ("POST", "complete", {"summary": "done"}),
+    ]:
+        response = await api.call(method, f"/{sid}/{suffix}", body)
+        assert problem(response, 409)["title"] == "Session is full", suffix

@@ -25,8 +25,10 @@ from handoff.sessions.limits import check_entry, stored_size
 
 Array = Literal["work_log", "artifacts"]
 
-#: MongoDB's codes for "the document would be too large": the second line of defence behind the cap.
-DOCUMENT_TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
+#: MongoDB's codes for "the write is too large": the document would pass 16 MiB (10334, 17419, 17420), or one
+#: update's changes do not fit the storage engine's cache (388, TransactionTooLargeForCache: seen on the bundled
+#: server's 0.25 GB cache for a ~15 MiB update; a retry cannot succeed). The second line of defence behind the cap.
+DOCUMENT_TOO_LARGE_CODES = frozenset({10334, 17419, 17420, 388})
 MAX_ATTEMPTS = 3
 
 
