@@ -89,6 +89,18 @@ async def test_the_mcp_endpoint_needs_a_valid_key(live_url: str, tenant: Tenant)
     assert refused_by_sdk.group_contains(MCPError, match="error response")
 
 
+async def test_only_the_mcp_path_itself_is_the_endpoint(live_url: str, tenant: Tenant) -> None:
+    """The endpoint is an ASGI mount, which matches by prefix; longer paths are unknown routes like any other."""
+    headers = {"Accept": "application/json, text/event-stream", "Authorization": f"Bearer {tenant.secret}"}
+    async with httpx.AsyncClient(base_url=live_url, headers=headers) as http:
+        for path in ("/mcpx", "/mcp/tools", "/mcp/x/y"):
+            response = await http.post(path, json={})
+            assert response.status_code == 404, path
+            assert response.headers["content-type"].startswith("application/problem+json"), path
+            assert response.json()["status"] == 404, path
+        assert (await http.post("/mcp/", json={})).status_code == 400  # the endpoint: a body that is not JSON-RPC
+
+
 async def test_a_workspace_sees_only_its_own_sessions_over_mcp(
     live_url: str, tenant: Tenant, other_tenant: Tenant
 ) -> None:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from litestar import asgi
 from litestar.connection import ASGIConnection
+from litestar.exceptions import NotFoundException
 from litestar.handlers import ASGIRouteHandler
 from litestar.types import Receive, Scope, Send
 from mcp.server.mcpserver import Context, MCPServer
@@ -112,6 +113,8 @@ class McpEndpoint:
 
         @asgi(MCP_PATH, is_mount=True, guards=[api_key_guard], copy_scope=True, name="mcp")
         async def mcp_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["path"] != "/":  # a mount matches by prefix: /mcpx and /mcp/anything are not this endpoint
+                raise NotFoundException(f"no route {scope['raw_path'].decode(errors='replace')}")
             manager = self._manager
             if manager is None:  # pragma: no cover - a request outside the lifespan
                 raise Unavailable("the MCP endpoint is not running")
