@@ -138,10 +138,10 @@ def test_progress_summary_falls_back_to_the_message_of_a_typed_entry() -> None:
         ({"message": "m", "type": "error"}, {"action_count": 1, "checkpoint_count": 0, "error_count": 1}),
     ],
 )
-def test_entry_increments_count_every_entry_and_its_checkpoint_or_error(
+def test_increments_count_every_entry_and_its_checkpoint_or_error(
     entry: dict[str, Any], increments: dict[str, int]
 ) -> None:
-    assert views.entry_increments(entry) == increments
+    assert views.sum_increments([entry]) == increments
 
 
 def test_sum_increments_and_last_checkpoint_of_a_batch() -> None:

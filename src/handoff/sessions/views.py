@@ -8,6 +8,7 @@ appends use, so an imported session answers exactly like one built through the A
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -61,23 +62,17 @@ def duration_text(minutes: int | None) -> str:
 # Counters ----------------------------------------------------------------------------------------------------
 
 
-def entry_increments(entry: Doc) -> dict[str, int]:
-    """What appending this work-log entry adds to the session's counters."""
-    entry_type = entry.get("type")
-    return {
-        "action_count": 1,
-        "checkpoint_count": int(entry_type == EntryType.CHECKPOINT),
-        "error_count": int(entry_type == EntryType.ERROR),
-    }
-
-
 def sum_increments(entries: Iterable[Doc]) -> dict[str, int]:
-    """The counters a batch of work-log entries moves."""
-    totals = {"action_count": 0, "checkpoint_count": 0, "error_count": 0}
-    for entry in entries:
-        for name, value in entry_increments(entry).items():
-            totals[name] += value
-    return totals
+    """The counters a batch of work-log entries moves: every entry is an action; checkpoints and errors count too.
+
+    One pass that tallies the types (no per-entry dict): the importer runs it over every imported work log.
+    """
+    types = Counter(entry.get("type") for entry in entries)
+    return {
+        "action_count": types.total(),
+        "checkpoint_count": types[EntryType.CHECKPOINT.value],
+        "error_count": types[EntryType.ERROR.value],
+    }
 
 
 def last_checkpoint(entries: Iterable[Doc]) -> Doc | None:
@@ -282,7 +277,7 @@ def replay_seed(view: Doc, *, now: datetime, replay_entry_id: str) -> dict[str, 
         },
         "work_log": [entry],
         **context_lists([entry]),
-        **entry_increments(entry),
+        **sum_increments([entry]),
         "last_checkpoint": None,
         "handoff_notes": view.get("handoff_notes"),
         "replayed_from": original_id,
