@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -21,10 +22,13 @@ import httpx
 import pytest
 from litestar import Litestar
 
-from handoff.config import KIB, MIB
+from handoff.app import create_app
+from handoff.config import KIB, MIB, Settings
 from handoff.db import MongoDatabase
 from handoff.errors import PROBLEM_JSON
 from tests.factories import Tenant
+from tests.inprocess import in_process
+from tests.test_client_sync import serve_app
 
 PLAN = "hostile-plan"
 SESSION = "{session_id}"
@@ -458,6 +462,69 @@ async def test_oversized_bodies_are_413_before_they_are_read(client: httpx.Async
     )
     assert mcp.status_code == 413
     assert (await client.get(f"/v1/sessions/{session_id}", headers=tenant.headers)).json()["action_count"] == 0
+
+
+class Stall:
+    """A request body that sends its start, then nothing for ``seconds``, then its end."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield b'{"message": "'
+        await asyncio.sleep(self.seconds)
+        yield b'late"}'
+
+
+async def test_a_stalled_body_is_408_and_a_slow_steady_one_is_read(
+    settings: Settings, database: MongoDatabase, tenant: Tenant
+) -> None:
+    """A body that stops arriving is refused once nothing came for the timeout; pauses shorter than it are fine."""
+    impatient = settings.model_copy(update={"request_body_timeout_seconds": 0.3})
+    async with in_process(create_app(impatient, database=database)) as client:
+        session_id = await _fresh_session(client, tenant)
+        url = f"/v1/sessions/{session_id}/work-log"
+        headers = {**tenant.headers, "Content-Type": "application/json"}
+
+        started = time.monotonic()
+        stalled = await client.post(url, headers=headers, content=Stall(30))
+        waited = time.monotonic() - started
+        mcp = await client.post(
+            "/mcp", headers={**headers, "Accept": "application/json, text/event-stream"}, content=Stall(30)
+        )
+        steady = await client.post(url, headers=headers, content=Trickle(8 * KIB, chunk=KIB, pause=0.1))
+
+        assert 0.3 <= waited < 5
+        _problem(stalled, 408)
+        assert "stalled" in stalled.json()["detail"]
+        _problem(mcp, 408)
+        assert steady.status_code == 201, steady.text
+        assert steady.json()["message"] == "x" * 8 * KIB
+        assert (await client.get(f"/v1/sessions/{session_id}", headers=tenant.headers)).json()["action_count"] == 1
+
+
+async def test_uvicorn_answers_a_stalled_body_408_and_closes_the_connection(
+    settings: Settings, database: MongoDatabase, tenant: Tenant
+) -> None:
+    """Over a real socket: the headers promise 100 bytes, 10 arrive, then nothing; the connection does not hang."""
+    impatient = settings.model_copy(update={"request_body_timeout_seconds": 0.3})
+    async with serve_app(create_app(impatient, database=database)) as url:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        head = (
+            "POST /v1/sessions HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {tenant.secret}\r\nContent-Length: 100\r\n\r\n"
+        )
+        writer.write(head.encode() + b'{"agent_t')
+        await writer.drain()
+        try:
+            answer = await asyncio.wait_for(reader.read(), timeout=10)  # read() returns once the server closes
+        finally:
+            writer.close()
+
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert b"application/problem+json" in answer
+    assert b"connection: close" in answer.lower()
 
 
 async def test_a_full_session_refuses_a_large_context_handoff_or_summary_with_409(

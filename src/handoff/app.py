@@ -27,6 +27,7 @@ from handoff.config import Settings, get_settings
 from handoff.db import MongoDatabase, create_client, init_database, mongodb_url
 from handoff.errors import handle_exception
 from handoff.health import HealthController
+from handoff.timeouts import BodyTimeoutMiddleware
 
 
 class JsonRequest(Request[Any, Any, State]):
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None, *, database: MongoDatabase | No
         route_handlers=[HealthController, _v1_router(), mcp.route()],
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
+        middleware=[BodyTimeoutMiddleware(settings.request_body_timeout_seconds)],
         request_max_body_size=settings.max_body_bytes,
         request_class=JsonRequest,
         state=State({"settings": settings, "key_cache": KeyCache(settings.api_key_cache_seconds)}),

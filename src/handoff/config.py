@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(
         default=64 * KIB, ge=1, description="Largest serialized details/data/metadata of one entry."
     )
+    request_body_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Longest wait for the next chunk of a request body before answering 408."
+    )
     max_text_chars: int = Field(default=10_000, ge=1, description="Longest message or action string.")
     max_path_chars: int = Field(default=1_024, ge=1, description="Longest artifact path.")
     max_session_bytes: int = Field(

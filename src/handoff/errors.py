@@ -5,6 +5,7 @@ Domain code raises values with a status; it never builds HTTP responses. The tre
     HandoffError                     500  something the service did not expect
     ├── Unauthorized                 401  no key, an unknown, revoked or expired key
     ├── NotFound                     404  absent, or in another workspace (indistinguishable on purpose)
+    ├── RequestTimeout               408  the request body stopped arriving
     ├── Conflict                     409  the resource's state forbids the operation
     │   ├── SessionEnded             409  completed/failed sessions accept nothing more
     │   └── SessionFull              409  the document would pass MongoDB's 16 MiB limit
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, ClassVar
@@ -53,6 +55,8 @@ class HandoffError(Exception):
 
     status_code: ClassVar[int] = 500
     title: ClassVar[str] = "Internal server error"
+    #: Response headers that belong to this kind of error.
+    headers: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, detail: str, *, errors: list[FieldError] | None = None) -> None:
         super().__init__(detail)
@@ -65,6 +69,7 @@ class Unauthorized(HandoffError):
 
     status_code = 401
     title = "Unauthorized"
+    headers: ClassVar[Mapping[str, str]] = {"WWW-Authenticate": 'Bearer realm="handoff"'}
 
 
 class NotFound(HandoffError):
@@ -72,6 +77,15 @@ class NotFound(HandoffError):
 
     status_code = 404
     title = "Not found"
+
+
+class RequestTimeout(HandoffError):
+    """The client stopped sending its request body."""
+
+    status_code = 408
+    title = "Request timeout"
+    #: The rest of the body may still arrive: the connection cannot carry another request, so it is closed.
+    headers: ClassVar[Mapping[str, str]] = {"Connection": "close"}
 
 
 class Conflict(HandoffError):
@@ -112,6 +126,7 @@ class Unavailable(HandoffError):
 
     status_code = 503
     title = "Service unavailable"
+    headers: ClassVar[Mapping[str, str]] = {"Retry-After": str(RETRY_AFTER_SECONDS)}
 
 
 #: PyMongo errors that mean "the database is not reachable or has no primary right now". A
@@ -160,14 +175,11 @@ def handle_exception(  # noqa: PLR0911 - one branch per kind of error, each a re
 ) -> Response[dict[str, Any]]:
     """The one exception handler: every error leaves the service as problem+json."""
     if isinstance(exc, HandoffError):
-        headers: dict[str, str] | None = None
-        if isinstance(exc, Unavailable):
-            headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
-        elif isinstance(exc, Unauthorized):
-            headers = {"WWW-Authenticate": 'Bearer realm="handoff"'}
         if exc.status_code >= 500 and not isinstance(exc, Unavailable):
             return _internal_error(request, exc)
-        return problem_response(exc.status_code, exc.detail, title=exc.title, errors=exc.errors, headers=headers)
+        return problem_response(
+            exc.status_code, exc.detail, title=exc.title, errors=exc.errors, headers=dict(exc.headers) or None
+        )
     if isinstance(exc, ValidationException):
         return problem_response(
             422, "The request is not valid: see errors.", title="Invalid input", errors=_validation_errors(exc)
@@ -182,7 +194,7 @@ def handle_exception(  # noqa: PLR0911 - one branch per kind of error, each a re
             503,
             "The database is unavailable or electing a primary; retry the request (appends are idempotent by id).",
             title=Unavailable.title,
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            headers=dict(Unavailable.headers),
         )
     return _internal_error(request, exc)
 
@@ -204,6 +216,7 @@ __all__ = [
     "HandoffError",
     "Invalid",
     "NotFound",
+    "RequestTimeout",
     "SessionEnded",
     "SessionFull",
     "TooLarge",

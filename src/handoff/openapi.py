@@ -18,6 +18,7 @@ _DESCRIPTIONS = {
     400: "Malformed JSON",
     401: "Missing, unknown, revoked or expired API key",
     404: "Not found in this workspace",
+    408: "The request body stopped arriving",
     409: "The resource's state forbids the operation",
     413: "Body or field too large",
     422: "Invalid input",
@@ -43,10 +44,10 @@ class ProblemDetails(OutputModel):
 
 
 def problems(*statuses: int, body: bool = False) -> dict[int, ResponseSpec]:
-    """The error responses of a route: always 401, 422 and 503, plus ``statuses``; ``body`` adds 400 and 413."""
+    """The error responses of a route: always 401, 422 and 503, plus ``statuses``; ``body`` adds 400, 408 and 413."""
     codes = {401, 422, 503, *statuses}
     if body:
-        codes |= {400, 413}
+        codes |= {400, 408, 413}
     return {
         code: ResponseSpec(
             data_container=ProblemDetails,
