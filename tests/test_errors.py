@@ -252,6 +252,16 @@ async def test_malformed_json_is_400_problem(client: httpx.AsyncClient, tenant: 
     assert "errors" not in body
 
 
+async def test_invalid_utf8_inside_a_json_string_is_400_problem(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    headers = {**tenant.headers, "content-type": "application/json"}
+
+    for path in ("/v1/sessions", "/v1/plans"):
+        response = await client.post(
+            path, content=b'{"agent_type": "\xff", "slug": "s", "title": "t"}', headers=headers
+        )
+        assert "UTF-8" in _assert_problem(response, 400)["detail"], path
+
+
 async def test_unknown_route_is_404_problem(client: httpx.AsyncClient, tenant: Tenant) -> None:
     _assert_problem(await client.get("/no/such/route"), 404)
     _assert_problem(await client.get("/v1/no-such-thing", headers=tenant.headers), 404)

@@ -31,10 +31,11 @@ from handoff.timeouts import BodyTimeoutMiddleware
 
 
 class JsonRequest(Request[Any, Any, State]):
-    """A request whose JSON body too deeply nested to decode is a 400, like any other malformed JSON.
+    """A request whose JSON body is too deeply nested or not UTF-8 is a 400, like any other malformed JSON.
 
     msgspec decodes recursively and raises ``RecursionError`` past Python's recursion limit (about 1,000
-    levels); Litestar turns only its ``DecodeError`` into a 400, so 10,000 nested brackets would be a 500.
+    levels), and ``UnicodeDecodeError`` for invalid UTF-8 inside a string; Litestar turns only its
+    ``DecodeError`` into a 400, so either would be a 500.
     """
 
     async def json(self) -> Any:
@@ -42,6 +43,8 @@ class JsonRequest(Request[Any, Any, State]):
             return await super().json()
         except RecursionError as exc:
             raise SerializationException("JSON is nested too deeply to decode") from exc
+        except UnicodeDecodeError as exc:  # msgspec validates UTF-8 in strings only as it decodes them
+            raise SerializationException(f"the body is not valid UTF-8 (byte {exc.start})") from exc
 
 
 def _v1_router() -> Router:

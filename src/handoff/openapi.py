@@ -70,7 +70,7 @@ def retried(model: type[Any], description: str) -> dict[int, ResponseSpec]:
 
 @dataclass
 class OptionalBodyOperation(Operation):
-    """An operation whose JSON body may be left out (``/complete``, ``/fail``, ``/replay``).
+    """An operation whose JSON body may be left out (session creation, ``/complete``, ``/fail``, ``/replay``).
 
     Litestar marks every request body required, even ``JSONBody[X | None] = None``; the route accepts no body,
     so the schema must say so, or a conforming client would be told to send one.

@@ -48,8 +48,11 @@ def check_free_form(value: dict[str, Any]) -> dict[str, Any]:
 FreeForm = Annotated[dict[str, Any], AfterValidator(check_free_form)]
 """A JSON object stored as plain data."""
 
-PrintableId = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]
-"""1..255 printable ASCII characters (no spaces): external ids and idempotency keys."""
+PRINTABLE_ASCII = r"^[\x20-\x7e]+$"
+"""Printable ASCII, the space included (as api.md's "printable ASCII characters" reads, and C's ``isprint``)."""
+
+PrintableId = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=PRINTABLE_ASCII)]
+"""1..255 printable ASCII characters: external ids and idempotency keys."""
 
 EntryId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 """A client-chosen id of a work-log entry or artifact."""

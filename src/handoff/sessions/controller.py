@@ -12,7 +12,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CON
 from handoff.auth import CurrentPrincipal
 from handoff.config import Settings
 from handoff.openapi import OptionalBodyOperation, problems, retried
-from handoff.schemas import FreeForm
+from handoff.schemas import PRINTABLE_ASCII, FreeForm
 from handoff.sessions import queries, service, views
 from handoff.sessions.models import ArtifactAction, EntryType, SessionStatus
 from handoff.sessions.queries import Order
@@ -48,7 +48,7 @@ IdempotencyKey = Annotated[
         required=False,
         min_length=1,
         max_length=255,
-        pattern=r"^[\x21-\x7e]+$",
+        pattern=PRINTABLE_ASCII,
         description="Retry-safe creation: a repeat returns the same session (200) and creates nothing.",
     ),
 ]
@@ -76,17 +76,18 @@ class SessionController(Controller):
         "/",
         status_code=HTTP_201_CREATED,
         responses={**problems(body=True), **retried(SessionRead, "The session of this external_id or Idempotency-Key")},
+        operation_class=OptionalBodyOperation,
     )
     async def create_session(
         self,
         request: Request[Any, Any, State],
         principal: CurrentPrincipal,
-        data: JSONBody[SessionCreate],
+        data: JSONBody[SessionCreate | None] = None,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[SessionRead]:
-        """Open a session (get-or-create by external_id; retry-safe with Idempotency-Key)."""
+        """Open a session (get-or-create by external_id; retry-safe with Idempotency-Key); every field is optional."""
         result = await service.create_session(
-            principal, data, idempotency_key=idempotency_key, settings=_settings(request)
+            principal, data or SessionCreate(), idempotency_key=idempotency_key, settings=_settings(request)
         )
         return _created_or_found(result.session, result.created)
 
