@@ -262,6 +262,13 @@ async def test_invalid_utf8_inside_a_json_string_is_400_problem(client: httpx.As
         assert "UTF-8" in _assert_problem(response, 400)["detail"], path
 
 
+async def test_a_missing_required_body_is_422_saying_so(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    for content in (None, b""):
+        response = await client.post("/v1/plans", content=content, headers=tenant.headers)
+        body = _assert_problem(response, 422)
+        assert body["errors"] == [{"field": "body", "message": "a JSON body is required"}]
+
+
 async def test_unknown_route_is_404_problem(client: httpx.AsyncClient, tenant: Tenant) -> None:
     _assert_problem(await client.get("/no/such/route"), 404)
     _assert_problem(await client.get("/v1/no-such-thing", headers=tenant.headers), 404)

@@ -160,13 +160,21 @@ def problem_response(
     return Response(content=body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
-def _validation_errors(exc: ValidationException) -> list[FieldError]:
+def _has_body(request: Request[Any, Any, Any]) -> bool:
+    return request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
+
+
+def _validation_errors(exc: ValidationException, request: Request[Any, Any, Any]) -> list[FieldError]:
     extra = exc.extra if isinstance(exc.extra, list) else []
     found: list[FieldError] = []
     for item in extra:
         if isinstance(item, dict):
             field = str(item.get("key") or item.get("source") or "body")
-            found.append(FieldError(field=field, message=str(item.get("message", "invalid"))))
+            message = str(item.get("message", "invalid"))
+            if field == "data":  # Litestar's name for the whole body; a missing one reads "'data'"
+                field = "body"
+                message = message if _has_body(request) else "a JSON body is required"
+            found.append(FieldError(field=field, message=message))
     return found or [FieldError(field="body", message=exc.detail)]
 
 
@@ -182,7 +190,7 @@ def handle_exception(  # noqa: PLR0911 - one branch per kind of error, each a re
         )
     if isinstance(exc, ValidationException):
         return problem_response(
-            422, "The request is not valid: see errors.", title="Invalid input", errors=_validation_errors(exc)
+            422, "The request is not valid: see errors.", title="Invalid input", errors=_validation_errors(exc, request)
         )
     if isinstance(exc, HTTPException):
         if exc.status_code >= 500:
