@@ -21,7 +21,7 @@ from handoff.localdb import MongodProcess
 from tests.factories import Tenant
 
 ID_REUSED = [{"field": "id", "message": "already used with other content"}]
-KEY_REUSED = [{"field": "Idempotency-Key", "message": "reused with a different body"}]
+KEY_REUSED = [{"field": "Idempotency-Key", "message": "reused with a different request"}]
 
 
 @pytest.fixture(scope="module")
@@ -359,6 +359,22 @@ async def test_replay_with_an_idempotency_key_repeated_answers_200_with_the_same
     assert first["session_id"].startswith("ses_replay_")
     assert problem(other_body, 422)["errors"] == KEY_REUSED
     assert no_key["session_id"] != first["session_id"]
+    assert await database["sessions"].count_documents({}) == 3
+
+
+async def test_an_idempotency_key_names_one_request_across_the_workspace(
+    client: httpx.AsyncClient, tenant: Tenant, database: MongoDatabase
+) -> None:
+    """The key is scoped to the workspace: used on one operation, it is a different request on any other."""
+    first, second = await _session(client, tenant), await _session(client, tenant)
+    headers = {**tenant.headers, "Idempotency-Key": "one-request"}
+    ok(await client.post(f"/v1/sessions/{first}/replay", headers=headers), 201)
+
+    other_session = await client.post(f"/v1/sessions/{second}/replay", headers=headers)
+    other_operation = await client.post("/v1/sessions", json={}, headers=headers)
+
+    assert problem(other_session, 422)["errors"] == KEY_REUSED
+    assert problem(other_operation, 422)["errors"] == KEY_REUSED
     assert await database["sessions"].count_documents({}) == 3
 
 

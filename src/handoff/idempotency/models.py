@@ -16,7 +16,11 @@ from handoff import clock
 
 
 class IdempotencyRecord(Document):
-    """A key seen in a workspace for one operation (``scope``), bound to the request's fingerprint."""
+    """A key seen in a workspace, bound to the request it came with: the operation (``scope``) and its body.
+
+    Keys are scoped to the workspace (api.md): one key names one request, so the same key on another operation
+    or another session's replay is a reuse with a different request, refused like a different body.
+    """
 
     workspace_id: str
     scope: str
@@ -31,8 +35,8 @@ class IdempotencyRecord(Document):
         use_state_management = False
         indexes = [
             IndexModel(
-                [("workspace_id", pymongo.ASCENDING), ("scope", pymongo.ASCENDING), ("key", pymongo.ASCENDING)],
-                name="workspace_scope_key_unique",
+                [("workspace_id", pymongo.ASCENDING), ("key", pymongo.ASCENDING)],
+                name="workspace_key_unique",
                 unique=True,
             ),
             IndexModel([("expires_at", pymongo.ASCENDING)], name="expiry_ttl", expireAfterSeconds=0),

@@ -1,9 +1,10 @@
 """Claiming an ``Idempotency-Key``: the first request reserves the id of what it will create.
 
-The record binds the key to a fingerprint of the request body and to the session id the first request
-chose. A repeat with the same body gets that id back (and the caller answers 200 with that session); a repeat
-with another body is a 422. Because the id is reserved before anything is created, a first request that died
-half-way is completed by its retry with the very same id, never duplicated.
+The record binds the key (unique in its workspace) to a fingerprint of the request, its operation and body,
+and to the session id the first request chose. A repeat of the same request gets that id back (and the caller
+answers 200 with that session); the key with another body, or on another operation, is a 422. Because the id
+is reserved before anything is created, a first request that died half-way is completed by its retry with the
+very same id, never duplicated.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ async def claim(
     workspace_id: str, *, scope: str, key: str, body: Any, proposed_session_id: str, ttl_hours: int
 ) -> Claim:
     """Reserve ``proposed_session_id`` for this key, or return what an earlier request reserved."""
-    digest = fingerprint(body)
+    digest = fingerprint({"operation": scope, "body": body})
     now = clock.now()
     record = IdempotencyRecord(
         workspace_id=workspace_id,
@@ -53,9 +54,7 @@ async def claim(
         await record.insert()
     except DuplicateKeyError:
         existing = await IdempotencyRecord.find_one(
-            IdempotencyRecord.workspace_id == workspace_id,
-            IdempotencyRecord.scope == scope,
-            IdempotencyRecord.key == key,
+            IdempotencyRecord.workspace_id == workspace_id, IdempotencyRecord.key == key
         )
         if existing is None:  # expired between the two calls: this request is the first again
             return await claim(
@@ -68,8 +67,8 @@ async def claim(
             )
         if existing.request_sha256 != digest:
             raise Invalid(
-                "Idempotency-Key was already used with a different request body",
-                errors=[FieldError(field="Idempotency-Key", message="reused with a different body")],
+                "Idempotency-Key was already used with a different request (another body or operation)",
+                errors=[FieldError(field="Idempotency-Key", message="reused with a different request")],
             ) from None
         return Claim(session_id=existing.session_id or proposed_session_id, first=False)
     return Claim(session_id=proposed_session_id, first=True)
