@@ -191,6 +191,43 @@ def test_keys_list_shows_ids_and_prefixes_but_never_the_key(handoff: Cli) -> Non
     assert "elsewhere" not in out
 
 
+def test_keys_list_on_a_narrow_output_shows_whole_ids_to_revoke_with(
+    handoff: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Piped output (``| cat``) is 80 columns or fewer: the id and prefix are never cut to ``key_5003…``."""
+    _ok(handoff("workspaces", "create", "acme"))
+    secret = _ok(handoff("keys", "create", "--workspace", "acme", "--name", "a rather long key name")).strip()
+    stored = handoff.db["api_keys"].find_one({"prefix": secret[:11]})
+    assert stored is not None
+    monkeypatch.setenv("COLUMNS", "60")
+
+    out = _ok(handoff("keys", "list", "--workspace", "acme"))
+
+    assert max(len(line) for line in out.splitlines()) <= 60
+    ids = re.findall(r"key_[0-9a-f]+", out)
+    assert ids == [stored["key_id"]], out
+    assert f"{secret[:11]}…" in out
+    assert _ok(handoff("keys", "revoke", ids[0])) == f"revoked {stored['key_id']} ({secret[:11]}…)\n"
+    revoked = handoff.db["api_keys"].find_one({"key_id": stored["key_id"]})
+    assert revoked is not None
+    assert revoked["revoked_at"] is not None
+
+
+def test_keys_list_too_narrow_for_the_id_runs_past_the_width_rather_than_cut_it(
+    handoff: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _ok(handoff("workspaces", "create", "acme"))
+    secret = _ok(handoff("keys", "create", "--workspace", "acme")).strip()
+    stored = handoff.db["api_keys"].find_one({})
+    assert stored is not None
+    monkeypatch.setenv("COLUMNS", "30")
+
+    out = _ok(handoff("keys", "list", "--workspace", "acme"))
+
+    assert re.findall(r"key_[0-9a-f]+", out) == [stored["key_id"]], out
+    assert f"{secret[:11]}…" in out
+
+
 def test_keys_list_for_unknown_workspace_fails_with_one_line(handoff: Cli) -> None:
     assert "nope" in _one_line_error(handoff("keys", "list", "--workspace", "nope"))
 

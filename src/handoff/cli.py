@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 from pymongo.errors import ConfigurationError, PyMongoError
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from handoff.config import Settings, SettingsError, load_settings
 from handoff.db import open_database
@@ -149,9 +149,8 @@ def keys_create(workspace_slug: str, name: str | None, expires_in_days: int | No
 def keys_list(workspace_slug: str) -> None:
     """List a workspace's keys (never the keys themselves)."""
     found = run_with_database(lambda: workspaces.list_api_keys(workspace_slug))
-    table = Table("id", "prefix", "name", "created", "last used", "revoked", "expires")
-    for key in found:
-        table.add_row(
+    rows = [
+        (
             key.key_id,
             key.prefix + "…",
             key.name or "-",
@@ -160,7 +159,23 @@ def keys_list(workspace_slug: str) -> None:
             _when(key.revoked_at),
             _when(key.expires_at),
         )
-    console.print(table)
+        for key in found
+    ]
+    # The id is what ``keys revoke`` takes, so it and the prefix are never cut ("key_5003…") on a narrow or piped
+    # (80-column) output: the other columns wrap or shrink instead, and where even the two cannot fit the table
+    # runs past the width (crop=False) rather than losing their ends.
+    table = Table(
+        Column("id", no_wrap=True, min_width=max((len(row[0]) for row in rows), default=1)),
+        Column("prefix", no_wrap=True, min_width=max((len(row[1]) for row in rows), default=1)),
+        "name",
+        "created",
+        "last used",
+        "revoked",
+        "expires",
+    )
+    for row in rows:
+        table.add_row(*row)
+    console.print(table, crop=False)
 
 
 @keys_group.command("revoke")
