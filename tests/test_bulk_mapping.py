@@ -196,6 +196,37 @@ def test_export_line_fields_come_back_and_derived_ones_are_recomputed(target: Ta
     assert doc["legacy"] is None
 
 
+def test_replayed_from_comes_back_and_a_null_one_stays_null(target: Target) -> None:
+    replay_context = {"replayed_from": "sess_0"}
+
+    assert from_export(_export_row(replayed_from="sess_0"), target)["replayed_from"] == "sess_0"
+    assert from_export(_export_row(replayed_from=None, context_summary=replay_context), target)["replayed_from"] is None
+    assert from_export(_export_row(), target)["replayed_from"] is None
+
+
+@pytest.mark.parametrize(
+    ("context_summary", "replayed_from"),
+    [
+        ({"replayed_from": "sess_0", "original_status": "paused", "inherited_context": None}, "sess_0"),
+        ({"replayed_from": "sess 0"}, "sess 0"),
+        ({"replayed_from": 7}, None),
+        ({"replayed_from": {"id": "sess_0"}}, None),
+        ({"replayed_from": "tab\there"}, None),
+        ({"replayed_from": ""}, None),
+        ({"goal": "g"}, None),
+        (None, None),
+    ],
+)
+def test_export_line_without_replayed_from_falls_back_to_the_replay_context(
+    target: Target, context_summary: dict[str, Any] | None, replayed_from: str | None
+) -> None:
+    """Export lines written before ``replayed_from`` was exported: a replay's context names its origin."""
+    doc = from_export(_export_row(context_summary=context_summary), target)
+
+    assert doc["replayed_from"] == replayed_from
+    assert doc["context_summary"] == context_summary
+
+
 def test_timestamps_are_utc_at_millisecond_precision(target: Target) -> None:
     doc = from_export(_export_row(started_at="2026-01-05T12:00:00.123456+02:00"), target)
 
@@ -232,7 +263,10 @@ def _big(size: int) -> dict[str, str]:
         ({"artifacts": [{"path": "p" * 1025}]}, "artifacts[0]: path is longer than 1024 characters"),
         ({"artifacts": [{"metadata": _big(70_000), "path": "a"}]}, "artifacts[0]: metadata is 70011 bytes"),
         ({"context_summary": "text"}, "context_summary must be an object, not a string"),
-        ({"external_id": "has space"}, "external_id 'has space' must be 1-255 printable ASCII"),
+        ({"external_id": "has\ttab"}, "external_id 'has\\ttab' must be 1-255 printable ASCII"),
+        ({"replayed_from": 12}, "replayed_from must be a string, not int"),
+        ({"replayed_from": ""}, "replayed_from '' must be 1-255 printable ASCII"),
+        ({"replayed_from": "x" * 256}, "must be 1-255 printable ASCII"),
     ],
 )
 def test_bad_row_is_rejected_with_a_message_saying_what_to_fix(

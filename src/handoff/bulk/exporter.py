@@ -1,7 +1,8 @@
 """Export sessions as JSON Lines: one session a line, its API fields plus the full work log and artifacts.
 
-The line is the Session the API answers (``views.session_read``) with ``work_log`` and ``artifacts`` in their
-API shapes, timestamps as ISO 8601 strings: exactly what ``handoff import`` reads back. Sessions stream from
+The line is the Session the API answers (``views.session_read``) plus ``replayed_from`` (the session a replay
+continues, which the analytics ``lineage`` and ``handoffs`` routes follow), with ``work_log`` and ``artifacts``
+in their API shapes, timestamps as ISO 8601 strings: exactly what ``handoff import`` reads back. Sessions stream from
 a cursor in ``(workspace_id, session_id)`` order, the unique index's, so no sort runs in memory and the
 process holds one cursor batch whatever the size of the collection.
 """
@@ -27,6 +28,7 @@ _encode = msgspec.json.Encoder().encode
 def export_line(doc: dict[str, Any], now: datetime) -> bytes:
     """One stored session as an export line (without the newline)."""
     body = views.session_read(doc, now).model_dump(mode="json")
+    body["replayed_from"] = doc.get("replayed_from")  # not in the Session, but lineage and handoffs need it
     body["work_log"] = [entry.model_dump(mode="json") for entry in views.work_log_entries(doc.get("work_log", []))]
     body["artifacts"] = [item.model_dump(mode="json") for item in views.artifacts(doc.get("artifacts", []))]
     return _encode(body)

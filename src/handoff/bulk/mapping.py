@@ -1,11 +1,11 @@
 """A row of an import file to a session document: pure, no database, no clock.
 
-Two row shapes come in: what ``handoff export`` writes (the API's Session fields plus the ``work_log`` and
-``artifacts`` arrays) and a row of the original Laravel ``agent_sessions`` table (integer ids, JSON columns as
-strings or values, ``YYYY-MM-DD HH:MM:SS`` timestamps in UTC, PHP's ``[]`` for an empty object). Both become the
-same stored document, with everything a write through the API maintains (counters, ``last_checkpoint``, the
-context lists, ``payload_bytes``, ``duration_minutes``) recomputed from the arrays by the functions the appends use
-(``sessions.views``, ``sessions.limits``), so an imported session answers every route like one built live.
+Two row shapes come in: what ``handoff export`` writes (the API's Session fields, ``replayed_from``, and the
+``work_log`` and ``artifacts`` arrays) and a row of the original Laravel ``agent_sessions`` table (integer ids, JSON
+columns as strings or values, ``YYYY-MM-DD HH:MM:SS`` timestamps in UTC, PHP's ``[]`` for an empty object). Both
+become the same stored document, with everything a write through the API maintains (counters, ``last_checkpoint``,
+the context lists, ``payload_bytes``, ``duration_minutes``) recomputed from the arrays by the functions the appends
+use (``sessions.views``, ``sessions.limits``), so an imported session answers every route like one built live.
 
 A row that cannot become a session raises :class:`RowError` with a message a person can act on; nothing
 partial comes out. The same row always maps to the same document (entries without an id get one derived from
@@ -116,12 +116,31 @@ def _status(row: Mapping[str, Any]) -> str:
     return cast("str", status)
 
 
+def _printable_id(row: Mapping[str, Any], name: str) -> str | None:
+    """An optional id field of an export line: a string like a ``session_id``, or absent/null."""
+    value = _text(row, name)
+    if value is not None and (len(value) > 255 or not _PRINTABLE_ID.fullmatch(value)):
+        raise RowError(f"{name} {value!r} must be 1-255 printable ASCII characters")
+    return value
+
+
+def _replayed_from(row: Mapping[str, Any], context_summary: dict[str, Any] | None) -> str | None:
+    """The session this one continues. Export lines written before it was exported lack the key: a replay made
+    through the API also names its origin in ``context_summary.replayed_from``, taken when it reads as an id."""
+    if "replayed_from" in row:
+        return _printable_id(row, "replayed_from")
+    origin = (context_summary or {}).get("replayed_from")
+    if isinstance(origin, str) and len(origin) <= 255 and _PRINTABLE_ID.fullmatch(origin):
+        return origin
+    return None
+
+
 def _session_id(row: Mapping[str, Any]) -> str:
     value = _required(row, "session_id")
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str) or not _PRINTABLE_ID.fullmatch(value) or len(value) > 255:
-        raise RowError(f"session_id {value!r} must be 1-255 printable ASCII characters without spaces")
+        raise RowError(f"session_id {value!r} must be 1-255 printable ASCII characters")
     return value
 
 
@@ -204,26 +223,24 @@ def _document(fields: _Fields, target: Target, row: RowFacts) -> dict[str, Any]:
 def _export_fields(row: Mapping[str, Any], facts: RowFacts, target: Target) -> _Fields:
     """A line of ``handoff export``: the Session fields (counters and durations are derived, so ignored)."""
     del target
-    external_id = _text(row, "external_id")
-    if external_id is not None and (len(external_id) > 255 or not _PRINTABLE_ID.fullmatch(external_id)):
-        raise RowError(f"external_id {external_id!r} must be 1-255 printable ASCII characters without spaces")
     legacy = row.get("legacy")
     if legacy is not None and not isinstance(legacy, dict):
         raise RowError(f"legacy must be an object, not {kind_of(legacy)}")
+    context_summary = free_form(row.get("context_summary"), "context_summary", facts)
     return _Fields(
         session_id=_session_id(row),
         status=_status(row),
         started_at=parse_time(_required(row, "started_at"), "started_at"),
         work_log=_array(row.get("work_log"), "work_log"),
         artifacts=_array(row.get("artifacts"), "artifacts"),
-        external_id=external_id,
+        external_id=_printable_id(row, "external_id"),
         agent_api_key_id=_text(row, "agent_api_key_id"),
         plan=_text(row, "plan"),
         agent_type=_text(row, "agent_type"),
-        context_summary=free_form(row.get("context_summary"), "context_summary", facts),
+        context_summary=context_summary,
         handoff_notes=free_form(row.get("handoff_notes"), "handoff_notes", facts),
         final_summary=_text(row, "final_summary"),
-        replayed_from=_text(row, "replayed_from"),
+        replayed_from=_replayed_from(row, context_summary),
         legacy=legacy,
         last_active_at=_optional_time(row, "last_active_at"),
         ended_at=_optional_time(row, "ended_at"),
