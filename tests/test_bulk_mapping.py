@@ -92,7 +92,7 @@ def test_laravel_json_columns_as_strings_and_php_empty_arrays(target: Target) ->
         "summary": "Invoice export half done",
         "next_steps": ["CSV writer", "tests"],
         "blockers": [],
-        "context_for_next": [],
+        "context_for_next": {},  # PHP's [] for an empty object
     }
     assert third["context_summary"] is None
     assert third["work_log"] == []
@@ -225,6 +225,68 @@ def test_export_line_without_replayed_from_falls_back_to_the_replay_context(
 
     assert doc["replayed_from"] == replayed_from
     assert doc["context_summary"] == context_summary
+
+
+API_NOTES = {"summary": "h", "next_steps": ["a"], "blockers": [], "context_for_next": {}}
+
+
+@pytest.mark.parametrize("shape", ["laravel", "jsonl"])
+@pytest.mark.parametrize(
+    ("notes", "stored"),
+    [
+        ({"summary": "h", "next_steps": ["a"]}, API_NOTES),
+        ({"summary": "h", "next_steps": ["a"], "blockers": [], "context_for_next": []}, API_NOTES),
+        (
+            {"context_for_next": {"branch": "x"}, "blockers": ["ci red"], "summary": "h", "next_steps": []},
+            {"summary": "h", "next_steps": [], "blockers": ["ci red"], "context_for_next": {"branch": "x"}},
+        ),
+        ({"summary": "only"}, {"summary": "only", "next_steps": [], "blockers": [], "context_for_next": {}}),
+        ({}, None),
+        ([], None),
+        (None, None),
+    ],
+)
+def test_handoff_notes_are_stored_in_the_shape_the_handoff_route_stores(
+    target: Target, shape: str, notes: Any, stored: dict[str, Any] | None
+) -> None:
+    """What ``POST .../handoff`` stores: all four keys, ``[]``/``{}`` where the body left them out."""
+    if shape == "laravel":
+        doc = from_laravel(_laravel_rows()[1] | {"handoff_notes": json.dumps(notes)}, target)
+    else:
+        doc = from_export(_export_row(status="paused", handoff_notes=notes), target)
+
+    assert doc["handoff_notes"] == stored
+    if stored is not None:
+        assert list(doc["handoff_notes"]) == ["summary", "next_steps", "blockers", "context_for_next"]
+
+
+@pytest.mark.parametrize(
+    ("notes", "message"),
+    [
+        ({"summary": "h", "next_steps": "a"}, "handoff_notes.next_steps: Input should be a valid list"),
+        ({"summary": "h", "next_steps": ["a", 2]}, "handoff_notes.next_steps.1: Input should be a valid string"),
+        ({"summary": "h", "blockers": {"0": "x"}}, "handoff_notes.blockers: Input should be a valid list"),
+        ({"summary": "h", "blockers": None}, "handoff_notes.blockers: Input should be a valid list"),
+        ({"summary": "h", "context_for_next": "x"}, "handoff_notes.context_for_next: Input should be a valid dict"),
+        ({"summary": "h", "context_for_next": {"$set": 1}}, "handoff_notes: key 'context_for_next.$set' may not"),
+        ({"summary": "h", "context_for_next": {"a": {"$set": 1}}}, "key 'context_for_next.a.$set' may not"),
+        ({"next_steps": ["a"]}, "handoff_notes.summary: Field required"),
+        ({"summary": ""}, "handoff_notes.summary: String should have at least 1 character"),
+        ({"summary": 5}, "handoff_notes.summary: Input should be a valid string"),
+        ({"summary": "h", "owner": "me"}, "handoff_notes.owner: Extra inputs are not permitted"),
+        ("notes", "handoff_notes must be an object, not a string"),
+    ],
+)
+def test_handoff_notes_the_handoff_route_would_refuse_reject_the_row(target: Target, notes: Any, message: str) -> None:
+    for make in (
+        lambda: from_laravel(_laravel_rows()[1] | {"handoff_notes": json.dumps(notes)}, target),
+        lambda: from_export(_export_row(status="paused", handoff_notes=notes), target),
+    ):
+        with pytest.raises(RowError) as caught:
+            make()
+        assert message in str(caught.value)
+        if message.startswith("handoff_notes."):  # refused by the handoff body: the message shows its shape
+            assert str(caught.value).endswith("(handoff notes are {summary, next_steps, blockers, context_for_next})")
 
 
 def test_timestamps_are_utc_at_millisecond_precision(target: Target) -> None:

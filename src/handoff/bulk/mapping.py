@@ -24,6 +24,7 @@ from typing import Any, NamedTuple, cast, get_args
 import bson
 import msgspec
 from bson.errors import InvalidDocument, InvalidStringData
+from pydantic import ValidationError
 
 from handoff.bulk.entries import (
     SLOT,
@@ -42,6 +43,7 @@ from handoff.config import Settings
 from handoff.schemas import PrintableId
 from handoff.sessions import views
 from handoff.sessions.models import ENDED_STATUSES, SessionStatus
+from handoff.sessions.schemas import HandoffRequest
 
 #: MongoDB's hard limit on one document.
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
@@ -96,6 +98,27 @@ def _json_column(value: object, name: str) -> object:
 def _json_object(row: Mapping[str, Any], name: str, facts: RowFacts) -> dict[str, Any] | None:
     """A Laravel JSON column holding an object."""
     return free_form(_json_column(row.get(name), name), name, facts)
+
+
+def _handoff_notes(value: object, facts: RowFacts) -> dict[str, Any] | None:
+    """Handoff notes as ``POST .../handoff`` stores them: its body (``HandoffRequest``), defaults filled in.
+
+    An empty object (PHP's ``[]``) is no notes, as the API never stores one; PHP's ``[]`` as ``context_for_next``
+    is ``{}``. Keys the route would refuse, a missing summary or a value of the wrong type reject the row.
+    """
+    notes = free_form(value, "handoff_notes", facts)
+    if not notes:
+        return None
+    if notes.get("context_for_next") == []:
+        notes = {**notes, "context_for_next": {}}
+    try:
+        return HandoffRequest.model_validate(notes).model_dump(mode="json")
+    except ValidationError as exc:
+        problems = "; ".join(
+            ".".join(["handoff_notes", *(str(part) for part in error["loc"])]) + f": {error['msg']}"
+            for error in exc.errors()
+        )
+        raise RowError(f"{problems} (handoff notes are {{{', '.join(HandoffRequest.model_fields)}}})") from None
 
 
 def _array(value: object, name: str) -> list[Any]:
@@ -238,7 +261,7 @@ def _export_fields(row: Mapping[str, Any], facts: RowFacts, target: Target) -> _
         plan=_text(row, "plan"),
         agent_type=_text(row, "agent_type"),
         context_summary=context_summary,
-        handoff_notes=free_form(row.get("handoff_notes"), "handoff_notes", facts),
+        handoff_notes=_handoff_notes(row.get("handoff_notes"), facts),
         final_summary=_text(row, "final_summary"),
         replayed_from=_replayed_from(row, context_summary),
         legacy=legacy,
@@ -277,7 +300,7 @@ def _laravel_fields(row: Mapping[str, Any], facts: RowFacts, target: Target) -> 
         plan=target.plan_map.get(str(plan_id)) if plan_id is not None else None,
         agent_type=_text(row, "agent_type"),
         context_summary=_json_object(row, "context_summary", facts),
-        handoff_notes=_json_object(row, "handoff_notes", facts),
+        handoff_notes=_handoff_notes(_json_column(row.get("handoff_notes"), "handoff_notes"), facts),
         final_summary=_text(row, "final_summary"),
         legacy=legacy,
         last_active_at=_optional_time(row, "last_active_at"),
