@@ -154,6 +154,13 @@ def test_open_session_has_no_end_and_a_paused_one_a_pause_time(target: Target) -
     assert active["paused_at"] is None
 
 
+def test_a_laravel_replay_keeps_its_origin_from_the_context_summary(target: Target) -> None:
+    replay = {**_laravel_rows()[0], "context_summary": '{"replayed_from": "sess_20250302_billing", "goal": "g"}'}
+
+    assert from_laravel(replay, target)["replayed_from"] == "sess_20250302_billing"
+    assert from_laravel(_laravel_rows()[0], target)["replayed_from"] is None
+
+
 def test_missing_times_are_derived_from_the_start_and_the_entries(target: Target) -> None:
     doc = from_laravel(_laravel_rows()[2], target)
     row = {**_laravel_rows()[3], "last_active_at": None, "created_at": None}

@@ -148,8 +148,9 @@ def _printable_id(row: Mapping[str, Any], name: str) -> str | None:
 
 
 def _replayed_from(row: Mapping[str, Any], context_summary: dict[str, Any] | None) -> str | None:
-    """The session this one continues. Export lines written before it was exported lack the key: a replay made
-    through the API also names its origin in ``context_summary.replayed_from``, taken when it reads as an id."""
+    """The session this one continues. Laravel rows, and export lines written before it was exported, lack the
+    key: a replay (made by the API, or by the original model) also names its origin in
+    ``context_summary.replayed_from``, taken when it reads as an id."""
     if "replayed_from" in row:
         return _printable_id(row, "replayed_from")
     origin = (context_summary or {}).get("replayed_from")
@@ -291,6 +292,7 @@ def _laravel_fields(row: Mapping[str, Any], facts: RowFacts, target: Target) -> 
         "agent_api_key_id": _legacy_id(row, "agent_api_key_id"),
         "agent_plan_id": plan_id,
     }
+    context_summary = _json_object(row, "context_summary", facts)
     return _Fields(
         session_id=_session_id(row),
         status=_status(row),
@@ -299,7 +301,8 @@ def _laravel_fields(row: Mapping[str, Any], facts: RowFacts, target: Target) -> 
         artifacts=_array(_json_column(row.get("artifacts"), "artifacts"), "artifacts"),
         plan=target.plan_map.get(str(plan_id)) if plan_id is not None else None,
         agent_type=_text(row, "agent_type"),
-        context_summary=_json_object(row, "context_summary", facts),
+        context_summary=context_summary,
+        replayed_from=_replayed_from(row, context_summary),
         handoff_notes=_handoff_notes(_json_column(row.get("handoff_notes"), "handoff_notes"), facts),
         final_summary=_text(row, "final_summary"),
         legacy=legacy,
