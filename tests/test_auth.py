@@ -24,13 +24,17 @@ ROUTE = "/v1/sessions"
 
 
 class FakeMonotonic:
-    """The guard's cache clock, moved by hand (the event loop keeps the real one)."""
+    """The guard's cache clock, frozen and moved only by hand (the event loop keeps the real one).
+
+    Frozen, not real time plus an offset: a slow moment on a busy machine must not age a cache entry by itself.
+    """
 
     def __init__(self) -> None:
+        self.base = time.monotonic()
         self.offset = 0.0
 
     def monotonic(self) -> float:
-        return time.monotonic() + self.offset
+        return self.base + self.offset
 
 
 @pytest.fixture

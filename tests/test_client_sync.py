@@ -54,8 +54,10 @@ async def serve_app(app: Litestar) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        await task
-        sock.close()
+        try:
+            await task
+        finally:
+            sock.close()  # even when the server failed: a stray socket's warning would land on a later test
 
 
 @pytest.fixture(scope="module")

@@ -166,6 +166,7 @@ async def test_unavailable_is_503_with_retry_after(tiny: httpx.AsyncClient) -> N
         ExecutionTimeout("operation exceeded time limit"),
         WaitQueueTimeoutError("pool exhausted"),
         WriteConcernError("waiting for replication timed out", 64, {}),
+        OperationFailure("cache is under pressure", code=365),  # TemporarilyUnavailable
     ],
     ids=lambda exc: type(exc).__name__,
 )

@@ -32,6 +32,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from pymongo.errors import (
     ConnectionFailure,
     ExecutionTimeout,
+    OperationFailure,
     PyMongoError,
     WriteConcernError,
 )
@@ -139,6 +140,12 @@ UNAVAILABLE_ERRORS: tuple[type[PyMongoError], ...] = (
 )
 
 
+#: Server error codes that mean "busy now, retry later" without being a connection error:
+#: TemporarilyUnavailable (365), returned when the storage engine's cache is under too much pressure to take the
+#: write. The write was not applied, so the retry is safe.
+UNAVAILABLE_SERVER_CODES = frozenset({365})
+
+
 def problem_response(
     status: int,
     detail: str,
@@ -196,7 +203,9 @@ def handle_exception(  # noqa: PLR0911 - one branch per kind of error, each a re
         if exc.status_code >= 500:
             return _internal_error(request, exc)
         return problem_response(exc.status_code, exc.detail, headers=exc.headers)
-    if isinstance(exc, UNAVAILABLE_ERRORS):
+    if isinstance(exc, UNAVAILABLE_ERRORS) or (
+        isinstance(exc, OperationFailure) and exc.code in UNAVAILABLE_SERVER_CODES
+    ):
         logger.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
         return problem_response(
             503,
