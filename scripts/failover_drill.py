@@ -141,19 +141,28 @@ async def write(http: httpx.AsyncClient, writer: Writer, stop: asyncio.Event, ta
         number += 1
 
 
+async def get_when_available(http: httpx.AsyncClient, path: str, **params: Any) -> Any:
+    """GET through the API, waiting out a 503 (an election the drill did not cause, on a starved host)."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
+    while True:
+        response = await http.get(path, params=params)
+        if response.status_code != 503 or time.monotonic() > deadline:
+            response.raise_for_status()
+            return response.json()
+        await asyncio.sleep(float(response.headers.get("retry-after", "1")))
+
+
 async def read_back(http: httpx.AsyncClient, session_id: str) -> dict[str, list[str]]:
     """Every work-log entry id and artifact id of a session, through the API."""
     log: list[str] = []
     while True:
-        page = await http.get(f"/v1/sessions/{session_id}/work-log", params={"offset": len(log), "limit": PAGE})
-        page.raise_for_status()
-        items = page.json()["items"]
+        page = await get_when_available(http, f"/v1/sessions/{session_id}/work-log", offset=len(log), limit=PAGE)
+        items = page["items"]
         log += [item["id"] for item in items]
         if len(items) < PAGE:
             break
-    artifacts = await http.get(f"/v1/sessions/{session_id}/artifacts")
-    artifacts.raise_for_status()
-    return {"work_log": log, "artifacts": [item["id"] for item in artifacts.json()["items"]]}
+    artifacts = await get_when_available(http, f"/v1/sessions/{session_id}/artifacts")
+    return {"work_log": log, "artifacts": [item["id"] for item in artifacts["items"]]}
 
 
 def counters_consistent(url: str, session_ids: list[str]) -> list[str]:
