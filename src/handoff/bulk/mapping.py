@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple, cast, get_args
+from typing import Any, NamedTuple, TypeGuard, cast, get_args
 
 import bson
 import msgspec
@@ -139,10 +139,15 @@ def _status(row: Mapping[str, Any]) -> str:
     return cast("str", status)
 
 
+def _is_printable_id(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is an id as the API takes them: 1-255 printable ASCII characters."""
+    return isinstance(value, str) and len(value) <= 255 and _PRINTABLE_ID.fullmatch(value) is not None
+
+
 def _printable_id(row: Mapping[str, Any], name: str) -> str | None:
     """An optional id field of an export line: a string like a ``session_id``, or absent/null."""
     value = _text(row, name)
-    if value is not None and (len(value) > 255 or not _PRINTABLE_ID.fullmatch(value)):
+    if value is not None and not _is_printable_id(value):
         raise RowError(f"{name} {value!r} must be 1-255 printable ASCII characters")
     return value
 
@@ -154,16 +159,14 @@ def _replayed_from(row: Mapping[str, Any], context_summary: dict[str, Any] | Non
     if "replayed_from" in row:
         return _printable_id(row, "replayed_from")
     origin = (context_summary or {}).get("replayed_from")
-    if isinstance(origin, str) and len(origin) <= 255 and _PRINTABLE_ID.fullmatch(origin):
-        return origin
-    return None
+    return origin if _is_printable_id(origin) else None
 
 
 def _session_id(row: Mapping[str, Any]) -> str:
     value = _required(row, "session_id")
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    if not isinstance(value, str) or not _PRINTABLE_ID.fullmatch(value) or len(value) > 255:
+    if not _is_printable_id(value):
         raise RowError(f"session_id {value!r} must be 1-255 printable ASCII characters")
     return value
 
