@@ -133,7 +133,9 @@ def test_counters_checkpoint_and_payload_follow_the_append_rules(target: Target)
     )
     assert (doc["action_count"], doc["checkpoint_count"], doc["error_count"], doc["artifact_count"]) == (6, 2, 1, 2)
     assert doc["last_checkpoint"] == doc["work_log"][5]
-    assert doc["payload_bytes"] == sum(stored_size(entry) for entry in doc["work_log"] + doc["artifacts"])
+    assert doc["payload_bytes"] == sum(
+        stored_size(entry) for entry in doc["work_log"] + doc["artifacts"] + doc["notable_entries"]
+    )
 
 
 def test_ended_session_without_an_end_time_ends_at_its_last_update(target: Target) -> None:
@@ -384,7 +386,9 @@ def test_encoding_with_the_payload_slot_filled_in_equals_encoding_the_document(t
     doc = from_export(row, target, source=line)
 
     assert encoded == ("sess_1", bson.encode(doc))
-    assert doc["payload_bytes"] == sum(stored_size(entry) for entry in doc["work_log"] + doc["artifacts"])
+    assert doc["payload_bytes"] == sum(
+        stored_size(entry) for entry in doc["work_log"] + doc["artifacts"] + doc["notable_entries"]
+    )
     for laravel_row in _laravel_rows():
         assert to_bson(laravel_row, target, shape="laravel").bson == bson.encode(from_laravel(laravel_row, target))
 

@@ -24,6 +24,7 @@ from handoff.db import MongoDatabase
 from handoff.errors import PROBLEM_JSON
 from handoff.localdb import MongodProcess
 from handoff.sessions import store
+from handoff.sessions.limits import stored_size
 from tests.factories import Tenant
 
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}\+00:00$")
@@ -1635,6 +1636,29 @@ class TestSessionFull:
             stored += 1
         assert 10 <= stored < 16
         assert (await api.get(sid))["action_count"] == stored
+
+    async def test_checkpoints_count_twice_as_the_replay_context_keeps_a_copy(
+        self, api: Api, database: MongoDatabase
+    ) -> None:
+        """``notable_entries`` copies every checkpoint, decision and error: the cap counts the copies too."""
+        stored: dict[str, int] = {}
+        for entry_type in ("info", "checkpoint"):
+            sid = (await api.create())["session_id"]
+            stored[entry_type] = 0
+            while True:
+                body = {"message": "m", "type": entry_type, "data": _payload_of(4 * 1024)}
+                response = await api.call("POST", f"/{sid}/work-log", body)
+                if response.status_code == 409:
+                    self._assert_full(response, sid)
+                    break
+                assert response.status_code == 201
+                stored[entry_type] += 1
+            doc = await database["sessions"].find_one({"session_id": sid})
+            assert doc is not None
+            counted = doc["work_log"] + doc["artifacts"] + doc["notable_entries"]
+            assert doc["payload_bytes"] == sum(stored_size(entry) for entry in counted) <= 64 * 1024
+
+        assert stored["checkpoint"] in (stored["info"] // 2, stored["info"] // 2 + 1)
 
 
 async def test_write_that_would_pass_mongodbs_16_mib_is_409_full_and_stores_nothing(

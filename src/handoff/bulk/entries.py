@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any, get_args
 
 import bson
@@ -237,15 +238,21 @@ def artifact_entry(raw: object, index: int, *, default_time: datetime, seen: set
     return entry
 
 
-def payload_size(work_log: list[dict[str, Any]], artifacts: list[dict[str, Any]]) -> int:
-    """``sum(stored_size(entry))`` over both arrays, from one BSON encoding of them instead of one per entry.
+def payload_size(*arrays: list[dict[str, Any]]) -> int:
+    """``sum(stored_size(entry))`` over the arrays, from one BSON encoding of them instead of one per entry.
 
     An entry's bytes inside an encoded array are exactly its own encoding; what the array adds around each
     (type byte, index key, NUL) and around the whole is subtracted.
     """
-    encoded = len(bson.encode({"w": work_log, "a": artifacts}))
-    framing = _EMPTY_ARRAYS + index_keys(len(work_log)) + index_keys(len(artifacts))
-    return encoded - framing + SLOT * (len(work_log) + len(artifacts))
+    encoded = len(bson.encode({str(number): array for number, array in enumerate(arrays)}))
+    framing = _empty_arrays(len(arrays)) + sum(index_keys(len(array)) for array in arrays)
+    return encoded - framing + SLOT * sum(len(array) for array in arrays)
+
+
+@cache
+def _empty_arrays(count: int) -> int:
+    """Bytes of a document of ``count`` empty arrays keyed by one-digit numbers (as :func:`payload_size` encodes)."""
+    return len(bson.encode({str(number): [] for number in range(count)}))
 
 
 def index_keys(count: int) -> int:
@@ -258,5 +265,4 @@ def index_keys(count: int) -> int:
     return total
 
 
-_EMPTY_ARRAYS = len(bson.encode({"w": [], "a": []}))
 SLOT = stored_size({}) - len(bson.encode({}))  # what limits.stored_size adds to an entry's own bytes

@@ -45,6 +45,9 @@ from handoff.sessions import views
 from handoff.sessions.models import ENDED_STATUSES, SessionStatus
 from handoff.sessions.schemas import HandoffRequest
 
+#: The arrays ``payload_bytes`` counts (as the appends do: ``sessions.appends.counted_size``), first in the document.
+COUNTED_ARRAYS = ("work_log", "artifacts", "notable_entries")
+
 #: MongoDB's hard limit on one document.
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
 
@@ -200,7 +203,7 @@ class _Fields:
 
 
 def _document(fields: _Fields, target: Target, row: RowFacts) -> dict[str, Any]:
-    """The stored session, arrays first (see :func:`to_bson`), ``payload_bytes`` still 0."""
+    """The stored session, the counted arrays first (see :func:`to_bson`), ``payload_bytes`` still 0."""
     started = fields.started_at
     seen: set[str] = set()
     work_log = [
@@ -213,6 +216,7 @@ def _document(fields: _Fields, target: Target, row: RowFacts) -> dict[str, Any]:
     # The API never stores an entry newer than its session's last activity (one update sets both), and the
     # analytics ``errors`` route relies on it: a supplied ``last_active_at`` older than an entry is raised to it.
     last_active = max([fields.last_active_at or started, *(entry["timestamp"] for entry in work_log + artifacts)])
+    lists = views.context_lists(work_log)
     ended = SessionStatus(fields.status) in ENDED_STATUSES
     # An ended session always has an end (the API sets it); an open one never has.
     ended_at = (fields.ended_at or fields.updated_at or last_active) if ended else None
@@ -220,6 +224,7 @@ def _document(fields: _Fields, target: Target, row: RowFacts) -> dict[str, Any]:
     return {
         "work_log": work_log,
         "artifacts": artifacts,
+        "notable_entries": lists.pop("notable_entries"),
         "payload_bytes": 0,
         "workspace_id": target.workspace_id,
         "session_id": fields.session_id,
@@ -234,7 +239,7 @@ def _document(fields: _Fields, target: Target, row: RowFacts) -> dict[str, Any]:
         **views.sum_increments(work_log),
         "artifact_count": len(artifacts),
         "last_checkpoint": views.last_checkpoint(work_log),
-        **views.context_lists(work_log),
+        **lists,
         "replayed_from": fields.replayed_from,
         "duration_minutes": views.duration_minutes(started, ended_at, started) if ended_at else None,
         "legacy": fields.legacy,
@@ -334,7 +339,7 @@ def to_document(
     facts = row_facts(source, target.settings)
     document = _document(_FIELDS[shape](row, facts, target), target, facts)
     try:
-        document["payload_bytes"] = payload_size(document["work_log"], document["artifacts"])
+        document["payload_bytes"] = payload_size(*(document[key] for key in COUNTED_ARRAYS))
     except (OverflowError, InvalidDocument, InvalidStringData) as exc:
         raise _unstorable(row, target, shape, exc) from None
     return document
@@ -367,9 +372,10 @@ class Encoded(NamedTuple):
 def to_bson(row: Mapping[str, Any], target: Target, *, shape: str = "jsonl", source: bytes | None = None) -> Encoded:
     """``bson.encode(to_document(...))``, encoding the arrays once instead of twice.
 
-    The document starts with ``work_log``, ``artifacts`` and ``payload_bytes`` (an int32, 0), so their places
-    in the encoding are known: the entries' sizes are read off the arrays' lengths and written into the
-    ``payload_bytes`` slot. Over MongoDB's 16 MiB, or not storable at all: :class:`RowError`.
+    The document starts with the arrays ``payload_bytes`` counts (``work_log``, ``artifacts``,
+    ``notable_entries``) and then ``payload_bytes`` (an int32, 0), so their places in the encoding are known: the
+    entries' sizes are read off the arrays' lengths and written into the ``payload_bytes`` slot. Over MongoDB's
+    16 MiB, or not storable at all: :class:`RowError`.
     """
     facts = row_facts(source, target.settings)
     document = _document(_FIELDS[shape](row, facts, target), target, facts)
@@ -384,15 +390,16 @@ def to_bson(row: Mapping[str, Any], target: Target, *, shape: str = "jsonl", sou
         )
     at = 4  # past the document's length
     sizes = 0
-    for key, entries in ((b"work_log", document["work_log"]), (b"artifacts", document["artifacts"])):
-        header = b"\x04" + key + b"\x00"
+    for key in COUNTED_ARRAYS:
+        entries = document[key]
+        header = b"\x04" + key.encode() + b"\x00"
         assert encoded[at : at + len(header)] == header, "arrays first"
         at += len(header)
         length = int.from_bytes(encoded[at : at + 4], "little")
         sizes += length - 5 - index_keys(len(entries)) + SLOT * len(entries)  # 5: the array's length and NUL
         at += length
     slot = b"\x10payload_bytes\x00"
-    assert encoded[at : at + len(slot)] == slot, "payload_bytes third, an int32"
+    assert encoded[at : at + len(slot)] == slot, "payload_bytes after the counted arrays, an int32"
     at += len(slot)
     encoded[at : at + 4] = sizes.to_bytes(4, "little", signed=True)
     return Encoded(document["session_id"], bytes(encoded))

@@ -77,6 +77,14 @@ def _id_reused(entry_id: str) -> Invalid:
     )
 
 
+def counted_size(array: Array, entries: list[dict[str, Any]]) -> int:
+    """What appending ``entries`` adds to ``payload_bytes``: their bytes, plus, for the work log, the copies
+    ``notable_entries`` keeps of its checkpoints, decisions and errors (as many as the log has, so they count
+    against the cap). The 20-entry ``recent_entries`` window is bounded and lives in the headroom under 16 MiB."""
+    copies = views.notable_entries(entries) if array == "work_log" else []
+    return sum(stored_size(entry) for entry in (*entries, *copies))
+
+
 def _update(array: Array, entries: list[dict[str, Any]], size: int, now: Any) -> dict[str, Any]:
     increments: dict[str, int] = (
         views.sum_increments(entries) if array == "work_log" else {"artifact_count": len(entries)}
@@ -111,7 +119,7 @@ async def append(
     collection = store.sessions()
     for _ in range(MAX_ATTEMPTS):
         ids = [entry["id"] for entry in pending]
-        size = sum(stored_size(entry) for entry in pending)
+        size = counted_size(array, pending)
         guard = {
             **store.key(workspace_id, session_id),
             "status": {"$in": accepted_statuses(Operation.WRITE)},

@@ -82,11 +82,13 @@ class Session(Document):
     #: Copies of the newest work-log entries (at most 20) and of every checkpoint, decision and error entry, kept
     #: by the update that appends, so the handoff and replay contexts are read without touching ``work_log``
     #: (``queries.py``). Complete only when ``context_lists`` is true: a session stored before they existed is
-    #: answered from ``work_log`` instead. Not counted in ``payload_bytes``: they live in the headroom under 16 MiB.
+    #: answered from ``work_log`` instead. ``notable_entries`` grows with the log, so it counts in ``payload_bytes``;
+    #: ``recent_entries`` is bounded (20 entries) and lives in the headroom between the cap and 16 MiB.
     recent_entries: list[dict[str, Any]] = Field(default_factory=list)
     notable_entries: list[dict[str, Any]] = Field(default_factory=list)
     context_lists: bool = False
-    #: Running size of the embedded arrays in bytes; the append filter keeps it under the configured cap.
+    #: Running size of ``work_log``, ``artifacts`` and ``notable_entries`` in bytes; the append filter keeps it
+    #: under the configured cap.
     payload_bytes: int = 0
     replayed_from: str | None = None
     duration_minutes: int | None = None
