@@ -17,7 +17,9 @@ from handoff.app import create_app
 from handoff.config import Settings
 from handoff.db import MongoDatabase
 from handoff.errors import PROBLEM_JSON
+from handoff.idempotency import service as idempotency
 from handoff.localdb import MongodProcess
+from handoff.sessions.schemas import SessionCreate
 from tests.factories import Tenant
 
 ID_REUSED = [{"field": "id", "message": "already used with other content"}]
@@ -278,6 +280,28 @@ async def test_create_with_an_idempotency_key_repeated_answers_200_with_the_same
 
     assert repeats == [first, first]
     assert await database["sessions"].count_documents({}) == 1
+
+
+async def test_the_request_that_inserts_answers_201_even_when_another_claimed_the_key_first(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    """A first request that claimed its key but has not inserted yet (slow, or dead): the repeat that creates the
+    session answers 201, every later one 200, so racing requests with one key see exactly one 201."""
+    body = {"agent_type": "coder"}
+    reserved = await idempotency.claim(
+        tenant.workspace.workspace_id,
+        scope="create",
+        key="slow-first",
+        body=SessionCreate.model_validate(body).model_dump(mode="json"),  # what the create route fingerprints
+        proposed_session_id="sess_00000000-0000-4000-8000-000000000001",
+        ttl_hours=24,
+    )
+    headers = {**tenant.headers, "Idempotency-Key": "slow-first"}
+
+    creating = ok(await client.post("/v1/sessions", json=body, headers=headers), 201)
+    repeated = ok(await client.post("/v1/sessions", json=body, headers=headers), 200)
+
+    assert creating["session_id"] == repeated["session_id"] == reserved
 
 
 async def test_create_with_an_idempotency_key_and_another_body_is_422_and_creates_nothing(

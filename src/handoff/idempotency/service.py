@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -22,23 +21,17 @@ from handoff.errors import FieldError, Invalid
 from handoff.idempotency.models import IdempotencyRecord
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """The outcome of presenting a key: the reserved session id and whether this request is the first."""
-
-    session_id: str
-    first: bool
-
-
 def fingerprint(body: Any) -> str:
     """A stable hash of a request body (canonical JSON)."""
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
 
 
-async def claim(
-    workspace_id: str, *, scope: str, key: str, body: Any, proposed_session_id: str, ttl_hours: int
-) -> Claim:
-    """Reserve ``proposed_session_id`` for this key, or return what an earlier request reserved."""
+async def claim(workspace_id: str, *, scope: str, key: str, body: Any, proposed_session_id: str, ttl_hours: int) -> str:
+    """Reserve ``proposed_session_id`` for this key and return it, or return what an earlier request reserved.
+
+    Which request then answers 201 is decided by the session's insert, not here: the reservation only makes
+    every request with the key create (or find) the very same session.
+    """
     digest = fingerprint({"operation": scope, "body": body})
     now = clock.now()
     record = IdempotencyRecord(
@@ -70,5 +63,5 @@ async def claim(
                 "Idempotency-Key was already used with a different request (another body or operation)",
                 errors=[FieldError(field="Idempotency-Key", message="reused with a different request")],
             ) from None
-        return Claim(session_id=existing.session_id or proposed_session_id, first=False)
-    return Claim(session_id=proposed_session_id, first=True)
+        return existing.session_id or proposed_session_id
+    return proposed_session_id

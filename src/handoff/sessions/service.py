@@ -28,7 +28,6 @@ from handoff.plans import service as plans
 from handoff.schemas import check_free_form
 from handoff.sessions import appends, queries, store, views
 from handoff.sessions.lifecycle import Operation, accepted_statuses, moves_to
-from handoff.sessions.limits import stored_size
 from handoff.sessions.models import ArtifactAction, Session, SessionStatus
 from handoff.sessions.schemas import (
     ActionCreate,
@@ -93,11 +92,11 @@ async def _idempotent(
     body: Any,
     proposed_id: str,
     settings: Settings,
-) -> tuple[str, bool]:
-    """The session id to create, and whether an earlier request with this key already claimed it."""
+) -> str:
+    """The session id to create: the proposed one, or the one an earlier request with this key reserved."""
     if idempotency_key is None:
-        return proposed_id, False
-    claim = await idempotency.claim(
+        return proposed_id
+    return await idempotency.claim(
         principal.workspace_id,
         scope=scope,
         key=idempotency_key,
@@ -105,10 +104,9 @@ async def _idempotent(
         proposed_session_id=proposed_id,
         ttl_hours=settings.idempotency_ttl_hours,
     )
-    return claim.session_id, not claim.first
 
 
-async def _open(principal: Principal, session_id: str, *, now: datetime, repeated: bool, **fields: Any) -> Created:
+async def _open(principal: Principal, session_id: str, *, now: datetime, **fields: Any) -> Created:
     """Insert a new active session of the caller's (or find the one its id or external id already names)."""
     session = Session(
         workspace_id=principal.workspace_id,
@@ -121,7 +119,9 @@ async def _open(principal: Principal, session_id: str, *, now: datetime, repeate
         **fields,
     )
     doc, inserted = await _insert_or_find(session)
-    return Created(_read(doc), created=inserted and not repeated)
+    # Whoever inserts answers 201: the first request, or a repeat completing a first one that died after its
+    # claim. Racing requests with one key then see exactly one 201, whichever of them reaches the insert first.
+    return Created(_read(doc), created=inserted)
 
 
 async def create_session(
@@ -136,7 +136,7 @@ async def create_session(
         )
         if existing is not None:
             return Created(_read(existing), created=False)
-    session_id, repeated = await _idempotent(
+    session_id = await _idempotent(
         principal,
         scope="create",
         idempotency_key=idempotency_key,
@@ -148,7 +148,6 @@ async def create_session(
         principal,
         session_id,
         now=clock.now(),
-        repeated=repeated,
         external_id=data.external_id,
         plan=data.plan,
         agent_type=data.agent_type,
@@ -168,7 +167,7 @@ async def replay_session(
     """Continue a session (any status) in a new active one that starts from its last checkpoint."""
     original = await queries.replay_view(principal.workspace_id, session_id, with_lists=False)
     now = clock.now()
-    new_id, repeated = await _idempotent(
+    new_id = await _idempotent(
         principal,
         scope=f"replay:{session_id}",
         idempotency_key=idempotency_key,
@@ -181,10 +180,9 @@ async def replay_session(
         principal,
         new_id,
         now=now,
-        repeated=repeated,
         plan=original.get("plan"),
         agent_type=agent_type or original.get("agent_type"),
-        payload_bytes=sum(stored_size(entry) for entry in seed["work_log"]),
+        payload_bytes=appends.counted_size("work_log", seed["work_log"]),
         **seed,
     )
 
