@@ -234,6 +234,40 @@ async def test_replay_lineage_and_waiting_handoffs_survive_export_and_import(
     assert [moved[sid]["replayed_from"] for sid in ids] == [None, original, chain[1], None]
 
 
+async def test_the_pause_time_and_the_legacy_ids_survive_export_and_import(
+    *,
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    other_tenant: Tenant,
+    database: MongoDatabase,
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Stored fields the Session does not show: a handed-off session updated later still waits since its handoff,
+    and a session imported from the original system keeps its integer ids, after a move to another workspace."""
+    await _make_plan(client, tenant, "auth")
+    paused = await _build_session(client, tenant, end=False, external_id="thread-1")
+    later = clock.now() + timedelta(minutes=7)
+    monkeypatch.setattr(clock, "now", lambda: later)
+    patch = {"more": "context"}
+    await _ok(await client.patch(f"/v1/sessions/{paused}/context", json=patch, headers=tenant.headers))
+    await _import(settings, tenant, LARAVEL, file_format="laravel")
+    waiting = await _ok(await client.get("/v1/analytics/handoffs", headers=tenant.headers))
+    path = _write_lines(tmp_path / "export.jsonl", await _export(tenant.workspace.slug))
+
+    result = await _import(settings, other_tenant, path)
+
+    assert result.rejected == 0
+    assert await _ok(await client.get("/v1/analytics/handoffs", headers=other_tenant.headers)) == waiting
+    source = await _stored(database, {"workspace_id": tenant.workspace.workspace_id})
+    moved = await _stored(database, {"workspace_id": other_tenant.workspace.workspace_id})
+    assert moved[paused]["paused_at"] == source[paused]["paused_at"] < moved[paused]["updated_at"]
+    legacy = {sid: doc["legacy"] for sid, doc in source.items() if doc["legacy"]}
+    assert len(legacy) == 4
+    assert {sid: moved[sid]["legacy"] for sid in legacy} == legacy
+
+
 async def test_a_replayed_from_that_is_not_an_id_rejects_the_line(
     tenant: Tenant, database: MongoDatabase, settings: Settings, tmp_path: Path
 ) -> None:

@@ -1,8 +1,8 @@
 """Export sessions as JSON Lines: one session a line, its API fields plus the full work log and artifacts.
 
-The line is the Session the API answers (``views.session_read``) plus ``replayed_from`` (the session a replay
-continues, which the analytics ``lineage`` and ``handoffs`` routes follow), with ``work_log`` and ``artifacts``
-in their API shapes, timestamps as ISO 8601 strings: exactly what ``handoff import`` reads back. Sessions stream from
+The line is the Session the API answers (``views.session_read``) plus what the Session leaves out but an
+import needs to restore the very same session (:class:`StoredOnly`), with ``work_log`` and ``artifacts`` in their
+API shapes, timestamps as ISO 8601 strings: exactly what ``handoff import`` reads back. Sessions stream from
 a cursor in ``(workspace_id, session_id)`` order, the unique index's, so no sort runs in memory and the
 process holds one cursor batch whatever the size of the collection.
 """
@@ -17,6 +17,7 @@ from typing import IO, Any
 import msgspec
 
 from handoff import clock
+from handoff.schemas import OutputModel, UtcDatetime
 from handoff.sessions import store, views
 from handoff.sessions.models import SessionStatus
 from handoff.workspaces import service as workspaces
@@ -25,10 +26,21 @@ CURSOR_BATCH = 200
 _encode = msgspec.json.Encoder().encode
 
 
+class StoredOnly(OutputModel):
+    """Stored fields the Session does not show, written to each line so an import restores them."""
+
+    replayed_from: str | None = None
+    """The session a replay continues: the analytics ``lineage`` and ``handoffs`` routes follow it."""
+    paused_at: UtcDatetime | None = None
+    """Since when a paused session waits: ``handoffs`` reports and orders by it."""
+    legacy: dict[str, Any] | None = None
+    """The original system's integer ids of a session imported from it."""
+
+
 def export_line(doc: dict[str, Any], now: datetime) -> bytes:
     """One stored session as an export line (without the newline)."""
     body = views.session_read(doc, now).model_dump(mode="json")
-    body["replayed_from"] = doc.get("replayed_from")  # not in the Session, but lineage and handoffs need it
+    body |= StoredOnly.model_validate(doc).model_dump(mode="json")
     body["work_log"] = [entry.model_dump(mode="json") for entry in views.work_log_entries(doc.get("work_log", []))]
     body["artifacts"] = [item.model_dump(mode="json") for item in views.artifacts(doc.get("artifacts", []))]
     return _encode(body)
