@@ -1135,6 +1135,7 @@ async def test_replay_context_of_a_worked_session_is_computed_exactly(
         await api.post(sid, "artifacts", {"path": "a.py", "action": "created"}, 201),
         await api.post(sid, "artifacts", {"path": "b.py"}, 201),
         await api.post(sid, "artifacts", {"path": "c.py", "action": "deleted"}, 201),
+        await api.post(sid, "artifacts", {"path": "d.py", "action": "created"}, 201),
     ]
     ended = await api.post(sid, "fail", {"reason": "out of time"})
 
@@ -1164,7 +1165,7 @@ async def test_replay_context_of_a_worked_session_is_computed_exactly(
         "decisions": [decision],
         "errors": [entries[2]],
         "artifacts": artifacts,
-        "artifacts_by_action": {"created": ["a.py"], "modified": ["b.py"], "deleted": ["c.py"]},
+        "artifacts_by_action": {"created": ["a.py", "d.py"], "modified": ["b.py"], "deleted": ["c.py"]},
         "recent_actions": recent,
         "total_actions": 27,
         "handoff_notes": None,

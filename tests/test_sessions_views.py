@@ -250,20 +250,6 @@ def test_replay_seed_of_an_empty_session_has_no_checkpoint_and_no_work_recorded(
 # Other views -------------------------------------------------------------------------------------------------
 
 
-def test_artifacts_by_action_groups_paths_in_recorded_order() -> None:
-    entries = [
-        {"path": "a.py", "action": "created"},
-        {"path": "b.py", "action": "modified"},
-        {"path": "c.py", "action": "created"},
-        {"path": "d.py", "action": "deleted"},
-    ]
-
-    grouped = views.artifacts_by_action(entries)
-
-    assert grouped.model_dump() == {"created": ["a.py", "c.py"], "modified": ["b.py"], "deleted": ["d.py"]}
-    assert views.artifacts_by_action([]).model_dump() == {"created": [], "modified": [], "deleted": []}
-
-
 def test_work_log_entry_keeps_the_shape_it_was_stored_with() -> None:
     action = views.work_log_entry({"id": "a", "action": "edit", "details": None, "timestamp": T0})
     typed = views.work_log_entry({"id": "t", "message": "m", "type": "info", "timestamp": T0})

@@ -34,6 +34,17 @@ def _of_type(entry_type: EntryType, source: str = "$work_log") -> dict[str, Any]
     return {"$filter": {"input": source, "cond": {"$eq": ["$$this.type", entry_type.value]}}}
 
 
+def _artifacts_with(action: ArtifactAction) -> dict[str, Any]:
+    return {"$filter": {"input": "$artifacts", "cond": {"$eq": ["$$this.action", action.value]}}}
+
+
+def _paths_by_action() -> dict[str, Any]:
+    """``{created, modified, deleted}``: each the paths of the artifacts with that action, in recorded order."""
+    return {
+        action.value: {"$map": {"input": _artifacts_with(action), "in": "$$this.path"}} for action in ArtifactAction
+    }
+
+
 def _kept(lists: Any, log: Any) -> dict[str, Any]:
     """``lists`` (from the copies the appends keep) when the session has them complete, else ``log``."""
     return {"$cond": [{"$eq": ["$context_lists", True]}, lists, log]}
@@ -78,7 +89,7 @@ async def list_artifacts(workspace_id: str, session_id: str, *, action: Artifact
     """The session's artifacts in recorded order, optionally of one action."""
     selected: Any = "$artifacts"
     if action is not None:
-        selected = {"$filter": {"input": "$artifacts", "cond": {"$eq": ["$$this.action", action.value]}}}
+        selected = _artifacts_with(action)
     doc = await store.load(workspace_id, session_id, {"_id": 0, "items": selected})
     return views.artifacts(doc.get("items") or [])
 
@@ -104,6 +115,7 @@ async def replay_view(workspace_id: str, session_id: str, *, with_lists: bool) -
     if with_lists:
         projection |= {
             "artifacts": 1,
+            "artifacts_by_action": _paths_by_action(),
             "recent": _RECENT,
             **{
                 name: _kept(_of_type(entry_type, "$notable_entries"), _of_type(entry_type))

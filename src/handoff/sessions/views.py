@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from handoff import clock
-from handoff.sessions.models import ArtifactAction, EntryType, SessionStatus
+from handoff.sessions.models import EntryType, SessionStatus
 from handoff.sessions.schemas import (
     ActionEntry,
     Artifact,
@@ -120,14 +120,6 @@ def artifacts(entries: Iterable[Doc]) -> list[Artifact]:
     return [Artifact.model_validate(entry) for entry in entries]
 
 
-def artifacts_by_action(entries: Iterable[Doc]) -> ArtifactsByAction:
-    """Artifact paths grouped by action, in recorded order."""
-    grouped: dict[str, list[str]] = {action.value: [] for action in ArtifactAction}
-    for entry in entries:
-        grouped.setdefault(entry["action"], []).append(entry["path"])
-    return ArtifactsByAction(**grouped)
-
-
 # Session -----------------------------------------------------------------------------------------------------
 
 
@@ -190,7 +182,7 @@ def handoff_context(view: Doc, plan: PlanWithProgress | None) -> HandoffContext:
 
 def replay_context(view: Doc, plan: PlanSummary | None, now: datetime) -> ReplayContext:
     """Everything to continue from. ``view`` carries ``recent``, ``last_entry``, ``checkpoints``,
-    ``decisions``, ``errors`` and ``artifacts``, each computed on the server."""
+    ``decisions``, ``errors``, ``artifacts`` and ``artifacts_by_action``, each computed on the server."""
     artifact_entries = view.get("artifacts", [])
     checkpoint = view.get("last_checkpoint")
     total = view.get("action_count", 0)
@@ -214,7 +206,7 @@ def replay_context(view: Doc, plan: PlanSummary | None, now: datetime) -> Replay
         decisions=typed_entries(view.get("decisions", [])),
         errors=typed_entries(view.get("errors", [])),
         artifacts=artifacts(artifact_entries),
-        artifacts_by_action=artifacts_by_action(artifact_entries),
+        artifacts_by_action=ArtifactsByAction.model_validate(view["artifacts_by_action"]),
         recent_actions=work_log_entries(reversed(view.get("recent", []))),
         total_actions=total,
         handoff_notes=view.get("handoff_notes"),
