@@ -40,6 +40,7 @@ from pymongo import MongoClient
 
 from _bench_common import DATABASE, bench_server, create_key, machine, percentile, serve
 from handoff.sessions.limits import stored_size
+from handoff.sessions.models import PAYLOAD_ARRAYS
 
 SAMPLE_SECONDS = 5
 WARMUP_SECONDS = 10
@@ -240,7 +241,7 @@ def check(url: str, ledgers: dict[str, Ledger], workspace_filter: dict[str, Any]
             "checkpoint_count": sum(entry.get("type") == "checkpoint" for entry in work_log),
             "error_count": sum(entry.get("type") == "error" for entry in work_log),
             "artifact_count": len(artifacts),
-            "payload_bytes": sum(stored_size(entry) for entry in (*work_log, *artifacts)),
+            "payload_bytes": sum(stored_size(entry) for array in PAYLOAD_ARRAYS for entry in doc[array]),
         }
         for name, value in expected.items():
             if doc.get(name) != value:

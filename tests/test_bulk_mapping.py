@@ -22,6 +22,7 @@ from handoff.bulk.prepare import default_workers
 from handoff.config import Settings
 from handoff.sessions import views
 from handoff.sessions.limits import serialized_size, stored_size
+from handoff.sessions.models import PAYLOAD_ARRAYS
 
 DATA = Path(__file__).parent / "data"
 T0 = "2026-01-05T10:00:00+00:00"
@@ -133,9 +134,7 @@ def test_counters_checkpoint_and_payload_follow_the_append_rules(target: Target)
     )
     assert (doc["action_count"], doc["checkpoint_count"], doc["error_count"], doc["artifact_count"]) == (6, 2, 1, 2)
     assert doc["last_checkpoint"] == doc["work_log"][5]
-    assert doc["payload_bytes"] == sum(
-        stored_size(entry) for entry in doc["work_log"] + doc["artifacts"] + doc["notable_entries"]
-    )
+    assert doc["payload_bytes"] == sum(stored_size(entry) for array in PAYLOAD_ARRAYS for entry in doc[array])
 
 
 def test_ended_session_without_an_end_time_ends_at_its_last_update(target: Target) -> None:
@@ -386,9 +385,7 @@ def test_encoding_with_the_payload_slot_filled_in_equals_encoding_the_document(t
     doc = from_export(row, target, source=line)
 
     assert encoded == ("sess_1", bson.encode(doc))
-    assert doc["payload_bytes"] == sum(
-        stored_size(entry) for entry in doc["work_log"] + doc["artifacts"] + doc["notable_entries"]
-    )
+    assert doc["payload_bytes"] == sum(stored_size(entry) for array in PAYLOAD_ARRAYS for entry in doc[array])
     for laravel_row in _laravel_rows():
         assert to_bson(laravel_row, target, shape="laravel").bson == bson.encode(from_laravel(laravel_row, target))
 

@@ -25,6 +25,7 @@ from handoff.errors import PROBLEM_JSON
 from handoff.localdb import MongodProcess
 from handoff.sessions import store
 from handoff.sessions.limits import stored_size
+from handoff.sessions.models import PAYLOAD_ARRAYS
 from tests.factories import Tenant
 
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}\+00:00$")
@@ -1656,7 +1657,7 @@ class TestSessionFull:
                 stored[entry_type] += 1
             doc = await database["sessions"].find_one({"session_id": sid})
             assert doc is not None
-            counted = doc["work_log"] + doc["artifacts"] + doc["notable_entries"]
+            counted = [entry for array in PAYLOAD_ARRAYS for entry in doc[array]]
             assert doc["payload_bytes"] == sum(stored_size(entry) for entry in counted) <= 64 * 1024
 
         assert stored["checkpoint"] in (stored["info"] // 2, stored["info"] // 2 + 1)

@@ -42,11 +42,8 @@ from handoff.bulk.entries import (
 from handoff.config import Settings
 from handoff.schemas import PrintableId
 from handoff.sessions import views
-from handoff.sessions.models import ENDED_STATUSES, SessionStatus
+from handoff.sessions.models import ENDED_STATUSES, PAYLOAD_ARRAYS, SessionStatus
 from handoff.sessions.schemas import HandoffRequest
-
-#: The arrays ``payload_bytes`` counts (as the appends do: ``sessions.appends.counted_size``), first in the document.
-COUNTED_ARRAYS = ("work_log", "artifacts", "notable_entries")
 
 #: MongoDB's hard limit on one document.
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
@@ -339,7 +336,7 @@ def to_document(
     facts = row_facts(source, target.settings)
     document = _document(_FIELDS[shape](row, facts, target), target, facts)
     try:
-        document["payload_bytes"] = payload_size(*(document[key] for key in COUNTED_ARRAYS))
+        document["payload_bytes"] = payload_size(*(document[key] for key in PAYLOAD_ARRAYS))
     except (OverflowError, InvalidDocument, InvalidStringData) as exc:
         raise _unstorable(row, target, shape, exc) from None
     return document
@@ -390,7 +387,7 @@ def to_bson(row: Mapping[str, Any], target: Target, *, shape: str = "jsonl", sou
         )
     at = 4  # past the document's length
     sizes = 0
-    for key in COUNTED_ARRAYS:
+    for key in PAYLOAD_ARRAYS:
         entries = document[key]
         header = b"\x04" + key.encode() + b"\x00"
         assert encoded[at : at + len(header)] == header, "arrays first"

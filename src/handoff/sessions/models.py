@@ -59,6 +59,11 @@ def _listing_index(name: str, *keys: str) -> IndexModel:
     return IndexModel(fields, name=name)
 
 
+#: The arrays whose entries ``payload_bytes`` counts: the log, the artifacts and the log's notable copies, which
+#: grow with it. (``recent_entries`` is bounded at 20 entries and lives in the headroom under 16 MiB.)
+PAYLOAD_ARRAYS = ("work_log", "artifacts", "notable_entries")
+
+
 class Session(Document):
     """One agent session with its embedded work log and artifacts."""
 
@@ -87,8 +92,7 @@ class Session(Document):
     recent_entries: list[dict[str, Any]] = Field(default_factory=list)
     notable_entries: list[dict[str, Any]] = Field(default_factory=list)
     context_lists: bool = False
-    #: Running size of ``work_log``, ``artifacts`` and ``notable_entries`` in bytes; the append filter keeps it
-    #: under the configured cap.
+    #: Running size of the entries of :data:`PAYLOAD_ARRAYS` in bytes; the append filter keeps it under the cap.
     payload_bytes: int = 0
     replayed_from: str | None = None
     duration_minutes: int | None = None
