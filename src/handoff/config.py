@@ -40,7 +40,7 @@ class Settings(BaseSettings):
         default=64 * KIB, ge=1, description="Largest serialized details/data/metadata of one entry."
     )
     request_body_timeout_seconds: float = Field(
-        default=30.0, gt=0, description="Longest wait for the next chunk of a request body before answering 408."
+        default=30.0, gt=0, description="Longest time a request body may take to arrive before answering 408."
     )
     max_text_chars: int = Field(default=10_000, ge=1, description="Longest message or action string.")
     max_path_chars: int = Field(default=1_024, ge=1, description="Longest artifact path.")

@@ -5,7 +5,7 @@ Domain code raises values with a status; it never builds HTTP responses. The tre
     HandoffError                     500  something the service did not expect
     ├── Unauthorized                 401  no key, an unknown, revoked or expired key
     ├── NotFound                     404  absent, or in another workspace (indistinguishable on purpose)
-    ├── RequestTimeout               408  the request body stopped arriving
+    ├── RequestTimeout               408  the request body did not arrive in time
     ├── Conflict                     409  the resource's state forbids the operation
     │   ├── SessionEnded             409  completed/failed sessions accept nothing more
     │   └── SessionFull              409  the document would pass MongoDB's 16 MiB limit
@@ -81,7 +81,7 @@ class NotFound(HandoffError):
 
 
 class RequestTimeout(HandoffError):
-    """The client stopped sending its request body."""
+    """The client did not send its request body in time (it stalled, or trickles)."""
 
     status_code = 408
     title = "Request timeout"

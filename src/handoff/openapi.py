@@ -18,7 +18,7 @@ _DESCRIPTIONS = {
     400: "Malformed JSON",
     401: "Missing, unknown, revoked or expired API key",
     404: "Not found in this workspace",
-    408: "The request body stopped arriving",
+    408: "The request body did not arrive in time",
     409: "The resource's state forbids the operation",
     413: "Body or field too large",
     422: "Invalid input",
