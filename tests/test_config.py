@@ -28,7 +28,8 @@ def test_defaults_match_the_contract() -> None:
     assert settings.max_payload_bytes == 64 * KIB
     assert settings.max_text_chars == 10_000
     assert settings.max_path_chars == 1_024
-    assert settings.max_session_bytes < 16 * MIB
+    assert settings.max_session_bytes == 1024 * MIB  # api.md, "Sessions without a size limit": 1 GiB
+    assert (settings.page_entries, settings.page_bytes) == (500, 256 * KIB)
     assert 0 < settings.api_key_cache_seconds <= 5
     assert settings.idempotency_ttl_hours >= 24
 
@@ -90,7 +91,9 @@ def test_settings_are_immutable() -> None:
         ("HANDOFF_API_KEY_CACHE_SECONDS", "-1"),
         ("HANDOFF_SERVER_SELECTION_TIMEOUT_MS", "0"),
         ("HANDOFF_IDEMPOTENCY_TTL_HOURS", "1"),  # kept at least 24 hours
-        ("HANDOFF_MAX_SESSION_BYTES", str(16 * MIB)),  # must stay under MongoDB's document limit
+        ("HANDOFF_MAX_SESSION_BYTES", "-1"),  # 0 turns the cap off; below is meaningless
+        ("HANDOFF_PAGE_ENTRIES", "1"),  # a page holds at least two entries
+        ("HANDOFF_PAGE_BYTES", str(8 * MIB)),  # a page stays far below MongoDB's document limit
     ],
 )
 def test_bad_value_fails_with_one_line_naming_the_variable(

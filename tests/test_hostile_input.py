@@ -530,16 +530,16 @@ async def test_uvicorn_answers_a_stalled_body_408_and_closes_the_connection(
     assert b"connection: close" in answer.lower()
 
 
-async def test_a_full_session_refuses_a_large_context_handoff_or_summary_with_409(
+async def test_a_log_past_16_mib_still_takes_a_body_sized_context_handoff_and_summary(
     client: httpx.AsyncClient, database: MongoDatabase, tenant: Tenant
 ) -> None:
-    """Arrays near their cap plus body-sized notes would pass 16 MiB: 409 "full", never a 500, nothing stored."""
+    """The paged log keeps the session document small however long the log grows: 18 MB of entries later, notes
+    and a context of a whole body each still fit (before the paged log, such a session refused them as full)."""
     session_id = await _fresh_session(client, tenant)
     base = f"/v1/sessions/{session_id}"
     batch = {"entries": [{"message": "m", "data": {"blob": "x" * 60_000}}] * 15}  # ~0.9 MB a request
-    while (await client.post(f"{base}/work-log/batch", headers=tenant.headers, json=batch)).status_code == 201:
-        pass
-    refused = 0
+    for _ in range(20):
+        assert (await client.post(f"{base}/work-log/batch", headers=tenant.headers, json=batch)).status_code == 201
 
     for method, path, body in (
         ("PUT", "context", {"k": "y" * 1_000_000}),
@@ -547,13 +547,8 @@ async def test_a_full_session_refuses_a_large_context_handoff_or_summary_with_40
         ("PATCH", "context", {"k2": "w" * 1_000_000}),
         ("POST", "complete", {"summary": "q" * 1_000_000}),
     ):
-        before = await database["sessions"].find_one({"session_id": session_id}, {"work_log": 0})
         response = await client.request(method, f"{base}/{path}", headers=tenant.headers, json=body)
-        if response.status_code == 409:
-            refused += 1
-            _problem(response, 409)
-            assert "replay" in response.json()["detail"]
-            assert await database["sessions"].find_one({"session_id": session_id}, {"work_log": 0}) == before
-        else:
-            assert response.status_code == 200, (method, path, response.text[:300])
-    assert refused >= 2
+        assert response.status_code == 200, (method, path, response.text[:300])
+    session = (await client.get(base, headers=tenant.headers)).json()
+    assert (session["status"], session["action_count"]) == ("completed", 300)
+    assert await database["log_pages"].count_documents({"session_id": session_id}) > 0

@@ -25,7 +25,6 @@ from handoff.errors import PROBLEM_JSON
 from handoff.localdb import MongodProcess
 from handoff.sessions import store
 from handoff.sessions.limits import stored_size
-from handoff.sessions.models import PAYLOAD_ARRAYS
 from tests.factories import Tenant
 
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}\+00:00$")
@@ -874,10 +873,11 @@ async def test_artifacts_listed_in_order_and_filtered_by_action(api: Api) -> Non
 
     everything = ok(await api.call("GET", f"/{sid}/artifacts"))
 
-    assert everything == {"items": recorded}
+    assert everything == {"items": recorded, "total": 4}
     for action in ("created", "modified", "deleted"):
-        listed = ok(await api.call("GET", f"/{sid}/artifacts?action={action}"))["items"]
-        assert listed == [a for a in recorded if a["action"] == action]
+        listed = ok(await api.call("GET", f"/{sid}/artifacts?action={action}"))
+        expected = [a for a in recorded if a["action"] == action]
+        assert listed == {"items": expected, "total": len(expected)}
     assert (await api.get(sid))["artifact_count"] == 4
 
 
@@ -1257,7 +1257,7 @@ async def test_replay_creates_an_active_session_that_continues_the_original(
         "data": {"original_session": sid, "original_actions": 5, "original_checkpoints": 2},
         "timestamp": iso(now),
     }
-    assert ok(await api.call("GET", f"/{replay['session_id']}/artifacts")) == {"items": []}
+    assert ok(await api.call("GET", f"/{replay['session_id']}/artifacts")) == {"items": [], "total": 0}
     assert (await api.get(sid))["status"] == "paused"
 
 
@@ -1639,10 +1639,9 @@ class TestSessionFull:
         assert 10 <= stored < 16
         assert (await api.get(sid))["action_count"] == stored
 
-    async def test_checkpoints_count_twice_as_the_replay_context_keeps_a_copy(
-        self, api: Api, database: MongoDatabase
-    ) -> None:
-        """``notable_entries`` copies every checkpoint, decision and error: the cap counts the copies too."""
+    async def test_every_entry_type_counts_once_against_the_cap(self, api: Api, database: MongoDatabase) -> None:
+        """The paged log keeps no copies: a checkpoint costs what an info entry costs, and ``payload_bytes`` is
+        exactly the stored entries' size."""
         stored: dict[str, int] = {}
         for entry_type in ("info", "checkpoint"):
             sid = (await api.create())["session_id"]
@@ -1657,10 +1656,11 @@ class TestSessionFull:
                 stored[entry_type] += 1
             doc = await database["sessions"].find_one({"session_id": sid})
             assert doc is not None
-            counted = [entry for array in PAYLOAD_ARRAYS for entry in doc[array]]
-            assert doc["payload_bytes"] == sum(stored_size(entry) for entry in counted) <= 64 * 1024
+            pages = await database["log_pages"].find({"session_id": sid}).to_list(None)
+            entries = [*doc["work_log"], *(entry for page in pages for entry in page["entries"])]
+            assert doc["payload_bytes"] == sum(stored_size(entry) for entry in entries) <= 64 * 1024
 
-        assert stored["checkpoint"] in (stored["info"] // 2, stored["info"] // 2 + 1)
+        assert stored["checkpoint"] == stored["info"]
 
 
 async def test_write_that_would_pass_mongodbs_16_mib_is_409_full_and_stores_nothing(

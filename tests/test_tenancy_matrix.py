@@ -68,6 +68,7 @@ MCP_ARGUMENTS: dict[str, dict[str, Any]] = {
 }
 ABSENT_SESSION = "sess_00000000-0000-4000-8000-000000000000"
 ABSENT_SLUG = "no-such-plan"
+ENTRY = "step-1"  # the id of a work-log entry and of an artifact of every session the tests populate
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 NO_ID_MCP_TOOLS = {"start_session", "list_waiting_handoffs"}
 
@@ -121,14 +122,14 @@ async def _populate(client: httpx.AsyncClient, tenant: Tenant, marker: str) -> H
     )
     sid = session["session_id"]
     base = f"/v1/sessions/{sid}"
-    await _ok(await client.post(f"{base}/actions", headers=headers, json={"action": f"read {marker}"}))
+    await _ok(await client.post(f"{base}/actions", headers=headers, json={"action": f"read {marker}", "id": ENTRY}))
     for entry_type in ("checkpoint", "error", "decision"):
         await _ok(
             await client.post(
                 f"{base}/work-log", headers=headers, json={"message": f"{entry_type} {marker}", "type": entry_type}
             )
         )
-    await _ok(await client.post(f"{base}/artifacts", headers=headers, json={"path": f"src/{marker}.py"}))
+    await _ok(await client.post(f"{base}/artifacts", headers=headers, json={"path": f"src/{marker}.py", "id": ENTRY}))
     await _ok(await client.patch(f"{base}/context", headers=headers, json={"more": marker}))
     await _ok(await client.post(f"{base}/handoff", headers=headers, json={"summary": f"handoff {marker}"}))
     replay = await _ok(await client.post(f"{base}/replay", headers=headers, json={}))
@@ -154,8 +155,8 @@ def _takes_body(app: Litestar, method: str, template: str) -> bool:
 
 def _fill(template: str, *, session_id: str, slug: str) -> str:
     names = set(re.findall(r"{(\w+)}", template))
-    assert names <= {"session_id", "slug"}, f"no value for the path parameters of {template}: {names}"
-    return template.replace("{session_id}", session_id).replace("{slug}", slug)
+    assert names <= {"session_id", "slug", "entry_id"}, f"no value for the path parameters of {template}: {names}"
+    return template.replace("{session_id}", session_id).replace("{slug}", slug).replace("{entry_id}", ENTRY)
 
 
 def _leaks(text: str, owner: Holdings, *, sent: str = "") -> list[str]:
@@ -166,7 +167,7 @@ def _leaks(text: str, owner: Holdings, *, sent: str = "") -> list[str]:
 async def _snapshot(database: MongoDatabase, workspace_id: str) -> list[dict[str, Any]]:
     """Every document of a workspace, in a stable order."""
     docs: list[dict[str, Any]] = []
-    for collection in ("sessions", "plans", "api_keys", "workspaces"):
+    for collection in ("sessions", "log_pages", "plans", "api_keys", "workspaces"):
         docs += await database[collection].find({"workspace_id": workspace_id}).sort("_id", 1).to_list(None)
     return docs
 

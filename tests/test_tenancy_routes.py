@@ -107,9 +107,17 @@ CASES: dict[tuple[str, str], Case] = {
     ("POST", "/v1/sessions/{session_id:str}/work-log/batch"): Case(
         body={"entries": [{"message": "m", "id": "theirs-2"}]}
     ),
+    ("GET", "/v1/sessions/{session_id:str}/work-log/{entry_id:str}"): Case(),
+    ("DELETE", "/v1/sessions/{session_id:str}/work-log/{entry_id:str}"): Case(),
+    ("POST", "/v1/sessions/{session_id:str}/work-log/pop"): Case(),
+    ("DELETE", "/v1/sessions/{session_id:str}/work-log"): Case(),
     ("GET", "/v1/sessions/{session_id:str}/recent-actions"): Case(),
     ("POST", "/v1/sessions/{session_id:str}/artifacts"): Case(body={"path": "p", "id": "theirs-3"}),
     ("GET", "/v1/sessions/{session_id:str}/artifacts"): Case(),
+    ("GET", "/v1/sessions/{session_id:str}/artifacts/{entry_id:str}"): Case(),
+    ("DELETE", "/v1/sessions/{session_id:str}/artifacts/{entry_id:str}"): Case(),
+    ("POST", "/v1/sessions/{session_id:str}/artifacts/pop"): Case(),
+    ("DELETE", "/v1/sessions/{session_id:str}/artifacts"): Case(),
     ("PUT", "/v1/sessions/{session_id:str}/context"): Case(body={"k": 1}),
     ("PATCH", "/v1/sessions/{session_id:str}/context"): Case(body={"k": 1}),
     ("POST", "/v1/sessions/{session_id:str}/handoff"): Case(body={"summary": "s"}),
@@ -143,8 +151,13 @@ def v1_routes(app: Litestar) -> set[tuple[str, str]]:
     return found
 
 
+#: The id of their session's first work-log entry and of its artifact.
+THEIR_ENTRY = "theirs-entry"
+
+
 def _url(path: str, theirs: dict[str, str]) -> str:
-    return path.replace("{session_id:str}", theirs["session_id"]).replace("{slug:str}", theirs["slug"])
+    filled = path.replace("{session_id:str}", theirs["session_id"]).replace("{slug:str}", theirs["slug"])
+    return filled.replace("{entry_id:str}", THEIR_ENTRY)
 
 
 def _not_found(response: httpx.Response) -> None:
@@ -162,10 +175,10 @@ async def _their_world(client: httpx.AsyncClient, other: Tenant, database: Mongo
     )
     sid = created.json()["session_id"]
     for path, body in [
-        ("actions", {"action": "a"}),
+        ("actions", {"action": "a", "id": THEIR_ENTRY}),
         ("work-log", {"message": "boom", "type": "error"}),
         ("work-log", {"message": "cp", "type": "checkpoint"}),
-        ("artifacts", {"path": "secret.py", "action": "created"}),
+        ("artifacts", {"path": "secret.py", "action": "created", "id": THEIR_ENTRY}),
     ]:
         assert (await client.post(f"/v1/sessions/{sid}/{path}", json=body, headers=h)).status_code == 201
     handed = (await client.post("/v1/sessions", json={"agent_type": "coder"}, headers=h)).json()["session_id"]
@@ -181,7 +194,7 @@ async def _their_world(client: httpx.AsyncClient, other: Tenant, database: Mongo
 async def _snapshot(database: MongoDatabase, workspace_id: str) -> list[list[dict[str, Any]]]:
     return [
         await database[name].find({"workspace_id": workspace_id}, {"_id": 0}).sort("created_at").to_list(None)
-        for name in ("sessions", "plans")
+        for name in ("sessions", "log_pages", "plans")
     ]
 
 

@@ -45,10 +45,18 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(default=10_000, ge=1, description="Longest message or action string.")
     max_path_chars: int = Field(default=1_024, ge=1, description="Longest artifact path.")
     max_session_bytes: int = Field(
-        default=15 * MIB,
-        ge=64 * KIB,
-        le=16 * MIB - 64 * KIB,
-        description="Cap on a session's embedded arrays, kept under MongoDB's 16 MiB document limit.",
+        default=1024 * MIB,
+        ge=0,
+        description="Cap on a session's stored bytes (entries, artifacts and blobs); 0 for none.",
+    )
+    page_entries: int = Field(
+        default=500, ge=2, le=10_000, description="Entries an open page holds before its oldest are sealed."
+    )
+    page_bytes: int = Field(
+        default=256 * KIB,
+        ge=4 * KIB,
+        le=4 * MIB,
+        description="Bytes an open page holds before its oldest entries are sealed into a page.",
     )
     server_selection_timeout_ms: int = Field(
         default=15_000, ge=100, description="How long a request waits for a primary before answering 503."

@@ -68,6 +68,11 @@ def retried(model: type[Any], description: str) -> dict[int, ResponseSpec]:
     return {200: ResponseSpec(data_container=model, description=description, generate_examples=False)}
 
 
+def no_content(description: str) -> dict[int, ResponseSpec]:
+    """A ``204`` that a route answers besides its usual status (a pop of an empty log)."""
+    return {204: ResponseSpec(data_container=None, description=description, generate_examples=False)}
+
+
 @dataclass
 class OptionalBodyOperation(Operation):
     """An operation whose JSON body may be left out (session creation, ``/complete``, ``/fail``, ``/replay``).

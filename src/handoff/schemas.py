@@ -54,7 +54,10 @@ PRINTABLE_ASCII = r"^[\x20-\x7e]+$"
 PrintableId = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=PRINTABLE_ASCII)]
 """1..255 printable ASCII characters: external ids and idempotency keys."""
 
-EntryId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+ENTRY_ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+"""The alphabet of entry ids (and of the prefixes the work log is filtered by)."""
+
+EntryId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=ENTRY_ID_PATTERN)]
 """A client-chosen id of a work-log entry or artifact."""
 
 ShortText = Annotated[str, StringConstraints(max_length=255)]

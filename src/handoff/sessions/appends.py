@@ -1,35 +1,76 @@
 """Appending to a session's work log and artifacts: one atomic ``$push`` per request, idempotent by id.
 
-The update's filter carries every guard: the workspace, an open status, "no entry with these ids yet" and
-"room left under the size cap". Its update pushes the entries, moves the counters and the running byte count,
-and stamps ``last_active_at`` in the same operation, so concurrent writers lose nothing and counters are exact.
+The update's filter carries every guard: the workspace, an open status, "no entry with these ids in the open
+page yet", "the open page has room" and "room left under the session's byte cap". Its update pushes the
+entries, moves the counters and the byte counts, and stamps ``last_active_at`` in the same operation, so
+concurrent writers lose nothing and counters are exact.
+
+Exactly once across the whole session: an id may also be in a sealed page. Before writing to a session that has
+pages, the append looks the ids up in the pages' unique entry-id index, and its filter requires the session's
+``pages_version`` to be the one that look-up saw. A seal (the only thing that moves entries into pages) bumps it,
+so an id cannot leave the open page for a page between the look-up and the write: the race is closed, not made
+unlikely. Sessions without pages (version 0) skip the look-up: the common case stays one round trip. The
+version each session was last seen at is remembered per process (:class:`KnownVersions`); a stale one only costs
+a miss and one read.
+
 When the guard matches nothing, one read says why: a retried id with the same content is answered with the
-stored entry, other content is a client bug (422), an ended session is 409, a full one 409.
+stored entry, other content is a client bug (422), an ended session is 409, a full open page is sealed, a full
+session is 409, an old-layout session is migrated, and the append runs again.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from pymongo.errors import WriteError
 
 from handoff import clock
 from handoff.config import Settings
-from handoff.errors import Conflict, FieldError, Invalid, SessionFull
-from handoff.sessions import store, views
+from handoff.errors import Conflict, FieldError, Invalid
+from handoff.sessions import misses, seals, store, views
 from handoff.sessions.lifecycle import Operation, accepted_statuses, is_ended
 from handoff.sessions.limits import check_entry, stored_size
-
-Array = Literal["work_log", "artifacts"]
+from handoff.sessions.paging import Kind
 
 #: MongoDB's codes for "the write is too large": the document would pass 16 MiB (10334, 17419, 17420), or one
-#: update's changes do not fit the storage engine's cache (388, TransactionTooLargeForCache: seen on the bundled
-#: server's 0.25 GB cache for a ~15 MiB update; a retry cannot succeed). The second line of defence behind the cap.
+#: update's changes do not fit the storage engine's cache (388, TransactionTooLargeForCache). The paged layout keeps
+#: a session document far below 16 MiB; this is the second line of defence.
 DOCUMENT_TOO_LARGE_CODES = frozenset({10334, 17419, 17420, 388})
-MAX_ATTEMPTS = 3
+#: Attempts at one append: each miss either settles the request (duplicate, 404, 409) or makes progress (a seal,
+#: a migration, a newer version seen), so a few suffice even while other writers race.
+MAX_ATTEMPTS = 8
+
+
+class KnownVersions:
+    """The ``pages_version`` each recently written session had, so an append knows whether to look at pages.
+
+    Bounded (least recently used sessions are forgotten). Never trusted for correctness: the append's filter
+    checks the version, and a wrong guess is a miss that reads the right one.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._size = size
+        self._versions: OrderedDict[tuple[str, str], int] = OrderedDict()
+
+    def get(self, workspace_id: str, session_id: str) -> int:
+        return self._versions.get((workspace_id, session_id), 0)
+
+    def remember(self, workspace_id: str, session_id: str, version: int) -> None:
+        key = (workspace_id, session_id)
+        if version == 0:
+            self._versions.pop(key, None)
+            return
+        self._versions[key] = version
+        self._versions.move_to_end(key)
+        if len(self._versions) > self._size:
+            self._versions.popitem(last=False)
+
+
+known_versions = KnownVersions()
 
 
 @dataclass(slots=True)
@@ -77,36 +118,46 @@ def _id_reused(entry_id: str) -> Invalid:
     )
 
 
-def counted_size(array: Array, entries: list[dict[str, Any]]) -> int:
-    """What appending ``entries`` adds to ``payload_bytes``: their bytes, plus, for the work log, the copies
-    ``notable_entries`` keeps of its checkpoints, decisions and errors (as many as the log has, so they count
-    against the cap). The 20-entry ``recent_entries`` window is bounded and lives in the headroom under 16 MiB."""
-    copies = views.notable_entries(entries) if array == "work_log" else []
-    return sum(stored_size(entry) for entry in (*entries, *copies))
-
-
-def _update(array: Array, entries: list[dict[str, Any]], size: int, now: Any) -> dict[str, Any]:
+def update_for(kind: Kind, entries: list[dict[str, Any]], size: int, now: Any) -> dict[str, Any]:
+    """The one update that appends ``entries`` (``size`` stored bytes) and moves everything that counts them."""
     increments: dict[str, int] = (
-        views.sum_increments(entries) if array == "work_log" else {"artifact_count": len(entries)}
+        views.sum_increments(entries) if kind == "work_log" else {"artifact_count": len(entries)}
     )
     stamps: dict[str, Any] = {"last_active_at": now, "updated_at": now}
-    if array == "work_log" and (checkpoint := views.last_checkpoint(entries)) is not None:
+    if kind == "work_log" and (checkpoint := views.last_checkpoint(entries)) is not None:
         stamps["last_checkpoint"] = checkpoint
-    pushes: dict[str, Any] = {array: {"$each": entries}}
-    if array == "work_log":
-        # The copies the handoff and replay contexts read instead of the whole log (models.Session, queries.py).
-        pushes["recent_entries"] = {"$each": entries, "$slice": -views.RECENT_ACTIONS}
-        if notable := views.notable_entries(entries):
-            pushes["notable_entries"] = {"$each": notable}
     return {
-        "$push": pushes,
-        "$inc": {**increments, "payload_bytes": size},
+        "$push": {kind: {"$each": entries}},
+        "$inc": {
+            **increments,
+            "payload_bytes": size,
+            f"stored_bytes.{kind}": size,
+            f"open_bytes.{kind}": size,
+        },
         "$set": stamps,
     }
 
 
+def guard_for(
+    workspace_id: str, session_id: str, kind: Kind, ids: list[str], *, size: int, version: int, settings: Settings
+) -> dict[str, Any]:
+    """The filter under which the append may happen (see the module docstring)."""
+    guard: dict[str, Any] = {
+        **store.key(workspace_id, session_id),
+        "status": {"$in": accepted_statuses(Operation.WRITE)},
+        "pages_version": version,
+        f"{kind}.id": {"$nin": ids},
+        # Room in the open page: fewer entries than the bound (no element at its last index) and fewer bytes.
+        f"{kind}.{settings.page_entries - 1}": {"$exists": False},
+        f"open_bytes.{kind}": {"$lt": settings.page_bytes},
+    }
+    if settings.max_session_bytes:
+        guard["payload_bytes"] = {"$lte": settings.max_session_bytes - size}
+    return guard
+
+
 async def append(
-    workspace_id: str, session_id: str, *, array: Array, entries: list[dict[str, Any]], settings: Settings
+    workspace_id: str, session_id: str, *, array: Kind, entries: list[dict[str, Any]], settings: Settings
 ) -> AppendOutcome:
     """Append entries (each with an ``id``) atomically; see the module docstring for the guarantees."""
     for entry in entries:
@@ -115,69 +166,100 @@ async def append(
     now = clock.now()
     for entry in pending:
         entry["timestamp"] = now
-    outcome = AppendOutcome()
-    collection = store.sessions()
+    outcome = AppendOutcome(repeats=repeats)
+    version = known_versions.get(workspace_id, session_id)
+    checked: int | None = None  # the version the pages were last searched at
     for _ in range(MAX_ATTEMPTS):
+        if version and checked != version:
+            pending = _settle_stored(pending, outcome, await _in_pages(workspace_id, session_id, array, pending))
+            checked = version
+        if not pending:
+            return outcome
+        size = sum(stored_size(entry) for entry in pending)
+        if settings.max_session_bytes and size > settings.max_session_bytes:
+            raise store.full(session_id, settings.max_session_bytes)
         ids = [entry["id"] for entry in pending]
-        size = counted_size(array, pending)
-        guard = {
-            **store.key(workspace_id, session_id),
-            "status": {"$in": accepted_statuses(Operation.WRITE)},
-            f"{array}.id": {"$nin": ids},
-            "payload_bytes": {"$lte": settings.max_session_bytes - size},
-        }
+        guard = guard_for(workspace_id, session_id, array, ids, size=size, version=version, settings=settings)
         try:
-            result = await collection.update_one(guard, _update(array, pending, size, now))
+            result = await store.sessions().update_one(guard, update_for(array, pending, size, now))
         except WriteError as exc:
             if exc.code in DOCUMENT_TOO_LARGE_CODES:
-                raise SessionFull(store.FULL_DETAIL.format(session_id=session_id)) from exc
+                raise store.full(session_id) from exc
             raise
         if result.matched_count:
+            known_versions.remember(workspace_id, session_id, version)
             outcome.appended = pending
-            break
-        pending = await _diagnose(
+            return outcome
+        version, pending = await _diagnose(
             workspace_id, session_id, array=array, pending=pending, size=size, settings=settings, outcome=outcome
         )
-        if not pending:
-            break
-    else:
-        raise Conflict(f"session {session_id} changed while appending; retry with the same ids")
-    outcome.repeats = repeats
-    return outcome
+    raise Conflict(f"session {session_id} changed while appending; retry with the same ids")
+
+
+async def _in_pages(
+    workspace_id: str, session_id: str, kind: Kind, entries: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The stored entries among the sealed pages that have these entries' ids (an entry-id index read)."""
+    ids = [entry["id"] for entry in entries]
+    cursor = store.pages().find(
+        {**store.page_key(workspace_id, session_id, kind), "entries.id": {"$in": ids}},
+        {"_id": 0, "found": {"$filter": {"input": "$entries", "cond": {"$in": ["$$this.id", ids]}}}},
+    )
+    return [entry async for page in cursor for entry in page["found"]]
+
+
+def _settle_stored(
+    pending: list[dict[str, Any]], outcome: AppendOutcome, stored_entries: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Record the requested entries already stored (same content) and return the rest; other content: 422."""
+    stored = {entry["id"]: entry for entry in stored_entries}
+    for entry in pending:
+        if entry["id"] in stored and _content(stored[entry["id"]]) != _content(entry):
+            raise _id_reused(entry["id"])
+    outcome.duplicates.extend(stored[entry["id"]] for entry in pending if entry["id"] in stored)
+    return [entry for entry in pending if entry["id"] not in stored]
 
 
 async def _diagnose(
     workspace_id: str,
     session_id: str,
     *,
-    array: Array,
+    array: Kind,
     pending: list[dict[str, Any]],
     size: int,
     settings: Settings,
     outcome: AppendOutcome,
-) -> list[dict[str, Any]]:
-    """One read after a missed append: record duplicates and return what is left to write, or raise why."""
+) -> tuple[int, list[dict[str, Any]]]:
+    """One read after a missed append: settle duplicates, seal, migrate or raise; return the session's version
+    and what is left to write."""
     ids = [entry["id"] for entry in pending]
     view = await store.sessions().find_one(
         store.key(workspace_id, session_id),
         {
             "_id": 0,
             "status": 1,
+            "pages_version": 1,
             "payload_bytes": 1,
-            "stored": {"$filter": {"input": f"${array}", "cond": {"$in": ["$$this.id", ids]}}},
+            f"open_bytes.{array}": 1,
+            "open_length": {"$size": {"$ifNull": [f"${array}", []]}},
+            "stored": {"$filter": {"input": {"$ifNull": [f"${array}", []]}, "cond": {"$in": ["$$this.id", ids]}}},
         },
     )
     if view is None:
         raise store.not_found(session_id)
-    stored = {entry["id"]: entry for entry in view.get("stored") or []}
-    if stored:
-        for entry in pending:
-            if entry["id"] in stored and _content(stored[entry["id"]]) != _content(entry):
-                raise _id_reused(entry["id"])
-        outcome.duplicates.extend(stored[entry["id"]] for entry in pending if entry["id"] in stored)
-        return [entry for entry in pending if entry["id"] not in stored]
+    version: int = view.get("pages_version", 0)
+    if view["stored"]:
+        return version, _settle_stored(pending, outcome, view["stored"])
     if is_ended(view["status"]):
         raise store.ended(session_id, view["status"])
-    if view.get("payload_bytes", 0) > settings.max_session_bytes - size:
-        raise SessionFull(store.FULL_DETAIL.format(session_id=session_id))
-    return pending
+    if "pages_version" not in view:
+        await misses.explain_miss(workspace_id, session_id, settings=settings)  # migrates it
+        return await _diagnose(
+            workspace_id, session_id, array=array, pending=pending, size=size, settings=settings, outcome=outcome
+        )
+    open_size = (view.get("open_bytes") or {}).get(array, 0)
+    if view["open_length"] >= settings.page_entries or open_size >= settings.page_bytes:
+        await seals.seal_full_page(workspace_id, session_id, array, bounds=misses.page_bounds(settings))
+    elif settings.max_session_bytes and view.get("payload_bytes", 0) > settings.max_session_bytes - size:
+        raise store.full(session_id, settings.max_session_bytes)
+    return version, pending

@@ -11,9 +11,9 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CON
 
 from handoff.auth import CurrentPrincipal
 from handoff.config import Settings
-from handoff.openapi import OptionalBodyOperation, problems, retried
-from handoff.schemas import PRINTABLE_ASCII, FreeForm
-from handoff.sessions import queries, service, views
+from handoff.openapi import OptionalBodyOperation, no_content, problems, retried
+from handoff.schemas import ENTRY_ID_PATTERN, PRINTABLE_ASCII, EntryId, FreeForm
+from handoff.sessions import queries, removals, service, views
 from handoff.sessions.models import ArtifactAction, EntryType, SessionStatus
 from handoff.sessions.queries import Order
 from handoff.sessions.schemas import (
@@ -37,6 +37,7 @@ from handoff.sessions.schemas import (
     TypedEntry,
     WorkLogBatchCreate,
     WorkLogCreate,
+    WorkLogEntry,
     WorkLogItems,
     WorkLogPage,
 )
@@ -55,6 +56,23 @@ IdempotencyKey = Annotated[
 
 SESSION_ID = "/{session_id:str}"
 SessionId = FromPath[str]
+ENTRY_ID = "/{entry_id:str}"
+EntryIdPath = FromPath[str]
+#: ``$slice`` takes a 32-bit position: a larger offset would be a 500 rather than an empty page.
+Offset = Annotated[int, QueryParameter(ge=0, le=2**31 - 1)]
+IdPrefix = Annotated[
+    str | None,
+    QueryParameter(
+        min_length=1,
+        max_length=64,
+        pattern=ENTRY_ID_PATTERN,
+        description="Only entries whose id starts with this (characters of the entry-id alphabet).",
+    ),
+]
+Anchor = Annotated[EntryId | None, QueryParameter(description="An entry id: only the entries after it (exclusive).")]
+BeforeAnchor = Annotated[
+    EntryId | None, QueryParameter(description="An entry id: only the entries before it (exclusive).")
+]
 
 
 def _settings(request: Request[Any, Any, State]) -> Settings:
@@ -64,6 +82,13 @@ def _settings(request: Request[Any, Any, State]) -> Settings:
 
 def _created_or_found(value: Any, created: bool) -> Response[Any]:
     return Response(value, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
+
+
+def _popped(value: Any) -> Response[Any]:
+    """The popped entry (200), or 204 with no body when there was none."""
+    if value is None:
+        return Response(None, status_code=HTTP_204_NO_CONTENT)
+    return Response(value, status_code=HTTP_200_OK)
 
 
 class SessionController(Controller):
@@ -228,16 +253,65 @@ class SessionController(Controller):
         principal: CurrentPrincipal,
         session_id: SessionId,
         type: FromQuery[EntryType | None] = None,
-        # $slice takes a 32-bit position: a larger offset would be a 500 rather than an empty page.
-        offset: Annotated[int, QueryParameter(ge=0, le=2**31 - 1)] = 0,
+        offset: Offset = 0,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
         order: FromQuery[Order] = "asc",
+        id_prefix: IdPrefix = None,
+        after: Anchor = None,
+        before: BeforeAnchor = None,
     ) -> WorkLogPage:
-        """A page of the work log, optionally of one entry type."""
+        """A page of the work log, optionally of one entry type, of ids with a prefix, after or before an entry."""
         items, total = await queries.work_log_page(
-            principal.workspace_id, session_id, entry_type=type, offset=offset, limit=limit, order=order
+            principal.workspace_id,
+            session_id,
+            entry_type=type,
+            offset=offset,
+            limit=limit,
+            order=order,
+            id_prefix=id_prefix,
+            after=after,
+            before=before,
         )
         return WorkLogPage(items=items, total=total)
+
+    @get(SESSION_ID + "/work-log" + ENTRY_ID, responses=problems(404))
+    async def work_log_entry(
+        self, principal: CurrentPrincipal, session_id: SessionId, entry_id: EntryIdPath
+    ) -> WorkLogEntry:
+        """One work-log entry by id."""
+        return views.work_log_entry(await queries.get_entry(principal.workspace_id, session_id, "work_log", entry_id))
+
+    @delete(SESSION_ID + "/work-log" + ENTRY_ID, status_code=HTTP_204_NO_CONTENT, responses=problems(404))
+    async def delete_work_log_entry(
+        self,
+        request: Request[Any, Any, State],
+        principal: CurrentPrincipal,
+        session_id: SessionId,
+        entry_id: EntryIdPath,
+    ) -> None:
+        """Erase one work-log entry (any status); the counters move back with it."""
+        await removals.delete_entry(
+            principal.workspace_id, session_id, "work_log", entry_id, settings=_settings(request)
+        )
+
+    @post(
+        SESSION_ID + "/work-log/pop",
+        status_code=HTTP_200_OK,
+        responses={**problems(404, 409), **no_content("The work log is empty")},
+    )
+    async def pop_work_log(
+        self, request: Request[Any, Any, State], principal: CurrentPrincipal, session_id: SessionId
+    ) -> Response[WorkLogEntry | None]:
+        """Remove and return the newest work-log entry, atomically (204 when the log is empty)."""
+        entry = await removals.pop_newest(principal.workspace_id, session_id, "work_log", settings=_settings(request))
+        return _popped(views.work_log_entry(entry) if entry else None)
+
+    @delete(SESSION_ID + "/work-log", status_code=HTTP_204_NO_CONTENT, responses=problems(404))
+    async def clear_work_log(
+        self, request: Request[Any, Any, State], principal: CurrentPrincipal, session_id: SessionId
+    ) -> None:
+        """Remove every work-log entry; the session stays, its log counters at zero."""
+        await removals.clear(principal.workspace_id, session_id, "work_log", settings=_settings(request))
 
     @get(SESSION_ID + "/recent-actions", responses=problems(404))
     async def recent_actions(
@@ -269,10 +343,60 @@ class SessionController(Controller):
 
     @get(SESSION_ID + "/artifacts", responses=problems(404))
     async def artifacts(
-        self, principal: CurrentPrincipal, session_id: SessionId, action: FromQuery[ArtifactAction | None] = None
+        self,
+        principal: CurrentPrincipal,
+        session_id: SessionId,
+        action: FromQuery[ArtifactAction | None] = None,
+        has_blob: Annotated[
+            bool, QueryParameter(description="Only the artifacts whose content is stored as a blob.")
+        ] = False,
+        offset: Offset = 0,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 1000,
     ) -> ArtifactList:
-        """The session's artifacts, optionally of one action."""
-        return ArtifactList(items=await queries.list_artifacts(principal.workspace_id, session_id, action=action))
+        """The session's artifacts in recorded order, optionally of one action or only those with content."""
+        items, total = await queries.artifacts_page(
+            principal.workspace_id, session_id, action=action, has_blob=has_blob, offset=offset, limit=limit
+        )
+        return ArtifactList(items=items, total=total)
+
+    @get(SESSION_ID + "/artifacts" + ENTRY_ID, responses=problems(404))
+    async def artifact(self, principal: CurrentPrincipal, session_id: SessionId, entry_id: EntryIdPath) -> Artifact:
+        """One artifact by id."""
+        return Artifact.model_validate(
+            await queries.get_entry(principal.workspace_id, session_id, "artifacts", entry_id)
+        )
+
+    @delete(SESSION_ID + "/artifacts" + ENTRY_ID, status_code=HTTP_204_NO_CONTENT, responses=problems(404))
+    async def delete_artifact(
+        self,
+        request: Request[Any, Any, State],
+        principal: CurrentPrincipal,
+        session_id: SessionId,
+        entry_id: EntryIdPath,
+    ) -> None:
+        """Erase one artifact (any status); artifact_count moves back with it."""
+        await removals.delete_entry(
+            principal.workspace_id, session_id, "artifacts", entry_id, settings=_settings(request)
+        )
+
+    @post(
+        SESSION_ID + "/artifacts/pop",
+        status_code=HTTP_200_OK,
+        responses={**problems(404, 409), **no_content("No artifact is recorded")},
+    )
+    async def pop_artifact(
+        self, request: Request[Any, Any, State], principal: CurrentPrincipal, session_id: SessionId
+    ) -> Response[Artifact | None]:
+        """Remove and return the newest artifact, atomically (204 when there is none)."""
+        entry = await removals.pop_newest(principal.workspace_id, session_id, "artifacts", settings=_settings(request))
+        return _popped(Artifact.model_validate(entry) if entry else None)
+
+    @delete(SESSION_ID + "/artifacts", status_code=HTTP_204_NO_CONTENT, responses=problems(404))
+    async def clear_artifacts(
+        self, request: Request[Any, Any, State], principal: CurrentPrincipal, session_id: SessionId
+    ) -> None:
+        """Remove every artifact; the session stays, artifact_count at zero."""
+        await removals.clear(principal.workspace_id, session_id, "artifacts", settings=_settings(request))
 
     # Context and handoff -------------------------------------------------------------------------------------
 

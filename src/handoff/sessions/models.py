@@ -1,9 +1,11 @@
-"""The session document: one MongoDB document per agent session, arrays embedded.
+"""The stored documents of a session: the session itself, and the sealed pages of its work log and artifacts.
 
-``work_log`` and ``artifacts`` only ever grow through single ``$push`` updates (see ``service.py``); the
-counters, ``last_checkpoint``, ``payload_bytes``, ``last_active_at`` and the context lists (``recent_entries``,
-``notable_entries``) move in the same update, so they are always exact. Read paths project the arrays out and
-take slices of them on the server.
+A session is one document whose ``work_log`` and ``artifacts`` arrays hold its *open pages*, the newest entries;
+appends ``$push`` onto them in one guarded update that also moves the counters, ``last_checkpoint``, the byte
+counts and ``last_active_at``, so those are always exact. When an open page passes its bound, its oldest entries
+move into a :class:`LogPage` (a *seal*, ``seals.py``), so a session has no length limit and an append costs the
+same at the millionth entry as at the tenth. ``paging.py`` has the arithmetic; read paths never load an array
+whole.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from pydantic import Field
 from pymongo import IndexModel
 
 from handoff import clock
+
+#: The kinds of entry a session keeps, each in an array of the session document and in pages (``paging.Kind``).
+ENTRY_KINDS = ("work_log", "artifacts")
 
 
 class SessionStatus(StrEnum):
@@ -51,6 +56,14 @@ class ArtifactAction(StrEnum):
     DELETED = "deleted"
 
 
+#: The filters each kind's pages are listed by (``paging.FILTERS`` reads them from here): ``all``, the entry
+#: types of the work log, the actions of artifacts and ``blob`` (artifacts with content).
+PAGE_FILTERS: dict[str, tuple[str, ...]] = {
+    "work_log": ("all", *(entry_type.value for entry_type in EntryType)),
+    "artifacts": ("all", *(action.value for action in ArtifactAction), "blob"),
+}
+
+
 def _listing_index(name: str, *keys: str) -> IndexModel:
     """An index for one listing filter, ordered newest first with ``session_id`` as the keyset tiebreak."""
     fields = [("workspace_id", pymongo.ASCENDING)]
@@ -59,14 +72,17 @@ def _listing_index(name: str, *keys: str) -> IndexModel:
     return IndexModel(fields, name=name)
 
 
-#: The arrays whose entries ``payload_bytes`` counts: the log, the artifacts and the log's notable copies, which
-#: grow with it. (``recent_entries`` is bounded at 20 entries and lives in the headroom under 16 MiB.)
-PAYLOAD_ARRAYS = ("work_log", "artifacts", "notable_entries")
+def session_key(workspace_id: str, session_id: str) -> str:
+    """A session document's ``_id``: its workspace and id, so a change event names the workspace it belongs to."""
+    return f"{workspace_id}/{session_id}"
 
 
 class Session(Document):
-    """One agent session with its embedded work log and artifacts."""
+    """One agent session: its fields, counters and the open pages of its work log and artifacts."""
 
+    #: ``<workspace_id>/<session_id>`` (:func:`session_key`); sessions stored before it was have an ObjectId until
+    #: they are migrated (``seals.migrate``).
+    id: str | None = None  # type: ignore[assignment]
     workspace_id: str
     session_id: str
     external_id: str | None = None
@@ -84,16 +100,22 @@ class Session(Document):
     checkpoint_count: int = 0
     error_count: int = 0
     last_checkpoint: dict[str, Any] | None = None
-    #: Copies of the newest work-log entries (at most 20) and of every checkpoint, decision and error entry, kept
-    #: by the update that appends, so the handoff and replay contexts are read without touching ``work_log``
-    #: (``queries.py``). Complete only when ``context_lists`` is true: a session stored before they existed is
-    #: answered from ``work_log`` instead. ``notable_entries`` grows with the log, so it counts in ``payload_bytes``;
-    #: ``recent_entries`` is bounded (20 entries) and lives in the headroom between the cap and 16 MiB.
-    recent_entries: list[dict[str, Any]] = Field(default_factory=list)
-    notable_entries: list[dict[str, Any]] = Field(default_factory=list)
-    context_lists: bool = False
-    #: Running size of the entries of :data:`PAYLOAD_ARRAYS` in bytes; the append filter keeps it under the cap.
+    #: Bumped by every seal and by every removal of a sealed entry; an append's filter carries the value it
+    #: checked the pages at, so no seal can move an id out of its sight between that check and the write. Its
+    #: presence marks the paged layout: a session stored before has none until it is migrated.
+    pages_version: int = 0
+    #: Bytes of the entries in each open page, against the page's byte bound.
+    open_bytes: dict[str, int] = Field(default_factory=lambda: dict.fromkeys(ENTRY_KINDS, 0))
+    #: Per kind, per filter (``paging.FILTERS``): how many entries the sealed pages hold.
+    sealed: dict[str, dict[str, int]] = Field(
+        default_factory=lambda: {kind: dict.fromkeys(names, 0) for kind, names in PAGE_FILTERS.items()}
+    )
+    #: Stored bytes by kind (``work_log``, ``artifacts``, ``blobs``); ``payload_bytes`` is their sum, the figure
+    #: the write filters keep under ``HANDOFF_MAX_SESSION_BYTES``.
+    stored_bytes: dict[str, int] = Field(default_factory=lambda: dict.fromkeys((*ENTRY_KINDS, "blobs"), 0))
     payload_bytes: int = 0
+    #: What the last removal took (``{kind, ids, at}``), written by the removing update so a change stream sees it.
+    last_removal: dict[str, Any] | None = None
     replayed_from: str | None = None
     duration_minutes: int | None = None
     legacy: dict[str, Any] | None = None
@@ -171,4 +193,75 @@ class Session(Document):
                 name="analytics_waiting_handoffs",
                 partialFilterExpression={"status": SessionStatus.PAUSED.value, "handoff_notes": {"$type": "object"}},
             ),
+        ]
+
+
+def _filter_index(kind: str, name: str) -> IndexModel:
+    """Pages of one kind holding entries of one filter, by how many such entries precede them.
+
+    Partial (only pages with such entries), so the last page whose ``before`` is at most ``k`` is the one holding
+    the filter's entry ``k``: one seek, at any length of log.
+    """
+    return IndexModel(
+        [
+            ("workspace_id", pymongo.ASCENDING),
+            ("session_id", pymongo.ASCENDING),
+            ("kind", pymongo.ASCENDING),
+            (f"before.{name}", pymongo.ASCENDING),
+        ],
+        name=f"{kind}_{name}",
+        partialFilterExpression={"kind": kind, f"counts.{name}": {"$gt": 0}},
+    )
+
+
+class LogPage(Document):
+    """A sealed page: a run of a session's oldest work-log entries or artifacts, in recorded order.
+
+    Written once by a seal (in the same transaction that takes the entries off the session's open page), changed
+    afterwards only by the removal of one of its entries. Shards with its session on
+    ``{workspace_id, session_id}``.
+    """
+
+    workspace_id: str
+    session_id: str
+    kind: str
+    #: The session's ``pages_version`` when the page was sealed: increasing, so pages sort in log order.
+    no: int
+    #: Per filter, how many of the kind's entries come before this page, and how many it holds.
+    before: dict[str, int]
+    counts: dict[str, int]
+    stored_bytes: int
+    #: The session's start, so analytics windows on ``started_at`` read pages without a lookup.
+    started_at: datetime
+    entries: list[dict[str, Any]]
+    sealed_at: datetime = Field(default_factory=clock.now)
+
+    class Settings:
+        name = "log_pages"
+        use_state_management = False
+        validate_on_save = False
+        indexes = [
+            IndexModel(
+                [
+                    ("workspace_id", pymongo.ASCENDING),
+                    ("session_id", pymongo.ASCENDING),
+                    ("kind", pymongo.ASCENDING),
+                    ("no", pymongo.ASCENDING),
+                ],
+                name="page_order",
+                unique=True,
+            ),
+            # Entry ids are unique within a session's kind across all its pages; the open page's own guard
+            # (``$nin`` in the append filter) covers the session document.
+            IndexModel(
+                [
+                    ("workspace_id", pymongo.ASCENDING),
+                    ("session_id", pymongo.ASCENDING),
+                    ("kind", pymongo.ASCENDING),
+                    ("entries.id", pymongo.ASCENDING),
+                ],
+                name="page_entry_ids",
+                unique=True,
+            ),
+            *(_filter_index(kind, name) for kind, names in PAGE_FILTERS.items() for name in names),
         ]

@@ -1,10 +1,9 @@
-"""Reads of a session's arrays and the contexts built on them, computed inside MongoDB.
+"""Reads of a session's work log and artifacts, and the contexts built on them.
 
-Nothing here loads a whole array into Python: pages are ``$slice``/``$filter`` projections, recent actions a
-negative ``$slice``, checkpoints/decisions/errors ``$filter`` expressions. The handoff and replay contexts do
-not even make MongoDB walk the log: they read the copies each append keeps (``recent_entries``,
-``notable_entries``), and only a session stored before those existed is answered from ``work_log`` (``$cond``
-evaluates one branch). The cost of a read grows with what it returns, not with the length of the log.
+Thin on purpose: the paged log's reads are in ``log_reads.py`` (a window of a selection, the newest entries of
+several selections, an entry by id); this module says which selections each route and context needs and shapes
+the answer. The contexts list at most the newest :data:`CONTEXT_LIST_LIMIT` of each list (api.md, "Sessions
+without a size limit"); the counters and the paged routes give the rest.
 """
 
 from __future__ import annotations
@@ -14,8 +13,10 @@ from typing import Any, Literal
 from handoff import clock
 from handoff.plans import service as plans
 from handoff.plans import views as plan_views
-from handoff.sessions import store, views
+from handoff.sessions import log_reads, store, views
+from handoff.sessions.log_reads import Selection
 from handoff.sessions.models import ArtifactAction, EntryType
+from handoff.sessions.paging import ALL, Kind
 from handoff.sessions.schemas import (
     Artifact,
     HandoffContext,
@@ -26,31 +27,20 @@ from handoff.sessions.schemas import (
 
 Order = Literal["asc", "desc"]
 
-#: The scalar fields the contexts show besides the arrays: the Session body's, and the last checkpoint.
+#: How many entries each list of the handoff and replay contexts holds at most (the newest, in recorded order).
+CONTEXT_LIST_LIMIT = 200
+
+#: The scalar fields the contexts show besides the lists: the Session body's, and the last checkpoint.
 _CONTEXT_FIELDS = {**store.SESSION_PROJECTION, "last_checkpoint": 1}
 
-
-def _of_type(entry_type: EntryType, source: str = "$work_log") -> dict[str, Any]:
-    return {"$filter": {"input": source, "cond": {"$eq": ["$$this.type", entry_type.value]}}}
-
-
-def _artifacts_with(action: ArtifactAction) -> dict[str, Any]:
-    return {"$filter": {"input": "$artifacts", "cond": {"$eq": ["$$this.action", action.value]}}}
-
-
-def _paths_by_action() -> dict[str, Any]:
-    """``{created, modified, deleted}``: each the paths of the artifacts with that action, in recorded order."""
-    return {
-        action.value: {"$map": {"input": _artifacts_with(action), "in": "$$this.path"}} for action in ArtifactAction
-    }
-
-
-def _kept(lists: Any, log: Any) -> dict[str, Any]:
-    """``lists`` (from the copies the appends keep) when the session has them complete, else ``log``."""
-    return {"$cond": [{"$eq": ["$context_lists", True]}, lists, log]}
-
-
-_RECENT = _kept("$recent_entries", {"$slice": ["$work_log", -views.RECENT_ACTIONS]})
+_RECENT = Selection("work_log")
+_ARTIFACTS = Selection("artifacts")
+_NOTABLE = {
+    "checkpoints": Selection("work_log", EntryType.CHECKPOINT.value),
+    "decisions": Selection("work_log", EntryType.DECISION.value),
+    "errors": Selection("work_log", EntryType.ERROR.value),
+}
+_BY_ACTION = {action.value: Selection("artifacts", action.value) for action in ArtifactAction}
 
 
 async def work_log_page(
@@ -61,72 +51,77 @@ async def work_log_page(
     offset: int,
     limit: int,
     order: Order,
+    id_prefix: str | None = None,
+    after: str | None = None,
+    before: str | None = None,
 ) -> tuple[list[WorkLogEntry], int]:
-    """One page of the work log (optionally of one type) and how many entries match."""
-    source: Any = _of_type(entry_type) if entry_type else "$work_log"
-    if order == "desc":
-        source = {"$reverseArray": source}
-    pipeline = [
-        {"$match": store.key(workspace_id, session_id)},
-        {"$project": {"_id": 0, "entries": source}},
-        {"$project": {"total": {"$size": "$entries"}, "items": {"$slice": ["$entries", offset, limit]}}},
-    ]
-    rows = await (await store.sessions().aggregate(pipeline)).to_list(1)
-    if not rows:
-        raise store.not_found(session_id)
-    return views.work_log_entries(rows[0]["items"]), rows[0]["total"]
+    """One page of the work log (optionally of one type, of ids with a prefix, after/before an entry) and how
+    many entries match."""
+    selection = Selection("work_log", entry_type.value if entry_type else ALL, id_prefix=id_prefix)
+    entries, total = await log_reads.page(
+        workspace_id,
+        session_id,
+        selection,
+        offset=offset,
+        limit=limit,
+        descending=order == "desc",
+        after=after,
+        before=before,
+    )
+    return views.work_log_entries(entries), total
+
+
+async def artifacts_page(
+    workspace_id: str,
+    session_id: str,
+    *,
+    action: ArtifactAction | None,
+    has_blob: bool = False,
+    offset: int = 0,
+    limit: int = 1000,
+) -> tuple[list[Artifact], int]:
+    """The session's artifacts in recorded order (optionally of one action, or only those with content), a page
+    of them, and how many there are."""
+    selection = Selection("artifacts", action.value if action else ALL, with_blob=has_blob)
+    entries, total = await log_reads.page(workspace_id, session_id, selection, offset=offset, limit=limit)
+    return views.artifacts(entries), total
+
+
+async def get_entry(workspace_id: str, session_id: str, kind: Kind, entry_id: str) -> dict[str, Any]:
+    """One stored entry (work log or artifact) by id, or 404."""
+    return await log_reads.find_entry(workspace_id, session_id, kind, entry_id)
 
 
 async def recent_actions(workspace_id: str, session_id: str, *, limit: int) -> list[WorkLogEntry]:
-    """The newest entries, newest first; up to the window's size they come from ``recent_entries``."""
-    from_log = {"$slice": ["$work_log", -limit]}
-    recent = _kept({"$slice": ["$recent_entries", -limit]}, from_log) if limit <= views.RECENT_ACTIONS else from_log
-    doc = await store.load(workspace_id, session_id, {"_id": 0, "recent": recent})
-    return views.work_log_entries(reversed(doc.get("recent") or []))
-
-
-async def list_artifacts(workspace_id: str, session_id: str, *, action: ArtifactAction | None) -> list[Artifact]:
-    """The session's artifacts in recorded order, optionally of one action."""
-    selected: Any = "$artifacts"
-    if action is not None:
-        selected = _artifacts_with(action)
-    doc = await store.load(workspace_id, session_id, {"_id": 0, "items": selected})
-    return views.artifacts(doc.get("items") or [])
+    """The newest entries, newest first."""
+    _, lists = await log_reads.newest(workspace_id, session_id, {"recent": (_RECENT, limit)}, {"status": 1})
+    return views.work_log_entries(reversed(lists["recent"]))
 
 
 async def handoff_context(workspace_id: str, session_id: str) -> HandoffContext:
     """What the next agent needs first: context, notes, the newest 20 entries, artifacts, plan progress."""
-    view = await store.load(
+    view, lists = await log_reads.newest(
         workspace_id,
         session_id,
-        {**_CONTEXT_FIELDS, "_id": 0, "artifacts": 1, "recent": _RECENT},
+        {"recent": (_RECENT, views.RECENT_ACTIONS), "artifacts": (_ARTIFACTS, CONTEXT_LIST_LIMIT)},
+        _CONTEXT_FIELDS,
     )
     plan = await plans.find_plan(workspace_id, view.get("plan"))
-    return views.handoff_context(view, plan_views.plan_with_progress(plan) if plan else None)
+    return views.handoff_context({**view, **lists}, plan_views.plan_with_progress(plan) if plan else None)
 
 
 async def replay_view(workspace_id: str, session_id: str, *, with_lists: bool) -> dict[str, Any]:
-    """The fields a replay context (``with_lists``) or a replay needs, computed on the server."""
-    projection: dict[str, Any] = {
-        **_CONTEXT_FIELDS,
-        "_id": 0,
-        "last_entry": _kept({"$last": "$recent_entries"}, {"$last": "$work_log"}),
-    }
+    """The fields a replay context (``with_lists``) or a replay needs; ``last_entry`` is the newest entry."""
+    wanted: dict[str, tuple[Selection, int]] = {"recent": (_RECENT, views.RECENT_ACTIONS if with_lists else 1)}
     if with_lists:
-        projection |= {
-            "artifacts": 1,
-            "artifacts_by_action": _paths_by_action(),
-            "recent": _RECENT,
-            **{
-                name: _kept(_of_type(entry_type, "$notable_entries"), _of_type(entry_type))
-                for name, entry_type in (
-                    ("checkpoints", EntryType.CHECKPOINT),
-                    ("decisions", EntryType.DECISION),
-                    ("errors", EntryType.ERROR),
-                )
-            },
-        }
-    return await store.load(workspace_id, session_id, projection)
+        wanted |= {name: (selection, CONTEXT_LIST_LIMIT) for name, selection in _NOTABLE.items()}
+        wanted |= {name: (selection, CONTEXT_LIST_LIMIT) for name, selection in _BY_ACTION.items()}
+        wanted["artifacts"] = (_ARTIFACTS, CONTEXT_LIST_LIMIT)
+    view, lists = await log_reads.newest(workspace_id, session_id, wanted, _CONTEXT_FIELDS)
+    view["last_entry"] = lists["recent"][-1] if lists["recent"] else None
+    if with_lists:
+        view["artifacts_by_action"] = {name: [item["path"] for item in lists.pop(name)] for name in _BY_ACTION}
+    return {**view, **lists}
 
 
 async def replay_context(workspace_id: str, session_id: str) -> ReplayContext:

@@ -184,9 +184,10 @@ class Artifact(OutputModel):
 
 
 class ArtifactList(OutputModel):
-    """Artifacts, in the order they were recorded."""
+    """A page of artifacts, in the order they were recorded, and how many match the filter."""
 
     items: list[Artifact]
+    total: int
 
 
 class PlanSummary(OutputModel):

@@ -18,17 +18,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import DESCENDING, ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from handoff import clock
 from handoff.config import Settings
-from handoff.errors import FieldError, Invalid, SessionFull
+from handoff.errors import Conflict, FieldError, Invalid
 from handoff.idempotency import service as idempotency
 from handoff.plans import service as plans
 from handoff.schemas import check_free_form
-from handoff.sessions import appends, queries, store, views
+from handoff.sessions import appends, misses, queries, store, views
 from handoff.sessions.lifecycle import Operation, accepted_statuses, moves_to
-from handoff.sessions.models import ArtifactAction, Session, SessionStatus
+from handoff.sessions.limits import stored_size
+from handoff.sessions.models import ENTRY_KINDS, ArtifactAction, Session, SessionStatus, session_key
 from handoff.sessions.schemas import (
     ActionCreate,
     ArtifactCreate,
@@ -109,6 +111,7 @@ async def _idempotent(
 async def _open(principal: Principal, session_id: str, *, now: datetime, **fields: Any) -> Created:
     """Insert a new active session of the caller's (or find the one its id or external id already names)."""
     session = Session(
+        id=session_key(principal.workspace_id, session_id),
         workspace_id=principal.workspace_id,
         session_id=session_id,
         agent_api_key_id=principal.api_key_id,
@@ -152,7 +155,6 @@ async def create_session(
         plan=data.plan,
         agent_type=data.agent_type,
         context_summary=data.context_summary,
-        context_lists=True,  # an empty log's lists are complete; every append keeps them so
     )
 
 
@@ -176,13 +178,16 @@ async def replay_session(
         settings=settings,
     )
     seed = views.replay_seed(original, now=now, replay_entry_id=appends.new_entry_id())
+    size = sum(stored_size(entry) for entry in seed["work_log"])
     return await _open(
         principal,
         new_id,
         now=now,
         plan=original.get("plan"),
         agent_type=agent_type or original.get("agent_type"),
-        payload_bytes=appends.counted_size("work_log", seed["work_log"]),
+        payload_bytes=size,
+        stored_bytes={"work_log": size, "artifacts": 0, "blobs": 0},
+        open_bytes={"work_log": size, "artifacts": 0},
         **seed,
     )
 
@@ -252,9 +257,18 @@ async def list_plan_sessions(workspace_id: str, slug: str) -> list[SessionRead]:
 
 
 async def delete_session(workspace_id: str, session_id: str) -> None:
-    """Erase a session with its arrays, whatever its status."""
-    result = await store.sessions().delete_one(store.key(workspace_id, session_id))
-    if result.deleted_count == 0:
+    """Erase a session with its work log, artifacts and pages, whatever its status, in one transaction."""
+
+    async def erase(session: AsyncClientSession) -> int:
+        result = await store.sessions().delete_one(store.key(workspace_id, session_id), session=session)
+        if result.deleted_count:
+            for kind in ENTRY_KINDS:
+                await store.pages().delete_many(store.page_key(workspace_id, session_id, kind), session=session)
+        return result.deleted_count
+
+    async with store.sessions().database.client.start_session() as session:
+        deleted: int = await session.with_transaction(erase)
+    if deleted == 0:
         raise store.not_found(session_id)
 
 
@@ -264,22 +278,22 @@ async def delete_session(workspace_id: str, session_id: str) -> None:
 async def _transition(
     workspace_id: str, session_id: str, operation: Operation, update: dict[str, Any] | list[dict[str, Any]]
 ) -> SessionRead:
-    try:
-        doc = await store.sessions().find_one_and_update(
-            {**store.key(workspace_id, session_id), "status": {"$in": accepted_statuses(operation)}},
-            update,
-            projection=store.SESSION_PROJECTION,
-            return_document=ReturnDocument.AFTER,
-        )
-    except OperationFailure as exc:
-        # A context, handoff notes or summary of up to a body's size on a session whose arrays are near their cap
-        # would pass MongoDB's 16 MiB: the same 409 as a full append, and nothing is written.
-        if exc.code in appends.DOCUMENT_TOO_LARGE_CODES:
-            raise SessionFull(store.FULL_DETAIL.format(session_id=session_id)) from exc
-        raise
-    if doc is None:
-        await store.explain_miss(workspace_id, session_id)
-    return _read(doc)
+    guard = {**store.key(workspace_id, session_id), **store.PAGED, "status": {"$in": accepted_statuses(operation)}}
+    for _ in range(2):  # a second time only after migrating a session stored in the old layout
+        try:
+            doc = await store.sessions().find_one_and_update(
+                guard, update, projection=store.SESSION_PROJECTION, return_document=ReturnDocument.AFTER
+            )
+        except OperationFailure as exc:
+            # A write that would pass MongoDB's 16 MiB (open pages near their bound plus a huge context): the same
+            # 409 as a full append, and nothing is written.
+            if exc.code in appends.DOCUMENT_TOO_LARGE_CODES:
+                raise store.full(session_id) from exc
+            raise
+        if doc is not None:
+            return _read(doc)
+        await misses.explain_miss(workspace_id, session_id)
+    raise Conflict(f"session {session_id} changed while this request ran; retry it")
 
 
 async def touch(workspace_id: str, session_id: str) -> SessionRead:

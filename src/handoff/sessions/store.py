@@ -1,18 +1,18 @@
 """What every sessions operation shares: the collection, the key filter, and how a missed update is explained.
 
-Writes are single guarded updates. When the guard matches nothing, :func:`explain_miss` does the one read
-that tells a client why (absent or in another workspace: 404; ended: 409), so no write is ever retried blindly.
+Writes are single guarded updates; when the guard matches nothing, ``misses.explain_miss`` does the one read
+that tells a client why, so no write is ever retried blindly. Every write's filter also requires the paged
+layout (:data:`PAGED`): a session stored before it is migrated first.
 """
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 
-from handoff.errors import Conflict, NotFound, SessionEnded
-from handoff.sessions.lifecycle import is_ended
-from handoff.sessions.models import Session
+from handoff.errors import NotFound, SessionEnded, SessionFull
+from handoff.sessions.models import LogPage, Session
 
 #: The stored fields a Session body is made of. Listed rather than "everything but the arrays": MongoDB 6.0
 #: reads a whole embedded array for any projection that names it, even to exclude it, so an inclusion projection
@@ -41,10 +41,7 @@ SESSION_FIELDS = (
 SESSION_PROJECTION: dict[str, Any] = {"_id": 0, **dict.fromkeys(SESSION_FIELDS, 1)}
 
 ENDED_DETAIL = "session {session_id} has ended ({status}); POST /v1/sessions/{session_id}/replay continues it"
-FULL_DETAIL = (
-    "session {session_id} is full (its document would pass MongoDB's size limit); "
-    "POST /v1/sessions/{session_id}/replay continues it"
-)
+FULL_DETAIL = "session {session_id} is full ({reason}); POST /v1/sessions/{session_id}/replay continues it"
 
 
 def sessions() -> AsyncCollection[dict[str, Any]]:
@@ -52,9 +49,23 @@ def sessions() -> AsyncCollection[dict[str, Any]]:
     return Session.get_pymongo_collection()
 
 
+def pages() -> AsyncCollection[dict[str, Any]]:
+    """The sealed pages of every session's work log and artifacts."""
+    return LogPage.get_pymongo_collection()
+
+
+def page_key(workspace_id: str, session_id: str, kind: str) -> dict[str, Any]:
+    """The filter of one session's pages of one kind (the shard key's prefix first)."""
+    return {"workspace_id": workspace_id, "session_id": session_id, "kind": kind}
+
+
 def key(workspace_id: str, session_id: str) -> dict[str, Any]:
     """The filter that finds a session only inside its own workspace."""
     return {"workspace_id": workspace_id, "session_id": session_id}
+
+
+#: The condition every write's filter carries: the session is stored in the paged layout.
+PAGED: dict[str, Any] = {"pages_version": {"$exists": True}}
 
 
 def not_found(session_id: str) -> NotFound:
@@ -65,19 +76,19 @@ def ended(session_id: str, status: str) -> SessionEnded:
     return SessionEnded(ENDED_DETAIL.format(session_id=session_id, status=status))
 
 
+def full(session_id: str, cap: int | None = None) -> SessionFull:
+    """The 409 of a write that would pass the operator's cap (``cap``) or, without one, MongoDB's document limit."""
+    reason = (
+        f"it would pass the cap of {cap} stored bytes a session may hold"
+        if cap
+        else "its document would pass MongoDB's size limit"
+    )
+    return SessionFull(FULL_DETAIL.format(session_id=session_id, reason=reason))
+
+
 async def load(workspace_id: str, session_id: str, projection: dict[str, Any] | None = None) -> dict[str, Any]:
     """One session (by default without arrays), or 404."""
     doc = await sessions().find_one(key(workspace_id, session_id), projection or SESSION_PROJECTION)
     if doc is None:
         raise not_found(session_id)
     return doc
-
-
-async def explain_miss(workspace_id: str, session_id: str) -> NoReturn:
-    """Raise the reason a guarded update matched nothing."""
-    doc = await sessions().find_one(key(workspace_id, session_id), {"status": 1})
-    if doc is None:
-        raise not_found(session_id)
-    if is_ended(doc["status"]):
-        raise ended(session_id, doc["status"])
-    raise Conflict(f"session {session_id} changed while this request ran; retry it")

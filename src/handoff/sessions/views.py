@@ -9,7 +9,7 @@ appends use, so an imported session answers exactly like one built through the A
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -35,8 +35,6 @@ from handoff.sessions.schemas import (
 Doc = Mapping[str, Any]
 
 RECENT_ACTIONS = 20
-#: The entry types the replay context lists in full (checkpoints, decisions, errors).
-NOTABLE_TYPES = frozenset({EntryType.CHECKPOINT, EntryType.DECISION, EntryType.ERROR})
 
 
 # Durations ---------------------------------------------------------------------------------------------------
@@ -82,20 +80,6 @@ def last_checkpoint(entries: Iterable[Doc]) -> Doc | None:
         if entry.get("type") == EntryType.CHECKPOINT:
             found = entry
     return found
-
-
-def notable_entries(entries: Iterable[Doc]) -> list[Doc]:
-    """The checkpoint, decision and error entries among these, in order: what the replay context lists."""
-    return [entry for entry in entries if entry.get("type") in NOTABLE_TYPES]
-
-
-def context_lists(work_log: Sequence[Doc]) -> dict[str, Any]:
-    """The context lists of a whole work log, as the appends maintain them (new, replayed, imported sessions)."""
-    return {
-        "recent_entries": list(work_log[-RECENT_ACTIONS:]),
-        "notable_entries": notable_entries(work_log),
-        "context_lists": True,
-    }
 
 
 # Entries -----------------------------------------------------------------------------------------------------
@@ -268,7 +252,6 @@ def replay_seed(view: Doc, *, now: datetime, replay_entry_id: str) -> dict[str, 
             "original_progress": progress.model_dump(mode="json"),
         },
         "work_log": [entry],
-        **context_lists([entry]),
         **sum_increments([entry]),
         "last_checkpoint": None,
         "handoff_notes": view.get("handoff_notes"),

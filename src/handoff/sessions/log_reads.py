@@ -1,0 +1,438 @@
+"""Reading a paged log: windows of a selection, the newest entries of several, one entry by id.
+
+Every read starts with one read of the session document: it says whether the session exists in the caller's
+workspace and how many selected entries the sealed pages hold, and carries the open page's part of the answer,
+computed in MongoDB. Then it reads only the pages the answer needs, found through the pages' indexes: by position
+(``before.<filter>``, see ``paging.py``), by entry id, or by the filter's own index. Nothing loads a whole log;
+a read costs what it returns, not what the log holds. A session stored before pages existed is one big open page
+without pages, and is answered the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from handoff.errors import NotFound
+from handoff.sessions import paging, store
+from handoff.sessions.paging import ALL, BLOB, Kind, Window
+
+Doc = dict[str, Any]
+INT32_MAX = 2**31 - 1
+
+#: Pages fetched per round trip while walking a window backwards through its pages.
+PAGE_BATCH = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which entries of a kind a read is about: one filter (``paging.FILTERS``), optionally narrowed to ids that
+    start with ``id_prefix`` or to artifacts with content (``with_blob``).
+
+    A selection of one filter alone is *positioned*: the pages' ``before`` counts number its entries, so a window
+    is found by seeking. A narrowed one is counted over the pages that can hold it, which an index finds (the
+    entry-id index for a prefix, the ``blob`` filter's otherwise).
+    """
+
+    kind: Kind
+    name: str = ALL
+    id_prefix: str | None = None
+    with_blob: bool = False
+
+    @property
+    def positioned(self) -> bool:
+        return self.id_prefix is None and not self.with_blob
+
+    def condition(self, item: str = "$$this") -> Any:
+        """The MongoDB expression an entry bound to ``item`` must satisfy."""
+        return paging.all_of(
+            paging.condition(self.kind, self.name, item),
+            paging.id_prefix_condition(self.id_prefix, item) if self.id_prefix else True,
+            paging.condition(self.kind, BLOB, item) if self.with_blob else True,
+        )
+
+    def pages_holding(self) -> dict[str, Any]:
+        """An indexed condition on the pages that can hold the selection's entries."""
+        if self.id_prefix is not None:
+            return {"entries.id": paging.id_prefix_range(self.id_prefix)}
+        return {f"counts.{BLOB if self.with_blob else self.name}": {"$gt": 0}}
+
+
+# Expressions -------------------------------------------------------------------------------------------------
+
+
+def _open(kind: Kind) -> dict[str, Any]:
+    return {"$ifNull": [f"${kind}", []]}
+
+
+def _selected(selection: Selection, source: Any) -> Any:
+    return paging.filtered(source, selection.condition())
+
+
+def _sealed(selection: Selection) -> dict[str, Any]:
+    return {"$ifNull": [f"$sealed.{selection.kind}.{selection.name}", 0]}
+
+
+def _slice(source: Any, start: Any, count: Any) -> dict[str, Any]:
+    """``source[start : start + count]``, empty for a count below one ($slice refuses a count of 0)."""
+    return {"$cond": [{"$gt": [count, 0]}, {"$slice": [source, start, count]}, []]}
+
+
+def _is_selected(selection: Selection, source: Any, index: Any) -> dict[str, Any]:
+    return {"$let": {"vars": {"this": {"$arrayElemAt": [source, index]}}, "in": selection.condition("$$this")}}
+
+
+async def _gather(*calls: Awaitable[Any]) -> list[Any]:
+    """Run reads side by side; the first failure is raised once every read has finished (none is cancelled)."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
+
+
+async def _head(workspace_id: str, session_id: str, fields: Mapping[str, Any]) -> Doc:
+    """The session document's answer to ``fields`` (computed fields), or 404."""
+    return await store.load(workspace_id, session_id, {"_id": 0, **fields})
+
+
+# Anchors (after= / before=) ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """Where an entry named by ``after``/``before`` is: its page (``None``: the open page), its index there, how
+    many selected entries precede it in the whole log (positioned selections), and whether it is selected."""
+
+    page: int | None
+    index: int
+    rank: int
+    selected: bool
+
+
+def _anchor_fields(selection: Selection, label: str, entry_id: str | None) -> dict[str, Any]:
+    """Computed fields of the head read that find an anchor in the open page (index -1: not there)."""
+    if entry_id is None:
+        return {}
+    entries = _open(selection.kind)
+    index = {"$indexOfArray": [{"$ifNull": [f"${selection.kind}.id", []]}, entry_id]}
+    return {
+        f"{label}_index": index,
+        f"{label}_rank": {"$size": _selected(selection, {"$slice": [entries, {"$max": [0, index]}]})},
+        f"{label}_selected": _is_selected(selection, entries, {"$max": [0, index]}),
+    }
+
+
+async def _anchor(
+    workspace_id: str, session_id: str, selection: Selection, *, head: Doc, label: str, entry_id: str | None
+) -> Anchor | None:
+    """The anchor ``entry_id``, from the head read when it is in the open page, else from its page; 404 when the
+    session has no such entry."""
+    if entry_id is None:
+        return None
+    if head[f"{label}_index"] >= 0:
+        return Anchor(
+            page=None,
+            index=head[f"{label}_index"],
+            rank=head.get("sealed_count", 0) + head[f"{label}_rank"],
+            selected=bool(head[f"{label}_selected"]),
+        )
+    index = {"$indexOfArray": ["$entries.id", entry_id]}
+    page = await store.pages().find_one(
+        {**store.page_key(workspace_id, session_id, selection.kind), "entries.id": entry_id},
+        {
+            "_id": 0,
+            "no": 1,
+            "index": index,
+            "rank": {
+                "$add": [
+                    {"$ifNull": [f"$before.{selection.name}", 0]},
+                    {"$size": _selected(selection, {"$slice": ["$entries", index]})},
+                ]
+            },
+            "selected": _is_selected(selection, "$entries", index),
+        },
+    )
+    if page is None:
+        raise NotFound(f"entry {entry_id} not found in session {session_id}")
+    return Anchor(page=page["no"], index=page["index"], rank=page["rank"], selected=bool(page["selected"]))
+
+
+# Positioned selections ---------------------------------------------------------------------------------------
+
+
+def _speculative_open(selection: Selection, *, offset: int, limit: int, descending: bool) -> dict[str, Any]:
+    """The open page's part of a window without anchors, computed with the session's own counts: exact when
+    descending, a superset starting at the window's first open entry when ascending (cut to size by the caller)."""
+    selected = _selected(selection, _open(selection.kind))
+    if descending:
+        upto = {"$subtract": [{"$size": "$$f"}, offset]}
+        start = {"$max": [0, {"$subtract": [upto, limit]}]}
+        part: Any = _slice("$$f", start, {"$subtract": [upto, start]})
+    else:
+        part = {"$slice": ["$$f", {"$max": [0, {"$subtract": [offset, _sealed(selection)]}]}, limit]}
+    return {"$let": {"vars": {"f": selected}, "in": part}}
+
+
+async def window_from_pages(workspace_id: str, session_id: str, selection: Selection, window: Window) -> list[Doc]:
+    """The entries at positions ``[start, end)`` of a positioned selection's sealed part, oldest first.
+
+    Walks that filter's pages backwards from the one holding ``end - 1`` (one index seek), each cut on the server
+    to its part of the window, and stops at the page holding ``start``.
+    """
+    if window.size == 0:
+        return []
+    name = selection.name
+    start = {"$max": [0, {"$subtract": [window.start, "$$b"]}]}
+    count = {"$subtract": [{"$min": [{"$size": "$$f"}, {"$subtract": [window.end, "$$b"]}]}, start]}
+    cut = {
+        "$let": {
+            "vars": {"f": _selected(selection, "$entries"), "b": f"$before.{name}"},
+            "in": _slice("$$f", start, count),
+        }
+    }
+    cursor = (
+        store.pages()
+        .find(
+            {
+                **store.page_key(workspace_id, session_id, selection.kind),
+                f"counts.{name}": {"$gt": 0},
+                f"before.{name}": {"$lt": window.end},
+            },
+            {"_id": 0, "before": f"$before.{name}", "items": cut},
+        )
+        .sort(f"before.{name}", -1)
+        .limit(window.size)
+        .batch_size(min(window.size, PAGE_BATCH))
+    )
+    parts: list[list[Doc]] = []
+    async with cursor:
+        async for page in cursor:
+            parts.append(page["items"])
+            if page["before"] <= window.start:
+                break
+    return [entry for part in reversed(parts) for entry in part]
+
+
+async def _positioned_page(
+    workspace_id: str,
+    session_id: str,
+    selection: Selection,
+    *,
+    offset: int,
+    limit: int,
+    descending: bool,
+    after: str | None,
+    before: str | None,
+) -> tuple[list[Doc], int]:
+    anchored = after is not None or before is not None
+    fields: dict[str, Any] = {
+        "sealed_count": _sealed(selection),
+        "open_count": {"$size": _selected(selection, _open(selection.kind))},
+        **_anchor_fields(selection, "after", after),
+        **_anchor_fields(selection, "before", before),
+    }
+    if not anchored:
+        fields["open_items"] = _speculative_open(selection, offset=offset, limit=limit, descending=descending)
+    head = await _head(workspace_id, session_id, fields)
+    sealed = head["sealed_count"]
+    first, last = await _gather(
+        _anchor(workspace_id, session_id, selection, head=head, label="after", entry_id=after),
+        _anchor(workspace_id, session_id, selection, head=head, label="before", entry_id=before),
+    )
+    lo = first.rank + first.selected if first else 0
+    hi = last.rank if last else sealed + head["open_count"]
+    window = paging.window(lo=lo, hi=max(lo, hi), offset=offset, limit=limit, descending=descending)
+    in_pages, in_open = window.split(sealed)
+    if anchored:
+        read_open = _head(
+            workspace_id,
+            session_id,
+            {"items": _slice(_selected(selection, _open(selection.kind)), in_open.start, in_open.size)},
+        )
+        from_pages, opened = await _gather(window_from_pages(workspace_id, session_id, selection, in_pages), read_open)
+        open_items: list[Doc] = opened["items"]
+    else:
+        from_pages = await window_from_pages(workspace_id, session_id, selection, in_pages)
+        open_items = head["open_items"][: in_open.size]
+    entries: list[Doc] = [*from_pages, *open_items]
+    return (entries[::-1] if descending else entries), max(0, hi - lo)
+
+
+# Narrowed selections -----------------------------------------------------------------------------------------
+
+
+def _between(source: Any, after: Anchor | None, before: Anchor | None, page: int | None) -> Any:
+    """``source`` (the entries of page ``page``, ``None`` for the open page) cut to what lies between the anchors."""
+    if before is not None and before.page == page:
+        source = {"$slice": [source, before.index]}
+    if after is not None and after.page == page:
+        source = {"$slice": [source, after.index + 1, INT32_MAX]}
+    return source
+
+
+def _page_entries_between(after: Anchor | None, before: Anchor | None) -> Any:
+    """A page's entries cut to what lies between the anchors (only the anchors' own pages are cut)."""
+    anchor_pages = {anchor.page for anchor in (after, before) if anchor is not None and anchor.page is not None}
+    if not anchor_pages:
+        return "$entries"
+    branches = [
+        {"case": {"$eq": ["$no", page]}, "then": _between("$entries", after, before, page)}
+        for page in sorted(anchor_pages)
+    ]
+    return {"$switch": {"branches": branches, "default": "$entries"}}
+
+
+async def _narrowed_page(
+    workspace_id: str,
+    session_id: str,
+    selection: Selection,
+    *,
+    offset: int,
+    limit: int,
+    descending: bool,
+    after: str | None,
+    before: str | None,
+) -> tuple[list[Doc], int]:
+    """Count the selected entries page by page (only pages the selection's index points at, between the
+    anchors), then fetch the pages the window falls in, cut on the server."""
+    head = await _head(
+        workspace_id,
+        session_id,
+        {**_anchor_fields(selection, "after", after), **_anchor_fields(selection, "before", before)},
+    )
+    first, last = await _gather(
+        _anchor(workspace_id, session_id, selection, head=head, label="after", entry_id=after),
+        _anchor(workspace_id, session_id, selection, head=head, label="before", entry_id=before),
+    )
+    query = {**store.page_key(workspace_id, session_id, selection.kind), **selection.pages_holding()}
+    if first is not None:
+        query["no"] = {"$gte": INT32_MAX if first.page is None else first.page}
+    if last is not None and last.page is not None:
+        query.setdefault("no", {})["$lte"] = last.page
+    selected = _selected(selection, _page_entries_between(first, last))
+    counting = [
+        {"$match": query},
+        {"$project": {"_id": 0, "no": 1, "n": {"$size": selected}}},
+        {"$match": {"n": {"$gt": 0}}},
+        {"$sort": {"no": 1}},
+    ]
+    reading_open = last is None or last.page is None
+    counted, opened = await _gather(
+        (await store.pages().aggregate(counting)).to_list(None),
+        _head(
+            workspace_id,
+            session_id,
+            {"items": _selected(selection, _between(_open(selection.kind), first, last, None)) if reading_open else []},
+        ),
+    )
+    open_part: list[Doc] = opened["items"]
+    total = sum(row["n"] for row in counted) + len(open_part)
+    window = paging.window(lo=0, hi=total, offset=offset, limit=limit, descending=descending)
+    wanted: dict[int, tuple[int, int]] = {}
+    position = 0
+    for row in counted:
+        start, end = max(window.start - position, 0), min(window.end - position, row["n"])
+        if end > start:
+            wanted[row["no"]] = (start, end)
+        position += row["n"]
+    entries: list[Doc] = []
+    if wanted:
+        cursor = store.pages().find(
+            {**store.page_key(workspace_id, session_id, selection.kind), "no": {"$in": list(wanted)}},
+            {"_id": 0, "no": 1, "items": selected},
+        )
+        found = {page["no"]: page["items"] async for page in cursor}
+        for no in sorted(wanted):
+            start, end = wanted[no]
+            entries.extend(found.get(no, [])[start:end])
+    entries.extend(open_part[max(window.start - position, 0) : max(window.end - position, 0)])
+    return (entries[::-1] if descending else entries), total
+
+
+# The reads ---------------------------------------------------------------------------------------------------
+
+
+async def page(
+    workspace_id: str,
+    session_id: str,
+    selection: Selection,
+    *,
+    offset: int = 0,
+    limit: int = 100,
+    descending: bool = False,
+    after: str | None = None,
+    before: str | None = None,
+) -> tuple[list[Doc], int]:
+    """A window of the selection (``offset``/``limit`` from the oldest, or from the newest when ``descending``),
+    optionally only the entries after and/or before two entries (exclusive, in log order), and how many entries
+    the selection holds there."""
+    read = _positioned_page if selection.positioned else _narrowed_page
+    return await read(
+        workspace_id,
+        session_id,
+        selection,
+        offset=offset,
+        limit=limit,
+        descending=descending,
+        after=after,
+        before=before,
+    )
+
+
+async def newest(
+    workspace_id: str,
+    session_id: str,
+    wanted: Mapping[str, tuple[Selection, int]],
+    fields: Mapping[str, Any],
+) -> tuple[Doc, dict[str, list[Doc]]]:
+    """The session's ``fields`` and, for each label in ``wanted``, the newest ``n`` entries of its (positioned)
+    selection, oldest first: one read of the session, plus page reads only where the open page holds too few."""
+    head = await _head(
+        workspace_id,
+        session_id,
+        {
+            **fields,
+            **{
+                f"{label}_{part}": expression
+                for label, (selection, n) in wanted.items()
+                for part, expression in (
+                    ("sealed", _sealed(selection)),
+                    ("tail", {"$slice": [_selected(selection, _open(selection.kind)), -n]}),
+                )
+            },
+        },
+    )
+    labels = list(wanted)
+
+    async def older(label: str) -> list[Doc]:
+        selection, n = wanted[label]
+        sealed, missing = head.pop(f"{label}_sealed"), n - len(head[f"{label}_tail"])
+        if missing <= 0 or sealed == 0:
+            return []
+        return await window_from_pages(
+            workspace_id, session_id, selection, Window(max(0, sealed - missing), sealed, descending=True)
+        )
+
+    sealed_parts = await _gather(*(older(label) for label in labels))
+    entries = {label: [*part, *head.pop(f"{label}_tail")] for label, part in zip(labels, sealed_parts, strict=True)}
+    return head, entries
+
+
+async def find_entry(workspace_id: str, session_id: str, kind: Kind, entry_id: str) -> Doc:
+    """One entry by id (the open page and the pages' entry-id index, read side by side); 404 for a missing
+    session or entry."""
+    matching = {"$filter": {"input": _open(kind), "cond": {"$eq": ["$$this.id", entry_id]}}}
+    in_open, in_pages = await _gather(
+        _head(workspace_id, session_id, {"found": matching}),
+        store.pages().find_one(
+            {**store.page_key(workspace_id, session_id, kind), "entries.id": entry_id},
+            {"_id": 0, "found": {"$filter": {"input": "$entries", "cond": {"$eq": ["$$this.id", entry_id]}}}},
+        ),
+    )
+    found = [*in_open["found"], *(in_pages or {}).get("found", [])]
+    if not found:
+        raise NotFound(f"entry {entry_id} not found in session {session_id}")
+    return found[0]

@@ -1,0 +1,192 @@
+"""Moving entries from a session's open page into sealed pages: the seal, and the migration of old sessions.
+
+A seal takes the oldest entries of a full open page (at most ``page_entries`` of them, at most ``page_bytes``)
+into a new :class:`~handoff.sessions.models.LogPage`. It is one transaction of two writes, once per page rather
+than once per append: the session update goes first, so the transaction holds the session document from its
+first statement and concurrent appends wait for it instead of making it retry. Its filter proves the entries
+read beforehand are still the open page's first ones (their ids at positions ``0`` and ``n-1``: entries are only
+ever appended after them or removed, and a removal among them would move the last one) and that no other seal
+ran (``pages_version``); it bumps ``pages_version``, which is what makes an append's page check valid (see
+``appends.py``).
+
+The migration turns a session stored before pages existed (one document holding its whole log, without
+``pages_version``, with an ObjectId ``_id``) into the paged layout in one transaction: the old document goes,
+the new one (keyed ``<workspace_id>/<session_id>``, ``migrated: true``) and its pages come. Writes run it lazily
+when their filter misses such a session (``misses.py``); ``handoff migrate`` runs it for every session.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+from handoff import clock
+from handoff.sessions import paging, store
+from handoff.sessions.limits import stored_size
+from handoff.sessions.models import ENTRY_KINDS, session_key
+from handoff.sessions.paging import Kind, PageBounds
+
+logger = logging.getLogger("handoff.sessions.seals")
+
+#: Fields of the old layout that the paged log replaces (the context lists' copies).
+LEGACY_FIELDS = ("recent_entries", "notable_entries", "context_lists")
+
+
+def page_document(
+    session: dict[str, Any],
+    kind: Kind,
+    *,
+    no: int,
+    before: dict[str, int],
+    entries: Sequence[dict[str, Any]],
+    size: int,
+    now: datetime,
+) -> dict[str, Any]:
+    """A sealed page of ``entries`` (the kind's entries after ``before`` of each filter)."""
+    return {
+        "workspace_id": session["workspace_id"],
+        "session_id": session["session_id"],
+        "kind": kind,
+        "no": no,
+        "before": before,
+        "counts": paging.count(kind, entries),
+        "stored_bytes": size,
+        "started_at": session["started_at"],
+        "entries": list(entries),
+        "sealed_at": now,
+    }
+
+
+async def _seal_once(workspace_id: str, session_id: str, kind: Kind, bounds: PageBounds) -> tuple[bool, bool]:
+    """One seal if the open page is full: whether it sealed, and whether the open page is still full after it."""
+    doc = await store.sessions().find_one(
+        store.key(workspace_id, session_id),
+        {
+            "_id": 1,
+            "workspace_id": 1,
+            "session_id": 1,
+            "started_at": 1,
+            "pages_version": 1,
+            f"sealed.{kind}": 1,
+            f"open_bytes.{kind}": 1,
+            "open_length": {"$size": {"$ifNull": [f"${kind}", []]}},
+            kind: {"$slice": bounds.entries},
+        },
+    )
+    if doc is None or "pages_version" not in doc:
+        return False, False
+    length, open_size = doc["open_length"], (doc.get("open_bytes") or {}).get(kind, 0)
+    if length < bounds.entries and open_size < bounds.bytes:
+        return False, False
+    head: list[dict[str, Any]] = doc[kind]
+    sizes = [stored_size(entry) for entry in head]
+    taken = head[: paging.seal_length(sizes, bounds)]
+    size = sum(sizes[: len(taken)])
+    version: int = doc["pages_version"]
+    before = {**paging.zero_counts(kind), **(doc.get("sealed") or {}).get(kind, {})}
+    page = page_document(doc, kind, no=version, before=before, entries=taken, size=size, now=clock.now())
+    guard = {
+        "_id": doc["_id"],
+        "workspace_id": workspace_id,
+        "pages_version": version,
+        f"{kind}.0.id": taken[0]["id"],
+        f"{kind}.{len(taken) - 1}.id": taken[-1]["id"],
+    }
+    update = {
+        "$pull": {kind: {"id": {"$in": [entry["id"] for entry in taken]}}},
+        "$inc": {
+            "pages_version": 1,
+            f"open_bytes.{kind}": -size,
+            **{f"sealed.{kind}.{name}": n for name, n in page["counts"].items() if n},
+        },
+    }
+
+    async def move(session: AsyncClientSession) -> bool:
+        result = await store.sessions().update_one(guard, update, session=session)
+        if not result.matched_count:
+            return False
+        await store.pages().insert_one(page, session=session)
+        return True
+
+    async with store.sessions().database.client.start_session() as session:
+        sealed: bool = await session.with_transaction(move)
+    if not sealed:
+        return False, False
+    logger.debug("sealed %d %s entries of %s into page %d", len(taken), kind, session_id, version)
+    return True, length - len(taken) >= bounds.entries or open_size - size >= bounds.bytes
+
+
+async def seal_full_page(workspace_id: str, session_id: str, kind: Kind, *, bounds: PageBounds) -> None:
+    """Seal pages off the open page until it is under its bounds (a batch may have filled several), or until a
+    concurrent writer changed the session first (whose own write then decides what happens next)."""
+    while True:
+        sealed, still_full = await _seal_once(workspace_id, session_id, kind, bounds)
+        if not (sealed and still_full):
+            return
+
+
+# Migration of the old layout ---------------------------------------------------------------------------------
+
+
+def paged_layout(
+    legacy: dict[str, Any], bounds: PageBounds, now: datetime
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A session stored whole (its entire log on the document) as a paged session document and its pages.
+
+    Pure: the importer writes imported sessions through it too, so a long imported log is paged the same way.
+    """
+    doc = {name: value for name, value in legacy.items() if name not in LEGACY_FIELDS}
+    doc["_id"] = session_key(doc["workspace_id"], doc["session_id"])
+    pages: list[dict[str, Any]] = []
+    doc["open_bytes"], doc["sealed"], doc["stored_bytes"] = {}, {}, {"blobs": 0}
+    for kind in ENTRY_KINDS:
+        entries: list[dict[str, Any]] = list(doc.get(kind) or [])
+        sizes = [stored_size(entry) for entry in entries]
+        doc["stored_bytes"][kind] = sum(sizes)
+        before = paging.zero_counts(kind)
+        start, left = 0, doc["stored_bytes"][kind]
+        # Seal from the front while what is left would not fit an open page: the open page keeps the newest.
+        while len(entries) - start >= bounds.entries or left >= bounds.bytes:
+            length = paging.seal_length(sizes[start : start + bounds.entries], bounds)
+            size = sum(sizes[start : start + length])
+            page = page_document(
+                doc, kind, no=len(pages), before=before, entries=entries[start : start + length], size=size, now=now
+            )
+            pages.append(page)
+            before = paging.shift(before, page["counts"])
+            start, left = start + length, left - size
+        doc[kind] = entries[start:]
+        doc["open_bytes"][kind] = left
+        doc["sealed"][kind] = before
+    doc["payload_bytes"] = sum(doc["stored_bytes"].values())
+    doc["pages_version"] = len(pages)
+    return doc, pages
+
+
+async def migrate(workspace_id: str, session_id: str, *, bounds: PageBounds) -> bool:
+    """Move a session stored in the old layout to the paged one; ``False`` when it is not (or no longer) old."""
+    collection = store.sessions()
+
+    async def move(session: AsyncClientSession) -> bool:
+        legacy = await collection.find_one(
+            {**store.key(workspace_id, session_id), "pages_version": {"$exists": False}}, session=session
+        )
+        if legacy is None:
+            return False
+        doc, pages = paged_layout(legacy, bounds, clock.now())
+        doc["migrated"] = True
+        await collection.delete_one({"_id": legacy["_id"]}, session=session)
+        await collection.insert_one(doc, session=session)
+        if pages:
+            await store.pages().insert_many(pages, session=session)
+        return True
+
+    async with collection.database.client.start_session() as session:
+        migrated: bool = await session.with_transaction(move)
+    if migrated:
+        logger.info("migrated session %s of %s to the paged layout", session_id, workspace_id)
+    return migrated
