@@ -21,10 +21,10 @@ from handoff import clock
 from handoff.app import create_app
 from handoff.config import Settings
 from handoff.db import MongoDatabase
-from handoff.errors import PROBLEM_JSON
 from handoff.localdb import MongodProcess
 from handoff.sessions import store
 from handoff.sessions.limits import stored_size
+from tests.api import Api, ok, problem
 from tests.factories import Tenant
 
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}\+00:00$")
@@ -59,65 +59,11 @@ ENTRY_TYPES = ["info", "warning", "error", "success", "checkpoint", "decision"]
 # Helpers -----------------------------------------------------------------------------------------------------
 
 
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    """The JSON body of a response that must have this status."""
-    assert response.status_code == status, response.text
-    return response.json()
-
-
-def problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    """The RFC 9457 body of an error response with this status."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].split(";")[0] == PROBLEM_JSON
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert {"type", "title", "status", "detail"} <= set(body)
-    assert "Traceback" not in response.text
-    return body
-
-
 def assert_ended_conflict(response: httpx.Response, session_id: str) -> None:
     """409 whose detail says the session has ended and that replay continues it."""
     detail = problem(response, 409)["detail"]
     assert "ended" in detail
     assert f"POST /v1/sessions/{session_id}/replay" in detail
-
-
-class Api:
-    """Calls of one tenant against the app, relative to ``/v1/sessions``."""
-
-    def __init__(self, client: httpx.AsyncClient, tenant: Tenant) -> None:
-        self.client = client
-        self.tenant = tenant
-
-    async def call(self, method: str, path: str, body: Any = None, **kwargs: Any) -> httpx.Response:
-        if body is not None:
-            kwargs["json"] = body
-        headers = {**self.tenant.headers, **kwargs.pop("headers", {})}
-        return await self.client.request(method, f"/v1/sessions{path}", headers=headers, **kwargs)
-
-    async def create(self, **body: Any) -> dict[str, Any]:
-        result: dict[str, Any] = ok(await self.call("POST", "", body), 201)
-        return result
-
-    async def get(self, session_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = ok(await self.call("GET", f"/{session_id}"))
-        return result
-
-    async def post(self, session_id: str, action: str, body: Any = None, status: int = 200) -> Any:
-        return ok(await self.call("POST", f"/{session_id}/{action}", body), status)
-
-    async def in_status(self, status: str, **body: Any) -> dict[str, Any]:
-        """A new session brought to ``status`` through the API."""
-        session = await self.create(**body)
-        sid = session["session_id"]
-        if status == "paused":
-            return dict(await self.post(sid, "pause"))
-        if status == "completed":
-            return dict(await self.post(sid, "complete"))
-        if status == "failed":
-            return dict(await self.post(sid, "fail"))
-        return session
 
 
 @pytest.fixture(scope="module")

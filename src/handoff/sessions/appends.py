@@ -5,13 +5,20 @@ page yet", "the open page has room" and "room left under the session's byte cap"
 entries, moves the counters and the byte counts, and stamps ``last_active_at`` in the same operation, so
 concurrent writers lose nothing and counters are exact.
 
-Exactly once across the whole session: an id may also be in a sealed page. Before writing to a session that has
-pages, the append looks the ids up in the pages' unique entry-id index, and its filter requires the session's
-``pages_version`` to be the one that look-up saw. A seal (the only thing that moves entries into pages) bumps it,
-so an id cannot leave the open page for a page between the look-up and the write: the race is closed, not made
-unlikely. Sessions without pages (version 0) skip the look-up: the common case stays one round trip. The
-version each session was last seen at is remembered per process (:class:`KnownVersions`); a stale one only costs
-a miss and one read.
+Exactly once across the whole session: an id may also be in a sealed page, and a seal may move an id out of the
+open page (out of the ``$nin``'s sight) at any moment. Two guards close that race, each for one way in:
+
+- The first attempt looks the ids up in the pages' unique entry-id index (only when the session has pages) and
+  its filter requires the session's ``pages_version`` to be the one that look-up was made at. Every seal bumps
+  it, so no entry can have moved into a page between the look-up and the write. Sessions without pages (version
+  0) skip the look-up: the common case stays one round trip. The version each session was last seen at is
+  remembered per process (:class:`KnownVersions`); a stale one costs a miss and one read.
+- After a miss, one read at snapshot read concern sees the open page and the pages at one point in time, and the
+  session's ``appended`` count then. The entries that existed then were all checked; any entry appended since has
+  an append number of at least that count, so the retry's filter requires ``sealed_upto`` (a bound on the
+  sealed entries' append numbers) not to exceed it: no such entry has been sealed. Seals of older entries do not
+  disturb the retry, and a seal only ever takes the older half of a full page, so under many concurrent writers a
+  retry is not starved by the seals of others.
 
 When the guard matches nothing, one read says why: a retried id with the same content is answered with the
 stored entry, other content is a client bug (422), an ended session is 409, a full open page is sealed, a full
@@ -27,14 +34,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pymongo.errors import WriteError
+from pymongo.read_concern import ReadConcern
 
 from handoff import clock
 from handoff.config import Settings
 from handoff.errors import Conflict, FieldError, Invalid
-from handoff.sessions import misses, seals, store, views
+from handoff.sessions import misses, paging, seals, store, views
 from handoff.sessions.lifecycle import Operation, accepted_statuses, is_ended
 from handoff.sessions.limits import check_entry, stored_size
-from handoff.sessions.paging import Kind
+from handoff.sessions.paging import Kind, PageBounds
 
 #: MongoDB's codes for "the write is too large": the document would pass 16 MiB (10334, 17419, 17420), or one
 #: update's changes do not fit the storage engine's cache (388, TransactionTooLargeForCache). The paged layout keeps
@@ -42,7 +50,7 @@ from handoff.sessions.paging import Kind
 DOCUMENT_TOO_LARGE_CODES = frozenset({10334, 17419, 17420, 388})
 #: Attempts at one append: each miss either settles the request (duplicate, 404, 409) or makes progress (a seal,
 #: a migration, a newer version seen), so a few suffice even while other writers race.
-MAX_ATTEMPTS = 8
+MAX_ATTEMPTS = 24
 
 
 class KnownVersions:
@@ -133,23 +141,47 @@ def update_for(kind: Kind, entries: list[dict[str, Any]], size: int, now: Any) -
             "payload_bytes": size,
             f"stored_bytes.{kind}": size,
             f"open_bytes.{kind}": size,
+            f"appended.{kind}": len(entries),
         },
         "$set": stamps,
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """What the page check of an append was made against: the session's ``pages_version`` (a look-up of the
+    pages alone), or its ``appended`` count (a snapshot read of the open page and the pages together; its
+    ``version`` is then only remembered for the next append's first attempt)."""
+
+    version: int | None = None
+    appended: int | None = None
+
+    def condition(self, kind: Kind) -> dict[str, Any]:
+        if self.appended is not None:
+            return {f"sealed_upto.{kind}": {"$not": {"$gt": self.appended}}, **store.PAGED}
+        return {"pages_version": self.version or 0}
+
+
 def guard_for(
-    workspace_id: str, session_id: str, kind: Kind, ids: list[str], *, size: int, version: int, settings: Settings
+    workspace_id: str,
+    session_id: str,
+    kind: Kind,
+    ids: list[str],
+    *,
+    size: int,
+    checked: Checked,
+    room: PageBounds,
+    settings: Settings,
 ) -> dict[str, Any]:
     """The filter under which the append may happen (see the module docstring)."""
     guard: dict[str, Any] = {
         **store.key(workspace_id, session_id),
         "status": {"$in": accepted_statuses(Operation.WRITE)},
-        "pages_version": version,
+        **checked.condition(kind),
         f"{kind}.id": {"$nin": ids},
         # Room in the open page: fewer entries than the bound (no element at its last index) and fewer bytes.
-        f"{kind}.{settings.page_entries - 1}": {"$exists": False},
-        f"open_bytes.{kind}": {"$lt": settings.page_bytes},
+        f"{kind}.{room.entries - 1}": {"$exists": False},
+        f"open_bytes.{kind}": {"$lt": room.bytes},
     }
     if settings.max_session_bytes:
         guard["payload_bytes"] = {"$lte": settings.max_session_bytes - size}
@@ -168,18 +200,24 @@ async def append(
         entry["timestamp"] = now
     outcome = AppendOutcome(repeats=repeats)
     version = known_versions.get(workspace_id, session_id)
-    checked: int | None = None  # the version the pages were last searched at
+    if version:  # the session has pages: look the ids up there first, at the version the filter will check
+        pending = _settle_stored(pending, outcome, await _in_pages(workspace_id, session_id, array, pending))
+    checked = Checked(version=version)
+    # The first attempt wants room under the page's bounds; a miss there seals the page. Retries accept up to
+    # twice the bounds, so that many writers finding one page full all get in while one of them seals it, rather
+    # than queueing for the half page each seal frees.
+    bounds = misses.page_bounds(settings)
+    room = bounds
     for _ in range(MAX_ATTEMPTS):
-        if version and checked != version:
-            pending = _settle_stored(pending, outcome, await _in_pages(workspace_id, session_id, array, pending))
-            checked = version
         if not pending:
             return outcome
         size = sum(stored_size(entry) for entry in pending)
         if settings.max_session_bytes and size > settings.max_session_bytes:
             raise store.full(session_id, settings.max_session_bytes)
         ids = [entry["id"] for entry in pending]
-        guard = guard_for(workspace_id, session_id, array, ids, size=size, version=version, settings=settings)
+        guard = guard_for(
+            workspace_id, session_id, array, ids, size=size, checked=checked, room=room, settings=settings
+        )
         try:
             result = await store.sessions().update_one(guard, update_for(array, pending, size, now))
         except WriteError as exc:
@@ -187,12 +225,14 @@ async def append(
                 raise store.full(session_id) from exc
             raise
         if result.matched_count:
-            known_versions.remember(workspace_id, session_id, version)
+            if checked.version is not None:
+                known_versions.remember(workspace_id, session_id, checked.version)
             outcome.appended = pending
             return outcome
-        version, pending = await _diagnose(
+        checked, pending = await _diagnose(
             workspace_id, session_id, array=array, pending=pending, size=size, settings=settings, outcome=outcome
         )
+        room = PageBounds(entries=2 * bounds.entries, bytes=2 * bounds.bytes)
     raise Conflict(f"session {session_id} changed while appending; retry with the same ids")
 
 
@@ -229,27 +269,54 @@ async def _diagnose(
     size: int,
     settings: Settings,
     outcome: AppendOutcome,
-) -> tuple[int, list[dict[str, Any]]]:
-    """One read after a missed append: settle duplicates, seal, migrate or raise; return the session's version
-    and what is left to write."""
+) -> tuple[Checked, list[dict[str, Any]]]:
+    """One read after a missed append: settle duplicates, seal, migrate or raise; return what the next attempt's
+    filter checks and what is left to write.
+
+    The read is one aggregation at snapshot read concern: the requested ids among the open page *and* the pages,
+    and the session's ``appended`` count, come from one point in time (see the module docstring).
+    """
     ids = [entry["id"] for entry in pending]
-    view = await store.sessions().find_one(
-        store.key(workspace_id, session_id),
+    open_page = {"$ifNull": [f"${array}", []]}
+    pipeline: list[dict[str, Any]] = [
+        {"$match": store.key(workspace_id, session_id)},
         {
-            "_id": 0,
-            "status": 1,
-            "pages_version": 1,
-            "payload_bytes": 1,
-            f"open_bytes.{array}": 1,
-            "open_length": {"$size": {"$ifNull": [f"${array}", []]}},
-            "stored": {"$filter": {"input": {"$ifNull": [f"${array}", []]}, "cond": {"$in": ["$$this.id", ids]}}},
+            "$project": {
+                "_id": 0,
+                "status": 1,
+                "pages_version": 1,
+                "payload_bytes": 1,
+                f"open_bytes.{array}": 1,
+                f"appended.{array}": 1,
+                "open_length": {"$size": open_page},
+                "stored": {"$filter": {"input": open_page, "cond": {"$in": ["$$this.id", ids]}}},
+            }
         },
-    )
-    if view is None:
+        {
+            "$lookup": {
+                "from": store.pages().name,
+                "pipeline": [
+                    {"$match": {**store.page_key(workspace_id, session_id, array), "entries.id": {"$in": ids}}},
+                    {
+                        "$project": {
+                            "_id": 0,
+                            "found": {"$filter": {"input": "$entries", "cond": {"$in": ["$$this.id", ids]}}},
+                        }
+                    },
+                ],
+                "as": "in_pages",
+            }
+        },
+    ]
+    snapshot = store.sessions().with_options(read_concern=ReadConcern("snapshot"))
+    views_found = await (await snapshot.aggregate(pipeline)).to_list(1)
+    if not views_found:
         raise store.not_found(session_id)
-    version: int = view.get("pages_version", 0)
-    if view["stored"]:
-        return version, _settle_stored(pending, outcome, view["stored"])
+    view = views_found[0]
+    checked = Checked(version=view.get("pages_version"), appended=(view.get("appended") or {}).get(array, 0))
+    stored = [*view["stored"], *(entry for page in view["in_pages"] for entry in page["found"])]
+    if stored:
+        return checked, _settle_stored(pending, outcome, stored)
     if is_ended(view["status"]):
         raise store.ended(session_id, view["status"])
     if "pages_version" not in view:
@@ -257,9 +324,9 @@ async def _diagnose(
         return await _diagnose(
             workspace_id, session_id, array=array, pending=pending, size=size, settings=settings, outcome=outcome
         )
-    open_size = (view.get("open_bytes") or {}).get(array, 0)
-    if view["open_length"] >= settings.page_entries or open_size >= settings.page_bytes:
-        await seals.seal_full_page(workspace_id, session_id, array, bounds=misses.page_bounds(settings))
+    bounds = misses.page_bounds(settings)
+    if paging.is_full(view["open_length"], (view.get("open_bytes") or {}).get(array, 0), bounds):
+        await seals.seal_full_page(workspace_id, session_id, array, bounds=bounds)
     elif settings.max_session_bytes and view.get("payload_bytes", 0) > settings.max_session_bytes - size:
         raise store.full(session_id, settings.max_session_bytes)
-    return version, pending
+    return checked, pending

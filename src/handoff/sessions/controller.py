@@ -12,7 +12,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CON
 from handoff.auth import CurrentPrincipal
 from handoff.config import Settings
 from handoff.openapi import OptionalBodyOperation, no_content, problems, retried
-from handoff.schemas import ENTRY_ID_PATTERN, PRINTABLE_ASCII, EntryId, FreeForm
+from handoff.schemas import ENTRY_ID_PATTERN, PRINTABLE_ASCII, FreeForm
 from handoff.sessions import queries, removals, service, views
 from handoff.sessions.models import ArtifactAction, EntryType, SessionStatus
 from handoff.sessions.queries import Order
@@ -69,9 +69,17 @@ IdPrefix = Annotated[
         description="Only entries whose id starts with this (characters of the entry-id alphabet).",
     ),
 ]
-Anchor = Annotated[EntryId | None, QueryParameter(description="An entry id: only the entries after it (exclusive).")]
+AfterAnchor = Annotated[
+    str | None,
+    QueryParameter(
+        min_length=1, max_length=64, pattern=ENTRY_ID_PATTERN, description="Only the entries after this one."
+    ),
+]
 BeforeAnchor = Annotated[
-    EntryId | None, QueryParameter(description="An entry id: only the entries before it (exclusive).")
+    str | None,
+    QueryParameter(
+        min_length=1, max_length=64, pattern=ENTRY_ID_PATTERN, description="Only the entries before this one."
+    ),
 ]
 
 
@@ -257,7 +265,7 @@ class SessionController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
         order: FromQuery[Order] = "asc",
         id_prefix: IdPrefix = None,
-        after: Anchor = None,
+        after: AfterAnchor = None,
         before: BeforeAnchor = None,
     ) -> WorkLogPage:
         """A page of the work log, optionally of one entry type, of ids with a prefix, after or before an entry."""

@@ -104,6 +104,12 @@ class Session(Document):
     #: checked the pages at, so no seal can move an id out of its sight between that check and the write. Its
     #: presence marks the paged layout: a session stored before has none until it is migrated.
     pages_version: int = 0
+    #: Per kind: how many entries were ever appended (an entry's *append number* is this count before it), and an
+    #: upper bound on the append numbers of the sealed entries (every sealed entry's number is below it). An append
+    #: retried after a consistent read of the session requires ``sealed_upto <= appended`` as read: no entry
+    #: appended since that read has been sealed out of its ``$nin``'s sight (``appends.py``).
+    appended: dict[str, int] = Field(default_factory=lambda: dict.fromkeys(ENTRY_KINDS, 0))
+    sealed_upto: dict[str, int] = Field(default_factory=lambda: dict.fromkeys(ENTRY_KINDS, 0))
     #: Bytes of the entries in each open page, against the page's byte bound.
     open_bytes: dict[str, int] = Field(default_factory=lambda: dict.fromkeys(ENTRY_KINDS, 0))
     #: Per kind, per filter (``paging.FILTERS``): how many entries the sealed pages hold.

@@ -104,21 +104,31 @@ def all_of(*conditions: Any) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class PageBounds:
-    """When the open page is full and how much a sealed page takes: ``entries`` or ``bytes``, whichever first."""
+    """When an open page is full: at ``entries`` entries or ``bytes`` bytes, whichever comes first."""
 
     entries: int
     bytes: int
 
 
 def seal_length(sizes: Sequence[int], bounds: PageBounds) -> int:
-    """How many of the open page's oldest entries (of these stored sizes) make one sealed page: as many as fit
-    both bounds, and at least one (an entry larger than the byte bound is a page of its own)."""
+    """How many of the open page's oldest entries (of these stored sizes) one seal takes: as many as fit half the
+    bounds, and at least one (an entry larger than that is a page of its own).
+
+    Half, so a seal leaves the newest half of a full page open: the entries appended while a seal runs are never
+    the ones it moves, and appends in flight keep their page check (see ``appends.py``).
+    """
+    entries, limit = max(1, bounds.entries // 2), bounds.bytes // 2
     total = 0
-    for taken, size in enumerate(sizes[: bounds.entries]):
-        if taken and total + size > bounds.bytes:
+    for taken, size in enumerate(sizes[:entries]):
+        if taken and total + size > limit:
             return taken
         total += size
-    return min(len(sizes), bounds.entries)
+    return min(len(sizes), entries)
+
+
+def is_full(length: int, size: int, bounds: PageBounds) -> bool:
+    """Whether an open page of ``length`` entries and ``size`` bytes takes no more appends before a seal."""
+    return length >= bounds.entries or size >= bounds.bytes
 
 
 def shift(counts: Mapping[str, int], by: Mapping[str, int], sign: int = 1) -> dict[str, int]:

@@ -224,7 +224,7 @@ async def clear(workspace_id: str, session_id: str, kind: Kind, *, settings: Set
     """Remove every entry of a kind (its pages included) and zero its counters; the session stays."""
 
     async def removal(session: AsyncClientSession) -> None:
-        head = await _head(workspace_id, session_id, kind, session, stored_bytes=1)
+        head = await _head(workspace_id, session_id, kind, session, stored_bytes=1, appended=1)
         size = (head.get("stored_bytes") or {}).get(kind, 0)
         await store.pages().delete_many(store.page_key(workspace_id, session_id, kind), session=session)
         counters = (
@@ -241,6 +241,8 @@ async def clear(workspace_id: str, session_id: str, kind: Kind, *, settings: Set
                     f"open_bytes.{kind}": 0,
                     f"stored_bytes.{kind}": 0,
                     f"sealed.{kind}": paging.zero_counts(kind),
+                    # Every entry so far is gone: an append in flight re-checks (appends.py, ``sealed_upto``).
+                    f"sealed_upto.{kind}": (head.get("appended") or {}).get(kind, 0),
                     "last_removal": _removal(kind, None, now),
                     "updated_at": now,
                     **counters,

@@ -1,12 +1,12 @@
 """Moving entries from a session's open page into sealed pages: the seal, and the migration of old sessions.
 
-A seal takes the oldest entries of a full open page (at most ``page_entries`` of them, at most ``page_bytes``)
-into a new :class:`~handoff.sessions.models.LogPage`. It is one transaction of two writes, once per page rather
-than once per append: the session update goes first, so the transaction holds the session document from its
-first statement and concurrent appends wait for it instead of making it retry. Its filter proves the entries
+A seal takes the oldest entries of a full open page (at most half of ``page_entries``, at most half of
+``page_bytes``) into a new :class:`~handoff.sessions.models.LogPage`. It is one transaction of two writes, once per
+page rather than once per append: the session update goes first, so the transaction holds the session document from
+its first statement and concurrent appends wait for it instead of making it retry. Its filter proves the entries
 read beforehand are still the open page's first ones (their ids at positions ``0`` and ``n-1``: entries are only
-ever appended after them or removed, and a removal among them would move the last one) and that no other seal
-ran (``pages_version``); it bumps ``pages_version``, which is what makes an append's page check valid (see
+ever appended after them or removed, and a removal among them would move the last one) and that no other seal ran
+(``pages_version``); it bumps ``pages_version``, which is what makes an append's page check valid (see
 ``appends.py``).
 
 The migration turns a session stored before pages existed (one document holding its whole log, without
@@ -17,6 +17,7 @@ when their filter misses such a session (``misses.py``); ``handoff migrate`` run
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import datetime
@@ -73,6 +74,7 @@ async def _seal_once(workspace_id: str, session_id: str, kind: Kind, bounds: Pag
             "pages_version": 1,
             f"sealed.{kind}": 1,
             f"open_bytes.{kind}": 1,
+            f"appended.{kind}": 1,
             "open_length": {"$size": {"$ifNull": [f"${kind}", []]}},
             kind: {"$slice": bounds.entries},
         },
@@ -80,7 +82,7 @@ async def _seal_once(workspace_id: str, session_id: str, kind: Kind, bounds: Pag
     if doc is None or "pages_version" not in doc:
         return False, False
     length, open_size = doc["open_length"], (doc.get("open_bytes") or {}).get(kind, 0)
-    if length < bounds.entries and open_size < bounds.bytes:
+    if not paging.is_full(length, open_size, bounds):
         return False, False
     head: list[dict[str, Any]] = doc[kind]
     sizes = [stored_size(entry) for entry in head]
@@ -96,6 +98,9 @@ async def _seal_once(workspace_id: str, session_id: str, kind: Kind, bounds: Pag
         f"{kind}.0.id": taken[0]["id"],
         f"{kind}.{len(taken) - 1}.id": taken[-1]["id"],
     }
+    # The open page's entry i has an append number of at most appended - length + i (the entries appended
+    # before it are sealed, removed, or before it in the page), so every sealed entry's is below this bound.
+    sealed_upto = (doc.get("appended") or {}).get(kind, 0) - length + len(taken)
     update = {
         "$pull": {kind: {"id": {"$in": [entry["id"] for entry in taken]}}},
         "$inc": {
@@ -103,6 +108,7 @@ async def _seal_once(workspace_id: str, session_id: str, kind: Kind, bounds: Pag
             f"open_bytes.{kind}": -size,
             **{f"sealed.{kind}.{name}": n for name, n in page["counts"].items() if n},
         },
+        "$max": {f"sealed_upto.{kind}": sealed_upto},
     }
 
     async def move(session: AsyncClientSession) -> bool:
@@ -117,16 +123,37 @@ async def _seal_once(workspace_id: str, session_id: str, kind: Kind, bounds: Pag
     if not sealed:
         return False, False
     logger.debug("sealed %d %s entries of %s into page %d", len(taken), kind, session_id, version)
-    return True, length - len(taken) >= bounds.entries or open_size - size >= bounds.bytes
+    return True, paging.is_full(length - len(taken), open_size - size, bounds)
+
+
+async def _seal_until_open(workspace_id: str, session_id: str, kind: Kind, bounds: PageBounds) -> None:
+    while True:
+        sealed, still_full = await _seal_once(workspace_id, session_id, kind, bounds)
+        if not (sealed and still_full):
+            return
+
+
+#: The seal running in this process for each (workspace, session, kind): the requests that find one page full at
+#: once wait for one seal instead of each trying its own transaction, of which all but one would lose.
+_running: dict[tuple[str, str, str], asyncio.Future[None]] = {}
 
 
 async def seal_full_page(workspace_id: str, session_id: str, kind: Kind, *, bounds: PageBounds) -> None:
     """Seal pages off the open page until it is under its bounds (a batch may have filled several), or until a
     concurrent writer changed the session first (whose own write then decides what happens next)."""
-    while True:
-        sealed, still_full = await _seal_once(workspace_id, session_id, kind, bounds)
-        if not (sealed and still_full):
-            return
+    key = (workspace_id, session_id, kind)
+    if (running := _running.get(key)) is not None:
+        await asyncio.shield(running)
+        return
+    future = asyncio.ensure_future(_seal_until_open(workspace_id, session_id, kind, bounds))
+    _running[key] = future
+    try:
+        await asyncio.shield(future)
+    finally:
+        if future.done():
+            _running.pop(key, None)
+        else:
+            future.add_done_callback(lambda _: _running.pop(key, None))
 
 
 # Migration of the old layout ---------------------------------------------------------------------------------
@@ -143,6 +170,7 @@ def paged_layout(
     doc["_id"] = session_key(doc["workspace_id"], doc["session_id"])
     pages: list[dict[str, Any]] = []
     doc["open_bytes"], doc["sealed"], doc["stored_bytes"] = {}, {}, {"blobs": 0}
+    doc["appended"], doc["sealed_upto"] = {}, {}
     for kind in ENTRY_KINDS:
         entries: list[dict[str, Any]] = list(doc.get(kind) or [])
         sizes = [stored_size(entry) for entry in entries]
@@ -150,7 +178,7 @@ def paged_layout(
         before = paging.zero_counts(kind)
         start, left = 0, doc["stored_bytes"][kind]
         # Seal from the front while what is left would not fit an open page: the open page keeps the newest.
-        while len(entries) - start >= bounds.entries or left >= bounds.bytes:
+        while paging.is_full(len(entries) - start, left, bounds):
             length = paging.seal_length(sizes[start : start + bounds.entries], bounds)
             size = sum(sizes[start : start + length])
             page = page_document(
@@ -162,6 +190,7 @@ def paged_layout(
         doc[kind] = entries[start:]
         doc["open_bytes"][kind] = left
         doc["sealed"][kind] = before
+        doc["appended"][kind], doc["sealed_upto"][kind] = len(entries), start
     doc["payload_bytes"] = sum(doc["stored_bytes"].values())
     doc["pages_version"] = len(pages)
     return doc, pages
