@@ -10,7 +10,8 @@
         handoff.handoff(session.session_id, "Root cause found", next_steps=["write the fix"])
 
 Methods return the service's own pydantic schemas; problem details come back as the exceptions below. Both
-clients share one request builder and one retry policy (``handoff.client._core``).
+clients share one request builder and one retry policy (``handoff.client._core``), and the blocking one is
+generated from the async one (``handoff.client._async`` says how to add a method).
 """
 
 from handoff.client._async import AsyncHandoffClient

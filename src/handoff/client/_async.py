@@ -1,8 +1,21 @@
-"""``AsyncHandoffClient``: every route of the REST contract as one awaitable method.
+"""``AsyncHandoffClient``: every route of the REST contract as one awaitable method, and the source of both clients.
 
 Each method builds its request in :mod:`handoff.client._core` and runs it through the shared retry policy; this
 module only sends, sleeps and returns. The answers are the service's own schemas (``SessionRead``,
 ``TypedEntry``, ``HandoffContext``...), so a field means the same on both sides of the wire.
+
+The blocking ``HandoffClient`` (``_sync.py``) is generated from this file by ``python -m handoff.client._unasync``,
+so each route is written once. Adding one:
+
+1. in ``_core.py``, a function returning its :class:`~handoff.client._core.Call` (method, path, body, how to read
+   the answer, what keeps a retry from storing twice);
+2. here, one method with typed arguments and a docstring: ``return await self._run(_core.that_function(...))``;
+3. ``python -m handoff.client._unasync`` rewrites ``_sync.py``; commit both (``tests/test_client_generated.py``
+   fails while ``_sync.py`` differs from what the generator makes of this file).
+
+Never edit ``_sync.py`` by hand. Write what has a blocking twin: ``await``, ``async for``/``async with``,
+``AsyncIterator``, ``anyio.sleep`` (the one ``anyio`` function used here) and httpx's async names; uploads,
+downloads and event streams are sketched in :mod:`handoff.client._unasync`.
 """
 
 from __future__ import annotations
@@ -65,7 +78,7 @@ class AsyncHandoffClient:
     and creations an ``Idempotency-Key`` when you give none, so the built-in retries (``max_retries`` on 503
     and failed connections, exponential backoff from ``backoff_base`` seconds, capped at ``backoff_max``) never
     store anything twice. Pass ``transport`` (or a ready ``http_client``) to reach the service another way,
-    e.g. ``httpx.ASGITransport(app)`` in tests. Use it as ``async with`` or call :meth:`aclose`.
+    e.g. an ``httpx.MockTransport`` in tests. Use it as ``async with`` or call :meth:`aclose`.
     """
 
     def __init__(
