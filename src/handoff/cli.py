@@ -289,6 +289,27 @@ def import_command(
     ctx.exit(3 if result.rejected else 0)
 
 
+@cli.command("migrate")
+def migrate_command() -> None:
+    """Move every session stored before the paged log into it (each is also moved by its next write)."""
+    import sys  # noqa: PLC0415 - only this command needs these
+
+    from rich.progress import Progress  # noqa: PLC0415
+
+    from handoff.sessions import migration, misses  # noqa: PLC0415
+
+    settings = _settings()
+
+    async def migrate() -> int:
+        with Progress(console=err_console, disable=not sys.stderr.isatty()) as progress:
+            task = progress.add_task("migrating", total=await migration.count_legacy())
+            return await migration.migrate_workspaces(
+                bounds=misses.page_bounds(settings), on_session=lambda: progress.advance(task)
+            )
+
+    click.echo(f"migrated {run_with_database(migrate, settings)} sessions")
+
+
 @cli.command("stats")
 @click.option("--workspace", "workspace_slug", help="Workspace slug (default: every workspace).")
 @click.option("--since", help="Only sessions started at or after this ISO 8601 date or date-time (UTC).")

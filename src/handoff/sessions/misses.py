@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from handoff.config import Settings
 from handoff.errors import Conflict
-from handoff.sessions import seals, store
+from handoff.sessions import migration, store
 from handoff.sessions.lifecycle import is_ended
 from handoff.sessions.paging import PageBounds
 
@@ -32,6 +32,6 @@ async def explain_miss(workspace_id: str, session_id: str, *, settings: Settings
     if is_ended(doc["status"]):
         raise store.ended(session_id, doc["status"])
     if "pages_version" not in doc:
-        await seals.migrate(workspace_id, session_id, bounds=page_bounds(settings))
+        await migration.migrate(workspace_id, session_id, bounds=page_bounds(settings))
         return
     raise Conflict(f"session {session_id} changed while this request ran; retry it")

@@ -21,7 +21,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from handoff import clock
 from handoff.config import Settings
 from handoff.errors import NotFound
-from handoff.sessions import misses, paging, seals, store, views
+from handoff.sessions import migration, misses, paging, store, views
 from handoff.sessions.lifecycle import is_ended
 from handoff.sessions.limits import stored_size
 from handoff.sessions.models import EntryType
@@ -55,7 +55,7 @@ async def _run(
             async with client.start_session() as session:
                 return await session.with_transaction(removal)
         except _Legacy:
-            await seals.migrate(workspace_id, session_id, bounds=misses.page_bounds(settings))
+            await migration.migrate(workspace_id, session_id, bounds=misses.page_bounds(settings))
     raise AssertionError("a migrated session is never in the old layout")  # pragma: no cover
 
 

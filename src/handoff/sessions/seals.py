@@ -9,10 +9,8 @@ ever appended after them or removed, and a removal among them would move the las
 (``pages_version``); it bumps ``pages_version``, which is what makes an append's page check valid (see
 ``appends.py``).
 
-The migration turns a session stored before pages existed (one document holding its whole log, without
-``pages_version``, with an ObjectId ``_id``) into the paged layout in one transaction: the old document goes,
-the new one (keyed ``<workspace_id>/<session_id>``, ``migrated: true``) and its pages come. Writes run it lazily
-when their filter misses such a session (``misses.py``); ``handoff migrate`` runs it for every session.
+:func:`paged_layout` pages a whole log at once, for sessions that arrive whole: an import, or a session stored
+before pages existed (``migration.py``).
 """
 
 from __future__ import annotations
@@ -156,7 +154,7 @@ async def seal_full_page(workspace_id: str, session_id: str, kind: Kind, *, boun
             future.add_done_callback(lambda _: _running.pop(key, None))
 
 
-# Migration of the old layout ---------------------------------------------------------------------------------
+# A whole log at once ------------------------------------------------------------------------------------------
 
 
 def paged_layout(
@@ -194,28 +192,3 @@ def paged_layout(
     doc["payload_bytes"] = sum(doc["stored_bytes"].values())
     doc["pages_version"] = len(pages)
     return doc, pages
-
-
-async def migrate(workspace_id: str, session_id: str, *, bounds: PageBounds) -> bool:
-    """Move a session stored in the old layout to the paged one; ``False`` when it is not (or no longer) old."""
-    collection = store.sessions()
-
-    async def move(session: AsyncClientSession) -> bool:
-        legacy = await collection.find_one(
-            {**store.key(workspace_id, session_id), "pages_version": {"$exists": False}}, session=session
-        )
-        if legacy is None:
-            return False
-        doc, pages = paged_layout(legacy, bounds, clock.now())
-        doc["migrated"] = True
-        await collection.delete_one({"_id": legacy["_id"]}, session=session)
-        await collection.insert_one(doc, session=session)
-        if pages:
-            await store.pages().insert_many(pages, session=session)
-        return True
-
-    async with collection.database.client.start_session() as session:
-        migrated: bool = await session.with_transaction(move)
-    if migrated:
-        logger.info("migrated session %s of %s to the paged layout", session_id, workspace_id)
-    return migrated
