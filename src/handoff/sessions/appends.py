@@ -42,6 +42,7 @@ from handoff.errors import Conflict, FieldError, Invalid
 from handoff.sessions import misses, paging, seals, store, views
 from handoff.sessions.lifecycle import Operation, accepted_statuses, is_ended
 from handoff.sessions.limits import check_entry, stored_size
+from handoff.sessions.models import ENTRY_ID_INDEX
 from handoff.sessions.paging import Kind, PageBounds
 
 #: MongoDB's codes for "the write is too large": the document would pass 16 MiB (10334, 17419, 17420), or one
@@ -244,6 +245,7 @@ async def _in_pages(
     cursor = store.pages().find(
         {**store.page_key(workspace_id, session_id, kind), "entries.id": {"$in": ids}},
         {"_id": 0, "found": {"$filter": {"input": "$entries", "cond": {"$in": ["$$this.id", ids]}}}},
+        hint=ENTRY_ID_INDEX,
     )
     return [entry async for page in cursor for entry in page["found"]]
 

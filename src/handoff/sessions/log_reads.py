@@ -17,6 +17,7 @@ from typing import Any
 
 from handoff.errors import NotFound
 from handoff.sessions import paging, store
+from handoff.sessions.models import ENTRY_ID_INDEX, PAGE_ORDER_INDEX, filter_index_name
 from handoff.sessions.paging import ALL, BLOB, Kind, Window
 
 Doc = dict[str, Any]
@@ -52,6 +53,12 @@ class Selection:
             paging.id_prefix_condition(self.id_prefix, item) if self.id_prefix else True,
             paging.condition(self.kind, BLOB, item) if self.with_blob else True,
         )
+
+    def pages_index(self) -> str:
+        """The index that finds the pages of :meth:`pages_holding`."""
+        if self.id_prefix is not None:
+            return ENTRY_ID_INDEX
+        return filter_index_name(self.kind, BLOB if self.with_blob else self.name)
 
     def pages_holding(self) -> dict[str, Any]:
         """An indexed condition on the pages that can hold the selection's entries."""
@@ -154,6 +161,7 @@ async def _anchor(
             },
             "selected": _is_selected(selection, "$entries", index),
         },
+        hint=ENTRY_ID_INDEX,
     )
     if page is None:
         raise NotFound(f"entry {entry_id} not found in session {session_id}")
@@ -204,6 +212,7 @@ async def window_from_pages(workspace_id: str, session_id: str, selection: Selec
             {"_id": 0, "before": f"$before.{name}", "items": cut},
         )
         .sort(f"before.{name}", -1)
+        .hint(filter_index_name(selection.kind, name))  # the planner may prefer page order and sort in memory
         .limit(window.size)
         .batch_size(min(window.size, PAGE_BATCH))
     )
@@ -321,7 +330,7 @@ async def _narrowed_page(
     ]
     reading_open = last is None or last.page is None
     counted, opened = await _gather(
-        (await store.pages().aggregate(counting)).to_list(None),
+        (await store.pages().aggregate(counting, hint=selection.pages_index())).to_list(None),
         _head(
             workspace_id,
             session_id,
@@ -343,6 +352,7 @@ async def _narrowed_page(
         cursor = store.pages().find(
             {**store.page_key(workspace_id, session_id, selection.kind), "no": {"$in": list(wanted)}},
             {"_id": 0, "no": 1, "items": selected},
+            hint=PAGE_ORDER_INDEX,
         )
         found = {page["no"]: page["items"] async for page in cursor}
         for no in sorted(wanted):
@@ -430,6 +440,7 @@ async def find_entry(workspace_id: str, session_id: str, kind: Kind, entry_id: s
         store.pages().find_one(
             {**store.page_key(workspace_id, session_id, kind), "entries.id": entry_id},
             {"_id": 0, "found": {"$filter": {"input": "$entries", "cond": {"$eq": ["$$this.id", entry_id]}}}},
+            hint=ENTRY_ID_INDEX,
         ),
     )
     found = [*in_open["found"], *(in_pages or {}).get("found", [])]

@@ -38,7 +38,7 @@ async def migrate(workspace_id: str, session_id: str, *, bounds: PageBounds) -> 
             return False
         doc, pages = paged_layout(legacy, bounds, clock.now())
         doc["migrated"] = True
-        await collection.delete_one({"_id": legacy["_id"]}, session=session)
+        await collection.delete_one({"_id": legacy["_id"], "workspace_id": workspace_id}, session=session)
         await collection.insert_one(doc, session=session)
         if pages:
             await store.pages().insert_many(pages, session=session)

@@ -202,8 +202,20 @@ class Session(Document):
         ]
 
 
-def _filter_index(kind: str, name: str) -> IndexModel:
-    """Pages of one kind holding entries of one filter, by how many such entries precede them.
+def filter_index_name(kind: str, name: str) -> str:
+    """The name of the index of pages by one filter (reads pass it as their ``hint``). Filters are named apart
+    across kinds except ``all``, whose one index serves both (the kind is part of its key)."""
+    del kind
+    return f"pages_{name}"
+
+
+#: The index of pages by entry id (unique within a session's kind), and the one of pages in log order.
+ENTRY_ID_INDEX = "page_entry_ids"
+PAGE_ORDER_INDEX = "page_order"
+
+
+def _filter_index(name: str) -> IndexModel:
+    """Pages holding entries of one filter, by how many such entries precede them.
 
     Partial (only pages with such entries), so the last page whose ``before`` is at most ``k`` is the one holding
     the filter's entry ``k``: one seek, at any length of log.
@@ -215,8 +227,8 @@ def _filter_index(kind: str, name: str) -> IndexModel:
             ("kind", pymongo.ASCENDING),
             (f"before.{name}", pymongo.ASCENDING),
         ],
-        name=f"{kind}_{name}",
-        partialFilterExpression={"kind": kind, f"counts.{name}": {"$gt": 0}},
+        name=filter_index_name("", name),
+        partialFilterExpression={f"counts.{name}": {"$gt": 0}},
     )
 
 
@@ -254,7 +266,7 @@ class LogPage(Document):
                     ("kind", pymongo.ASCENDING),
                     ("no", pymongo.ASCENDING),
                 ],
-                name="page_order",
+                name=PAGE_ORDER_INDEX,
                 unique=True,
             ),
             # Entry ids are unique within a session's kind across all its pages; the open page's own guard
@@ -266,8 +278,8 @@ class LogPage(Document):
                     ("kind", pymongo.ASCENDING),
                     ("entries.id", pymongo.ASCENDING),
                 ],
-                name="page_entry_ids",
+                name=ENTRY_ID_INDEX,
                 unique=True,
             ),
-            *(_filter_index(kind, name) for kind, names in PAGE_FILTERS.items() for name in names),
+            *(_filter_index(name) for name in dict.fromkeys(name for names in PAGE_FILTERS.values() for name in names)),
         ]

@@ -24,7 +24,7 @@ from handoff.errors import NotFound
 from handoff.sessions import migration, misses, paging, store, views
 from handoff.sessions.lifecycle import is_ended
 from handoff.sessions.limits import stored_size
-from handoff.sessions.models import EntryType
+from handoff.sessions.models import ENTRY_ID_INDEX, EntryType, filter_index_name
 from handoff.sessions.paging import Kind
 
 Doc = dict[str, Any]
@@ -86,6 +86,7 @@ async def _newest_checkpoint(workspace_id: str, session_id: str, session: AsyncC
         {**store.page_key(workspace_id, session_id, "work_log"), "counts.checkpoint": {"$gt": 0}},
         {"_id": 0, "last": {"$last": paging.filtered("$entries", is_checkpoint)}},
         sort=[("before.checkpoint", DESCENDING)],
+        hint=filter_index_name("work_log", EntryType.CHECKPOINT.value),
         session=session,
     )
     return page["last"] if page else None
@@ -157,12 +158,14 @@ async def _page_of(
         found = {"$slice": ["$entries", -1]}
         sort = [(f"before.{paging.ALL}", DESCENDING)]
         query = {**query, f"counts.{paging.ALL}": {"$gt": 0}}
+        index = filter_index_name(kind, paging.ALL)
     else:
         found = {"$filter": {"input": "$entries", "cond": {"$eq": ["$$this.id", entry_id]}}}
         sort = None
         query = {**query, "entries.id": entry_id}
+        index = ENTRY_ID_INDEX
     page = await store.pages().find_one(
-        query, {"no": 1, "length": {"$size": "$entries"}, "found": found}, sort=sort, session=session
+        query, {"no": 1, "length": {"$size": "$entries"}, "found": found}, sort=sort, hint=index, session=session
     )
     if page is None or not page["found"]:
         return None
