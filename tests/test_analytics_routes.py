@@ -332,7 +332,7 @@ async def test_errors_read_only_recently_active_sessions_and_stay_exact(
         assert [(item["session_id"], item["message"]) for item in items] == [(s, m) for _, s, m in every[:limit]]
     bounded = await service.errors_pipeline(ws, limit=3, window=expressions.ALL_TIME)
     verdict = await service.explain(bounded)
-    assert verdict.indexes == ["analytics_with_errors"]
+    assert "analytics_with_errors" in verdict.indexes  # and one of the (here empty) sealed pages
     assert verdict.docs_examined < 12
 
 
@@ -483,13 +483,13 @@ async def test_hot_pipelines_are_served_by_an_index(tenant: Tenant, route: str) 
     if route in ("summary", "agents"):
         assert verdict.covered, verdict
         assert verdict.indexes == ["analytics_rollup"]
-    if route == "errors":
-        assert verdict.indexes == ["analytics_with_errors"]
+    if route == "errors":  # and the sealed pages holding errors, by their session's start
+        assert "analytics_with_errors" in verdict.indexes
         assert verdict.docs_examined == 2  # only s1 and s2 have errors
     if route == "stale":
         assert verdict.indexes == ["idle_by_status"]
     if route == "artifacts":  # artifact_count > 0 is checked on the index keys: s4 to s7 are never fetched
-        assert verdict.indexes == ["analytics_rollup"]
+        assert "analytics_rollup" in verdict.indexes
         assert verdict.docs_examined == 3
 
 

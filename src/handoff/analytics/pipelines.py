@@ -6,7 +6,7 @@ Every pipeline starts with a ``$match`` on ``workspace_id`` (plus the ``started_
 - ``summary``, ``agents`` and ``activity`` read only per-session scalars and are covered by ``analytics_rollup``
   (no document is fetched); ``artifacts`` filters on its ``artifact_count`` key before fetching;
 - ``errors`` walks the partial index ``analytics_with_errors`` (sessions whose ``error_count`` is positive), most
-  recently active first;
+  recently active first, and the sealed pages holding errors;
 - ``stale`` walks ``idle_by_status`` longest idle first, ``handoffs`` the partial ``analytics_waiting_handoffs``
   longest waiting first, probing ``lineage`` once per candidate;
 - ``lineage`` follows ``replayed_from`` with ``$graphLookup`` over ``workspace_session_unique`` and ``lineage``.
@@ -38,7 +38,7 @@ from handoff.analytics.expressions import (
     pairs_to_object,
     round2,
 )
-from handoff.sessions.models import ArtifactAction, EntryType, SessionStatus
+from handoff.sessions.models import ArtifactAction, EntryType, LogPage, Session, SessionStatus
 
 
 def _fold_by_status_and_agent(**accumulators: Any) -> Stage:
@@ -210,21 +210,41 @@ def activity(workspace_id: str, window: Window, bucket: Bucket) -> Pipeline:
 ARTIFACTS_INDEX = "analytics_rollup"
 
 
+def _sealed_pages(workspace_id: str, window: Window, kind: str, **conditions: Any) -> Pipeline:
+    """The start of a ``$unionWith`` branch over the sealed pages of one kind in the window, one row per entry.
+
+    A page carries its session's ``started_at``, so the window applies without a lookup; entries still on a
+    session's open page (every entry of a small session) are read by the branch over ``sessions``.
+    """
+    return [
+        {"$match": {**match_sessions(workspace_id, window)["$match"], "kind": kind, **conditions}},
+        {"$project": {"_id": 0, "session_id": 1, "entry": "$entries"}},
+        {"$unwind": "$entry"},
+    ]
+
+
 def artifacts(workspace_id: str, window: Window, limit: int) -> Pipeline:
     """The most touched paths: touches, touches by action, and how many distinct sessions touched each path.
 
-    Run it with ``hint=ARTIFACTS_INDEX``.
+    The open pages of the sessions in the window and their sealed artifact pages, one row per artifact, then one
+    group. Run it with ``hint=ARTIFACTS_INDEX``.
     """
     return [
         match_sessions(workspace_id, window, artifact_count={"$gt": 0}),
-        {"$project": {"artifacts.path": 1, "artifacts.action": 1}},
-        {"$unwind": "$artifacts"},
+        {"$project": {"_id": 0, "session_id": 1, "entry": "$artifacts"}},
+        {"$unwind": "$entry"},
+        {
+            "$unionWith": {
+                "coll": LogPage.Settings.name,
+                "pipeline": _sealed_pages(workspace_id, window, "artifacts"),
+            }
+        },
         {
             "$group": {
-                "_id": "$artifacts.path",
+                "_id": "$entry.path",
                 "touches": {"$sum": 1},
-                **{action.value: count_if(is_("artifacts.action", action.value)) for action in ArtifactAction},
-                "sessions": {"$addToSet": "$_id"},
+                **{action.value: count_if(is_("entry.action", action.value)) for action in ArtifactAction},
+                "sessions": {"$addToSet": "$session_id"},
             }
         },
         {"$sort": {"touches": -1, "_id": 1}},
@@ -249,7 +269,8 @@ def errors(
     newest_sessions: int | None = None,
     active_since: datetime | None = None,
 ) -> Pipeline:
-    """The newest error entries of the work logs; only sessions whose ``error_count`` is positive are read.
+    """The newest error entries of the work logs; only sessions whose ``error_count`` is positive are read, and
+    only the sealed pages that hold an error (the partial index ``pages_error``).
 
     ``newest_sessions`` reads only that many of them, the most recently active first; ``active_since`` only
     those active since then. ``service.errors`` uses both to read a few dozen documents instead of every
@@ -261,6 +282,9 @@ def errors(
     newest: Pipeline = []
     if newest_sessions is not None:
         newest = [{"$sort": {"last_active_at": -1}}, {"$limit": newest_sessions}]
+    newest_first: Pipeline = [{"$sort": {"entry.timestamp": -1, "session_id": 1, "entry.id": 1}}, {"$limit": limit}]
+    since: Pipeline = [] if active_since is None else [{"$match": {"entry.timestamp": {"$gte": active_since}}}]
+    is_error = {"entry.type": EntryType.ERROR.value}
     return [
         match_sessions(workspace_id, window, **conditions),
         *newest,
@@ -273,8 +297,29 @@ def errors(
             }
         },
         {"$unwind": "$entry"},
-        {"$sort": {"entry.timestamp": -1, "session_id": 1, "entry.id": 1}},
-        {"$limit": limit},
+        *newest_first,
+        {
+            "$unionWith": {
+                "coll": LogPage.Settings.name,
+                "pipeline": [
+                    *_sealed_pages(workspace_id, window, "work_log", **{"counts.error": {"$gt": 0}}),
+                    {"$match": is_error},
+                    *since,
+                    *newest_first,
+                    {
+                        "$lookup": {
+                            "from": Session.Settings.name,
+                            "localField": "session_id",
+                            "foreignField": "session_id",
+                            "pipeline": [{"$match": {"workspace_id": workspace_id}}, {"$project": {"agent_type": 1}}],
+                            "as": "session",
+                        }
+                    },
+                    {"$set": {"agent_type": {"$first": "$session.agent_type"}}},
+                ],
+            }
+        },
+        *newest_first,
         {
             "$project": {
                 "session_id": 1,

@@ -209,9 +209,11 @@ def filter_index_name(kind: str, name: str) -> str:
     return f"pages_{name}"
 
 
-#: The index of pages by entry id (unique within a session's kind), and the one of pages in log order.
+#: The index of pages by entry id (unique within a session's kind), the one of pages in log order, and the one
+#: analytics windows read (a workspace's pages of one kind by their session's start).
 ENTRY_ID_INDEX = "page_entry_ids"
 PAGE_ORDER_INDEX = "page_order"
+PAGES_BY_START_INDEX = "pages_by_start"
 
 
 def _filter_index(name: str) -> IndexModel:
@@ -282,4 +284,12 @@ class LogPage(Document):
                 unique=True,
             ),
             *(_filter_index(name) for name in dict.fromkeys(name for names in PAGE_FILTERS.values() for name in names)),
+            IndexModel(
+                [
+                    ("workspace_id", pymongo.ASCENDING),
+                    ("kind", pymongo.ASCENDING),
+                    ("started_at", pymongo.ASCENDING),
+                ],
+                name=PAGES_BY_START_INDEX,
+            ),
         ]
