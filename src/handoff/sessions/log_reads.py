@@ -443,7 +443,7 @@ async def find_entry(workspace_id: str, session_id: str, kind: Kind, entry_id: s
             hint=ENTRY_ID_INDEX,
         ),
     )
-    found = [*in_open["found"], *(in_pages or {}).get("found", [])]
+    found: list[dict[str, Any]] = [*in_open["found"], *(in_pages or {}).get("found", [])]
     if not found:
         raise NotFound(f"entry {entry_id} not found in session {session_id}")
     return found[0]

@@ -84,7 +84,7 @@ def id_prefix_range(prefix: str) -> dict[str, str]:
     return {"$gte": prefix, "$lt": prefix + "\x7f"}
 
 
-def filtered(source: str, cond: Any) -> dict[str, Any] | str:
+def filtered(source: Any, cond: Any) -> Any:
     """``source`` (an array expression) restricted to the entries where ``cond`` holds."""
     if cond is True:
         return source

@@ -81,7 +81,8 @@ async def _newest_checkpoint(workspace_id: str, session_id: str, session: AsyncC
         session=session,
     )
     if doc and doc.get("last"):
-        return doc["last"]
+        last: Doc = doc["last"]
+        return last
     page = await store.pages().find_one(
         {**store.page_key(workspace_id, session_id, "work_log"), "counts.checkpoint": {"$gt": 0}},
         {"_id": 0, "last": {"$last": paging.filtered("$entries", is_checkpoint)}},
@@ -89,7 +90,8 @@ async def _newest_checkpoint(workspace_id: str, session_id: str, session: AsyncC
         hint=filter_index_name("work_log", EntryType.CHECKPOINT.value),
         session=session,
     )
-    return page["last"] if page else None
+    found: Doc | None = page["last"] if page else None
+    return found
 
 
 async def _remove(
@@ -155,7 +157,7 @@ async def _page_of(
     """The sealed page holding ``entry_id`` (or, without one, the newest page) and that entry (or its newest)."""
     query = store.page_key(workspace_id, session_id, kind)
     if entry_id is None:
-        found = {"$slice": ["$entries", -1]}
+        found: dict[str, Any] = {"$slice": ["$entries", -1]}
         sort = [(f"before.{paging.ALL}", DESCENDING)]
         query = {**query, f"counts.{paging.ALL}": {"$gt": 0}}
         index = filter_index_name(kind, paging.ALL)

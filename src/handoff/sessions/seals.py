@@ -26,7 +26,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from handoff import clock
 from handoff.sessions import paging, store
 from handoff.sessions.limits import stored_size
-from handoff.sessions.models import ENTRY_KINDS, session_key
+from handoff.sessions.models import session_key
 from handoff.sessions.paging import Kind, PageBounds
 
 logger = logging.getLogger("handoff.sessions.seals")
@@ -169,7 +169,7 @@ def paged_layout(
     pages: list[dict[str, Any]] = []
     doc["open_bytes"], doc["sealed"], doc["stored_bytes"] = {}, {}, {"blobs": 0}
     doc["appended"], doc["sealed_upto"] = {}, {}
-    for kind in ENTRY_KINDS:
+    for kind in paging.KINDS:
         entries: list[dict[str, Any]] = list(doc.get(kind) or [])
         sizes = [stored_size(entry) for entry in entries]
         doc["stored_bytes"][kind] = sum(sizes)

@@ -27,7 +27,7 @@ from handoff.errors import Conflict, FieldError, Invalid
 from handoff.idempotency import service as idempotency
 from handoff.plans import service as plans
 from handoff.schemas import check_free_form
-from handoff.sessions import appends, misses, queries, store, views
+from handoff.sessions import appends, misses, paging, queries, store, views
 from handoff.sessions.lifecycle import Operation, accepted_statuses, moves_to
 from handoff.sessions.limits import stored_size
 from handoff.sessions.models import ENTRY_KINDS, ArtifactAction, Session, SessionStatus, session_key
@@ -462,7 +462,7 @@ async def record_artifact(
 
 
 async def _append_one(
-    workspace_id: str, session_id: str, array: appends.Array, entry: dict[str, Any], settings: Settings
+    workspace_id: str, session_id: str, array: paging.Kind, entry: dict[str, Any], settings: Settings
 ) -> tuple[dict[str, Any], bool]:
     outcome = await appends.append(workspace_id, session_id, array=array, entries=[entry], settings=settings)
     if outcome.appended:
