@@ -38,6 +38,8 @@ from handoff.analytics.expressions import ALL_TIME, Bucket, Pipeline, Window
 from handoff.config import Settings
 from handoff.db import create_client, init_database
 from handoff.localdb import MongodProcess, start_mongod
+from handoff.sessions.misses import page_bounds
+from handoff.sessions.seals import paged_layout
 from handoff.workspaces import service as workspaces
 
 AGENTS = ["claude-code", "codex", "aider", "cursor", "devin"]
@@ -67,7 +69,8 @@ def _entry(rng: random.Random, n: int, at: datetime, kind: str) -> dict[str, Any
 def make_session(
     rng: random.Random, workspace_id: str, session_id: str, *, started: datetime, now: datetime, parent: str | None
 ) -> dict[str, Any]:
-    """One session document as the service stores it, counters consistent with its arrays."""
+    """One session with its whole log on the document, counters consistent with its arrays (``paged_layout``
+    turns it into what the service stores)."""
     status = rng.choice(STATUSES)
     minutes = max(1, min(int(rng.lognormvariate(3.3, 0.9)), 24 * 60))
     last = min(started + timedelta(minutes=minutes), now)
@@ -148,6 +151,8 @@ def insert_sessions(url: str, database: str, workspace_id: str, count: int, *, s
     client: MongoClient[dict[str, Any]] = MongoClient(url, tz_aware=True)
     collection = client[database]["sessions"]
     batch: list[dict[str, Any]] = []
+    pages: list[dict[str, Any]] = []
+    bounds = page_bounds(None)
     began = time.perf_counter()
     for index, (session_id, started) in enumerate(zip(ids, starts, strict=True)):
         parent = None
@@ -155,13 +160,19 @@ def insert_sessions(url: str, database: str, workspace_id: str, count: int, *, s
             parent = ids[rng.randrange(max(0, index - 200), index)]
         if 0 < index < 6:  # and one chain of five replays for the lineage route
             parent = ids[index - 1]
-        batch.append(make_session(rng, workspace_id, session_id, started=started, now=now, parent=parent))
+        doc, sealed = paged_layout(
+            make_session(rng, workspace_id, session_id, started=started, now=now, parent=parent), bounds, now
+        )
+        batch.append(doc)
+        pages += sealed
         depth[session_id] = depth.get(parent, 0) + 1 if parent else 0
         if len(batch) == 1_000:
             collection.insert_many(batch, ordered=False)
             batch = []
     if batch:
         collection.insert_many(batch, ordered=False)
+    if pages:
+        client[database]["log_pages"].insert_many(pages, ordered=False)
     client.close()
     deepest = max(depth, key=lambda session_id: depth[session_id])
     return time.perf_counter() - began, deepest
