@@ -9,9 +9,10 @@ It starts a bundled mongod of its own (replica set of one, on a temporary direct
 
 * raw: 32 asyncio tasks on one ``AsyncMongoClient`` (w=majority, retryable writes: the service's own client
   settings) each looping ``update_one`` with the filter and update the service sends for one typed entry
-  (``src/handoff/sessions/appends.py``): workspace + session id, status in (active, paused), ``work_log.id``
-  not present, ``payload_bytes`` under the cap; ``$push`` the entry (to ``work_log`` and to the 20-entry
-  ``recent_entries`` window), ``$inc`` the counters and the byte count, ``$set`` last_active_at/updated_at;
+  (``src/handoff/sessions/appends.py``) minus the paged log's page guards: the session's key (``_id``, with
+  ``workspace_id``), status in (active, paused), ``work_log.id`` not present, ``payload_bytes`` under the cap;
+  ``$push`` the entry to ``work_log``, ``$inc`` the counters and the byte count, ``$set``
+  last_active_at/updated_at;
 * REST: ``wrk`` (installed from Debian when missing), 32 connections, ``POST /v1/sessions/{id}/work-log`` with
   a JSON body and the bearer key, a new entry id per request generated in Lua, spread over 32 sessions.
 
@@ -60,7 +61,7 @@ from _bench_common import percentile as pct
 from handoff import clock
 from handoff.config import Settings
 from handoff.sessions.limits import stored_size
-from handoff.sessions.views import RECENT_ACTIONS
+from handoff.sessions.models import session_key
 
 SESSIONS = 32
 CONCURRENCY = 32
@@ -157,7 +158,7 @@ def open_sessions(base: str, key: BenchKey, count: int) -> list[str]:
 
 
 async def stored_entries(url: str, session_ids: list[str]) -> tuple[int, int]:
-    """(sum of action_count, sum of the arrays' real lengths) over the sessions."""
+    """(sum of action_count, entries really stored: open pages and sealed pages) over the sessions."""
     client = async_client(url)
     try:
         rows = await (
@@ -174,7 +175,15 @@ async def stored_entries(url: str, session_ids: list[str]) -> tuple[int, int]:
                 ]
             )
         ).to_list(1)
-        return rows[0]["counted"], rows[0]["stored"]
+        sealed = await (
+            await client[DATABASE]["log_pages"].aggregate(
+                [
+                    {"$match": {"session_id": {"$in": session_ids}, "kind": "work_log"}},
+                    {"$group": {"_id": None, "stored": {"$sum": {"$size": "$entries"}}}},
+                ]
+            )
+        ).to_list(1)
+        return rows[0]["counted"], rows[0]["stored"] + (sealed[0]["stored"] if sealed else 0)
     finally:
         await client.close()
 
@@ -208,17 +217,14 @@ async def raw_appends(url: str, workspace_id: str, session_ids: list[str], secon
             began = time.perf_counter()
             result = await collection.update_one(
                 {
+                    "_id": session_key(workspace_id, session_id),
                     "workspace_id": workspace_id,
-                    "session_id": session_id,
                     "status": {"$in": ["active", "paused"]},
                     "work_log.id": {"$nin": [entry["id"]]},
                     "payload_bytes": {"$lte": MAX_SESSION_BYTES - size},
                 },
                 {
-                    "$push": {
-                        "work_log": {"$each": [entry]},
-                        "recent_entries": {"$each": [entry], "$slice": -RECENT_ACTIONS},
-                    },
+                    "$push": {"work_log": {"$each": [entry]}},
                     "$inc": {"action_count": 1, "checkpoint_count": 0, "error_count": 0, "payload_bytes": size},
                     "$set": {"last_active_at": now, "updated_at": now},
                 },

@@ -55,6 +55,8 @@ class Plan:
     warmup: float
     pause: float
     tail: float
+    #: The open page's bound, small so that pages seal all through the step-down and the kill.
+    page_entries: int = 16
 
 
 SHORT = Plan(writers=8, election_timeout_ms=1000, server_selection_timeout_ms=8000, warmup=3, pause=3, tail=3)
@@ -161,24 +163,37 @@ async def read_back(http: httpx.AsyncClient, session_id: str) -> dict[str, list[
         log += [item["id"] for item in items]
         if len(items) < PAGE:
             break
-    artifacts = await get_when_available(http, f"/v1/sessions/{session_id}/artifacts")
-    return {"work_log": log, "artifacts": [item["id"] for item in artifacts["items"]]}
+    artifacts: list[str] = []
+    while True:
+        page = await get_when_available(http, f"/v1/sessions/{session_id}/artifacts", offset=len(artifacts), limit=PAGE)
+        artifacts += [item["id"] for item in page["items"]]
+        if len(page["items"]) < PAGE:
+            break
+    return {"work_log": log, "artifacts": artifacts}
 
 
-def counters_consistent(url: str, session_ids: list[str]) -> list[str]:
-    """Sessions whose stored counters do not match their arrays (read at majority from the primary)."""
+def counters_consistent(url: str, session_ids: list[str]) -> tuple[list[str], int]:
+    """Sessions whose stored counters do not match their entries, open and sealed pages (read at majority), and
+    how many pages were sealed."""
     wrong: list[str] = []
+    sealed = 0
     with MongoClient(url, serverSelectionTimeoutMS=30_000) as client:
         sessions = client[DATABASE].get_collection("sessions", read_concern=ReadConcern("majority"))
+        pages = client[DATABASE].get_collection("log_pages", read_concern=ReadConcern("majority"))
         for doc in sessions.find({"session_id": {"$in": session_ids}}):
+            stored = {kind: list(doc[kind]) for kind in ("work_log", "artifacts")}
+            query = {"workspace_id": doc["workspace_id"], "session_id": doc["session_id"]}
+            for page in pages.find(query).sort("no", 1):
+                stored[page["kind"]] += page["entries"]
+                sealed += 1
             expected = {
-                "action_count": len(doc["work_log"]),
-                "artifact_count": len(doc["artifacts"]),
-                "checkpoint_count": sum(entry.get("type") == "checkpoint" for entry in doc["work_log"]),
+                "action_count": len(stored["work_log"]),
+                "artifact_count": len(stored["artifacts"]),
+                "checkpoint_count": sum(entry.get("type") == "checkpoint" for entry in stored["work_log"]),
             }
             if any(doc[name] != value for name, value in expected.items()):
                 wrong.append(doc["session_id"])
-    return wrong
+    return wrong, sealed
 
 
 class Timeline:
@@ -249,7 +264,7 @@ async def drill(replicas: ReplicaSet, base: str, secret: str, plan: Plan) -> dic
             lost += len(set(ids) - set(kept))
             duplicated += len(kept) - len(set(kept))
             unacknowledged += len(set(kept) - set(ids))
-    wrong_counters = await asyncio.to_thread(counters_consistent, replicas.url, [w.session_id for w in writers])
+    wrong_counters, sealed = await asyncio.to_thread(counters_consistent, replicas.url, [w.session_id for w in writers])
     return {
         "writers": plan.writers,
         "election_timeout_ms": plan.election_timeout_ms,
@@ -266,6 +281,8 @@ async def drill(replicas: ReplicaSet, base: str, secret: str, plan: Plan) -> dic
         "retried_appends": sum(writer.retried for writer in writers),
         "longest_wait_seconds": round(max(writer.longest_wait for writer in writers), 2),
         "sessions_with_wrong_counters": len(wrong_counters),
+        "page_entries": plan.page_entries,
+        "sealed_pages": sealed,
         "timeline": [[round(at, 1), what] for at, what in timeline.events],
     }
 
@@ -278,6 +295,7 @@ def passed(result: dict[str, Any]) -> bool:
         and result["sessions_with_wrong_counters"] == 0
         and not result["unexpected"]
         and result["acknowledged"] > 0
+        and result["sealed_pages"] > 0  # the drill is about seals too: pages must have sealed during it
     )
 
 
@@ -291,7 +309,8 @@ def report(result: dict[str, Any], server_log: str) -> None:
     print(
         f"appends that needed a retry: {result['retried_appends']}; longest wait for an acknowledgement: "
         f"{result['longest_wait_seconds']} s; sessions whose counters disagree with their arrays: "
-        f"{result['sessions_with_wrong_counters']}"
+        f"{result['sessions_with_wrong_counters']}; pages sealed (open page of {result['page_entries']}): "
+        f"{result['sealed_pages']}"
     )
     for line in result["unexpected"]:
         print(f"unexpected answer: {line}")
@@ -308,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--writers", type=int, help="concurrent writers (default 8)")
     parser.add_argument("--election-timeout-ms", type=int, help="the replica set's electionTimeoutMillis")
     parser.add_argument("--pause", type=float, help="seconds between the disruptions")
+    parser.add_argument("--page-entries", type=int, help="the open page's bound (default 16: pages seal all along)")
     parser.add_argument(
         "--server-selection-timeout-ms",
         type=int,
@@ -319,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         "writers": args.writers,
         "election_timeout_ms": args.election_timeout_ms,
         "pause": args.pause,
+        "page_entries": args.page_entries,
         "server_selection_timeout_ms": args.server_selection_timeout_ms,
     }
     plan = Plan(**{**plan.__dict__, **{key: value for key, value in overrides.items() if value is not None}})
@@ -338,7 +359,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             secret = asyncio.run(create_key(replicas.url, DATABASE)).secret
             selection = plan.server_selection_timeout_ms
-            with serve(replicas.url, DATABASE, log=log, server_selection_timeout_ms=selection) as service:
+            with serve(
+                replicas.url,
+                DATABASE,
+                log=log,
+                server_selection_timeout_ms=selection,
+                page_entries=plan.page_entries,
+                page_bytes=4096,
+            ) as service:
                 result = asyncio.run(drill(replicas, service.base, secret, plan))
         finally:
             replicas.stop()

@@ -28,6 +28,7 @@ def test_appends_survive_a_step_down_and_a_killed_primary_exactly_once() -> None
     assert (result["lost"], result["duplicated"], result["http_500"]) == (0, 0, 0), output[-4000:]
     assert result["acknowledged"] == result["stored"] > 0
     assert result["sessions_with_wrong_counters"] == 0
+    assert result["sealed_pages"] > 0  # pages sealed all through the step-down and the kill
     events = " | ".join(what for _, what in result["timeline"])
     for step in ("replSetStepDown", "SIGKILL the new primary", "restarted", "healthy again"):
         assert step in events, events

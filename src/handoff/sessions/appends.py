@@ -229,6 +229,10 @@ async def append(
             if checked.version is not None:
                 known_versions.remember(workspace_id, session_id, checked.version)
             outcome.appended = pending
+            if len(pending) > 1:
+                # A batch may take a page that had room for one entry far past its bounds; seal it now rather than
+                # leave every read until the next single append to work through the oversized open page.
+                await seals.seal_full_page(workspace_id, session_id, array, bounds=bounds)
             return outcome
         checked, pending = await _diagnose(
             workspace_id, session_id, array=array, pending=pending, size=size, settings=settings, outcome=outcome
