@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from litestar import Litestar
-from pymongo.errors import OperationFailure, WriteError
+from pymongo.errors import BulkWriteError, OperationFailure, WriteError
 
 from handoff import clock
 from handoff.app import create_app
@@ -1650,6 +1650,10 @@ class _TooLargeForCache:
 
     async def find_one_and_update(self, *args: Any, **kwargs: Any) -> Any:
         raise OperationFailure("TransactionTooLargeForCache", code=388)
+
+    async def bulk_write(self, requests: list[Any], **kwargs: Any) -> Any:  # appends, through group commit
+        errors = [{"index": n, "code": 388, "errmsg": "TransactionTooLargeForCache"} for n in range(len(requests))]
+        raise BulkWriteError({"writeErrors": errors, "nMatched": 0, "nModified": 0, "nUpserted": 0, "nInserted": 0})
 
 
 async def test_write_too_large_for_mongodbs_cache_is_409_full(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -39,10 +39,10 @@ from pymongo.read_concern import ReadConcern
 from handoff import clock
 from handoff.config import Settings
 from handoff.errors import Conflict, FieldError, Invalid
-from handoff.sessions import misses, paging, seals, store, views
+from handoff.sessions import group_commit, misses, paging, seals, store, views
 from handoff.sessions.lifecycle import Operation, accepted_statuses, is_ended
 from handoff.sessions.limits import check_entry, stored_size
-from handoff.sessions.models import ENTRY_ID_INDEX
+from handoff.sessions.models import ENTRY_ID_INDEX, session_key
 from handoff.sessions.paging import Kind, PageBounds
 
 #: MongoDB's codes for "the write is too large": the document would pass 16 MiB (10334, 17419, 17420), or one
@@ -176,6 +176,8 @@ def guard_for(
 ) -> dict[str, Any]:
     """The filter under which the append may happen (see the module docstring)."""
     guard: dict[str, Any] = {
+        # The key as ``_id`` too: group commit's bulks rely on an equality on ``_id`` (see group_commit.py).
+        "_id": session_key(workspace_id, session_id),
         **store.key(workspace_id, session_id),
         "status": {"$in": accepted_statuses(Operation.WRITE)},
         **checked.condition(kind),
@@ -220,12 +222,12 @@ async def append(
             workspace_id, session_id, array, ids, size=size, checked=checked, room=room, settings=settings
         )
         try:
-            result = await store.sessions().update_one(guard, update_for(array, pending, size, now))
+            matched = await group_commit.committer(_sessions).update(guard, update_for(array, pending, size, now))
         except WriteError as exc:
             if exc.code in DOCUMENT_TOO_LARGE_CODES:
                 raise store.full(session_id) from exc
             raise
-        if result.matched_count:
+        if matched:
             if checked.version is not None:
                 known_versions.remember(workspace_id, session_id, checked.version)
             outcome.appended = pending
@@ -239,6 +241,11 @@ async def append(
         )
         room = PageBounds(entries=2 * bounds.entries, bytes=2 * bounds.bytes)
     raise Conflict(f"session {session_id} changed while appending; retry with the same ids")
+
+
+def _sessions() -> group_commit.Collection:
+    """The sessions collection, looked up at each write (not captured once per process)."""
+    return store.sessions()
 
 
 async def _in_pages(
