@@ -22,7 +22,10 @@ from handoff.bulk.prepare import default_workers
 from handoff.config import Settings
 from handoff.sessions import views
 from handoff.sessions.limits import serialized_size, stored_size
-from handoff.sessions.models import PAYLOAD_ARRAYS
+from handoff.sessions.misses import page_bounds
+from handoff.sessions.seals import paged_layout
+
+KINDS = ("work_log", "artifacts")
 
 DATA = Path(__file__).parent / "data"
 T0 = "2026-01-05T10:00:00+00:00"
@@ -134,7 +137,7 @@ def test_counters_checkpoint_and_payload_follow_the_append_rules(target: Target)
     )
     assert (doc["action_count"], doc["checkpoint_count"], doc["error_count"], doc["artifact_count"]) == (6, 2, 1, 2)
     assert doc["last_checkpoint"] == doc["work_log"][5]
-    assert doc["payload_bytes"] == sum(stored_size(entry) for array in PAYLOAD_ARRAYS for entry in doc[array])
+    assert doc["payload_bytes"] == sum(stored_size(entry) for array in KINDS for entry in doc[array])
 
 
 def test_ended_session_without_an_end_time_ends_at_its_last_update(target: Target) -> None:
@@ -358,11 +361,33 @@ def test_laravel_zero_date_is_a_bad_timestamp(target: Target) -> None:
         from_laravel({**_laravel_rows()[0], "updated_at": "0000-00-00 00:00:00"}, target)
 
 
-def test_document_over_16_mib_is_rejected(target: Target) -> None:
+def test_log_over_16_mib_is_paged_into_documents_under_the_limit(target: Target) -> None:
     row = _export_row(work_log=[{"id": f"e{i}", "message": "m", "data": _big(60_000)} for i in range(290)])
 
-    with pytest.raises(RowError, match=r"bytes as a BSON document, over MongoDB's limit of 16,777,216"):
-        to_bson(row, target)
+    encoded = to_bson(row, target)
+
+    documents = [bson.decode(encoded.bson), *(bson.decode(page) for page in encoded.pages)]
+    assert all(len(bson.encode(document)) < 16 * 1024 * 1024 for document in documents)
+    assert [entry["id"] for document in documents[1:] for entry in document["entries"]] + [
+        entry["id"] for entry in documents[0]["work_log"]
+    ] == [f"e{i}" for i in range(290)]
+
+
+def test_session_over_the_session_byte_cap_is_rejected() -> None:
+    settings = Settings(mongodb_url="mongodb://unused", data_dir=Path("/nonexistent"), max_session_bytes=100_000)
+    row = _export_row(work_log=[{"id": f"e{i}", "message": "m", "data": _big(30_000)} for i in range(4)])
+
+    with pytest.raises(RowError, match=r"the session stores 120,[\d,]+ bytes, over the cap of 100,000"):
+        to_bson(row, Target(workspace_id="ws_test", settings=settings))
+    assert to_bson(row, Target(workspace_id="ws_test", settings=settings.model_copy(update={"max_session_bytes": 0})))
+
+
+def test_session_fields_over_16_mib_are_rejected() -> None:
+    settings = Settings(mongodb_url="mongodb://unused", data_dir=Path("/nonexistent"), max_payload_bytes=32 * 1024**2)
+    row = _export_row(context_summary=_big(17 * 1024 * 1024))
+
+    with pytest.raises(RowError, match=r"the session is [\d,]+ bytes as a BSON document, over MongoDB's limit"):
+        to_bson(row, Target(workspace_id="ws_test", settings=settings))
 
 
 @pytest.mark.parametrize("with_source", [True, False], ids=["line known", "row only"])
@@ -374,8 +399,10 @@ def test_number_too_large_for_bson_is_rejected_saying_where(target: Target, with
         to_bson(row, target, source=source)
 
 
-@pytest.mark.parametrize("entries", [0, 1, 9, 10, 11, 99, 100, 101, 250])
-def test_encoding_with_the_payload_slot_filled_in_equals_encoding_the_document(target: Target, entries: int) -> None:
+@pytest.mark.parametrize("entries", [0, 1, 15, 16, 17, 99, 250])
+def test_encoding_is_the_paged_layout_of_the_document(entries: int) -> None:
+    settings = Settings(mongodb_url="mongodb://unused", data_dir=Path("/nonexistent"), page_entries=16)
+    target = Target(workspace_id="ws_test", settings=settings)
     work_log = [{"message": f"m{i}", "data": {"i": "x" * (i % 7)}} for i in range(entries)]
     artifacts = [{"path": f"p{i}.py"} for i in range(entries // 3)]
     row = _export_row(work_log=work_log, artifacts=artifacts)
@@ -383,11 +410,17 @@ def test_encoding_with_the_payload_slot_filled_in_equals_encoding_the_document(t
 
     encoded = to_bson(row, target, source=line)
     doc = from_export(row, target, source=line)
+    session, pages = paged_layout(doc, page_bounds(settings), target.sealed_at)
 
-    assert encoded == ("sess_1", bson.encode(doc))
-    assert doc["payload_bytes"] == sum(stored_size(entry) for array in PAYLOAD_ARRAYS for entry in doc[array])
+    assert encoded == ("sess_1", bson.encode(session), tuple(bson.encode(page) for page in pages))
+    assert session["_id"] == "ws_test/sess_1"
+    assert len(pages) == session["pages_version"]
+    assert sum(len(page["entries"]) for page in pages) == sum(session["sealed_upto"].values())
+    assert session["payload_bytes"] == doc["payload_bytes"]
+    assert doc["payload_bytes"] == sum(stored_size(entry) for array in KINDS for entry in doc[array])
     for laravel_row in _laravel_rows():
-        assert to_bson(laravel_row, target, shape="laravel").bson == bson.encode(from_laravel(laravel_row, target))
+        laravel, _ = paged_layout(from_laravel(laravel_row, target), page_bounds(settings), target.sealed_at)
+        assert to_bson(laravel_row, target, shape="laravel").bson == bson.encode(laravel)
 
 
 def test_small_line_cannot_hide_an_oversized_payload() -> None:

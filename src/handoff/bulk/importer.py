@@ -1,24 +1,28 @@
-"""Import sessions from files: stream rows, map each to a document, write them in unordered bulk batches.
+"""Import sessions from files: stream rows, map each to a paged session, write them in unordered bulk batches.
 
-Each batch of ``batch_size`` documents is an unordered ``bulk_write`` of inserts keyed by
-``(workspace_id, session_id)``: the unique index refuses a session that exists, which under ``skip`` counts it
-as skipped (``$setOnInsert``'s "insert only when absent") and under ``replace`` sends it to a second unordered
-``bulk_write`` of ``ReplaceOne`` upserts (replace whole). Once a batch meets existing sessions (a re-import),
-the next one first reads which of its keys exist (covered by the unique index) and writes only what it must,
-until a batch meets none. Why inserts rather than one upsert per session: on MongoDB 6.0 an upsert batch with
-``$setOnInsert`` writes at 0.3-0.5x the rate of ``insert_many`` (``scripts/bench_import.py``,
-``docs/benchmarks.md``), an insert batch at the same rate.
+Each row becomes a session document in the paged layout plus the sealed pages of its older entries
+(``mapping.to_bson``). Each batch of ``batch_size`` sessions is an unordered ``insert_many`` keyed by
+``(workspace_id, session_id)``, then one unordered ``insert_many`` of the pages of the sessions it inserted: the
+unique index refuses a session that exists, which under ``skip`` counts it as skipped (``$setOnInsert``'s "insert
+only when absent") and under ``replace`` erases it (``service.delete_session``: the session and its pages) and
+inserts it again. Once a batch meets existing sessions (a re-import), the next one first reads which of its keys
+exist (covered by the unique index) and writes only what it must, until a batch meets none. Why inserts rather
+than one upsert per session: on MongoDB 6.0 an upsert batch with ``$setOnInsert`` writes at 0.3-0.5x the rate of
+``insert_many`` (``scripts/bench_import.py``, ``docs/benchmarks.md``), an insert batch at the same rate.
 
 Rows are read in chunks of ``batch_size``; decoding and mapping them (``prepare.py``: a thread, or worker
 processes for big inputs) runs ahead of the writes, one batch is written while the next ones are prepared, and
-only a bounded number of chunks exist at a time, so memory stays flat whatever the size of the file. A row is
-one document, so a rejected row never leaves anything partial: it goes to the rejects file as
-``{"line", "error", "source"}`` (plus ``file`` when several files are imported) and the run goes on.
+only a bounded number of chunks exist at a time, so memory stays flat whatever the size of the file. A rejected
+row never leaves anything: it goes to the rejects file as ``{"line", "error", "source"}`` (plus ``file`` when
+several files are imported) and the run goes on. A session's pages are written after it (so a page never lands
+beside a session it does not belong to); an import killed between the two leaves that session without its older
+entries, and ``--on-conflict replace`` of the same file repairs it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +30,6 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from bson.raw_bson import RawBSONDocument
-from pymongo import InsertOne, ReplaceOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
@@ -35,7 +38,9 @@ from handoff.bulk.files import RejectsFile, UnreadableFile, check_readable, defa
 from handoff.bulk.formats import FileReader, Format, Record
 from handoff.bulk.prepare import Prepared, Preparer, default_workers
 from handoff.config import Settings, get_settings
+from handoff.errors import NotFound
 from handoff.plans import service as plans
+from handoff.sessions import service as sessions
 from handoff.sessions import store
 from handoff.workspaces import service as workspaces
 
@@ -81,6 +86,7 @@ class _Pending:
     file: Path
     session_id: str
     document: RawBSONDocument
+    pages: list[RawBSONDocument]
 
 
 class _Writer:
@@ -114,9 +120,6 @@ class _Writer:
         if task is not None:
             await task
 
-    def _key(self, session_id: str) -> dict[str, str]:
-        return store.key(self.workspace_id, session_id)
-
     async def _write(self, batch: list[_Pending]) -> None:
         present = await self._present([pending.session_id for pending in batch]) if self._probe else set()
         inserts: list[_Pending] = []
@@ -146,24 +149,28 @@ class _Writer:
         return {doc["session_id"] async for doc in cursor}
 
     async def _insert(self, rows: list[_Pending]) -> list[_Pending]:
-        """Insert the rows; returns those whose session exists already (the unique index refused them)."""
+        """Insert the rows' sessions, then the pages of those inserted; returns the rows whose session exists
+        already (the unique index refused them)."""
         if not rows:
             return []
+        errors: list[dict[str, Any]] = []
         try:
-            inserts: list[InsertOne[Any]] = [InsertOne(row.document) for row in rows]
-            done = await self.collection.bulk_write(inserts, ordered=False)
+            await self.collection.insert_many([row.document for row in rows], ordered=False)
         except BulkWriteError as exc:
             self.result.imported += exc.details.get("nInserted", 0)
             errors = exc.details.get("writeErrors", [])
-        else:
-            self.result.imported += done.inserted_count
-            return []
+        else:  # every one (the result lists no ids of raw documents)
+            self.result.imported += len(rows)
+        failed = {error["index"] for error in errors}
+        pages = [page for index, row in enumerate(rows) if index not in failed for page in row.pages]
+        if pages:
+            await store.pages().insert_many(pages, ordered=False)
         collided: list[_Pending] = []
         external: list[tuple[_Pending, dict[str, Any]]] = []
         for error in errors:
             row, key = rows[error["index"]], error.get("keyPattern") or {}
-            if error.get("code") == DUPLICATE_KEY and "session_id" in key:
-                collided.append(row)
+            if error.get("code") == DUPLICATE_KEY and ("session_id" in key or "_id" in key):
+                collided.append(row)  # the _id is "<workspace_id>/<session_id>": either index says it exists
             elif error.get("code") == DUPLICATE_KEY and "external_id" in key:
                 external.append((row, error))
             else:
@@ -178,19 +185,12 @@ class _Writer:
         return collided
 
     async def _replace(self, rows: list[_Pending]) -> None:
-        if not rows:
-            return
-        operations: list[ReplaceOne[Any]] = [
-            ReplaceOne(self._key(row.session_id), row.document, upsert=True) for row in rows
-        ]
-        try:
-            done = await self.collection.bulk_write(operations, ordered=False)
-        except BulkWriteError as exc:
-            self.result.imported += exc.details.get("nUpserted", 0) + exc.details.get("nMatched", 0)
-            for error in exc.details.get("writeErrors", []):
-                self._refused(rows[error["index"]], error)
-            return
-        self.result.imported += done.upserted_count + done.matched_count
+        """Erase the rows' sessions (with their pages) and insert them again."""
+        for row in rows:
+            with contextlib.suppress(NotFound):  # deleted meanwhile: inserted below all the same
+                await sessions.delete_session(self.workspace_id, row.session_id)
+        for row in await self._insert(rows):
+            self._reject(row, f"session {row.session_id} was written by someone else during the import; run it again")
 
     def _refused(self, row: _Pending, error: dict[str, Any]) -> None:
         """Reject a row the database refused, saying why in the terms of the import."""
@@ -198,7 +198,7 @@ class _Writer:
         if error.get("code") == DUPLICATE_KEY and "external_id" in key:
             external_id = (error.get("keyValue") or {}).get("external_id")
             self._reject(row, f"external_id {external_id!r} is already used by another session of the workspace")
-        elif error.get("code") == DUPLICATE_KEY and "session_id" in key:
+        elif error.get("code") == DUPLICATE_KEY and ("session_id" in key or "_id" in key):
             self._reject(row, f"session {row.session_id} was written by someone else during the import; run it again")
         else:
             self._reject(row, f"MongoDB refused the session: {error.get('errmsg')} (code {error.get('code')})")
@@ -337,7 +337,8 @@ class _Run:
                 self.result.rejected += 1
                 self.rejects.add(line=record.line, error=prepared.error or "", source=record.source, file=path)
             else:
-                batch.append(_Pending(record, path, prepared.session_id, RawBSONDocument(prepared.bson)))
+                pages = [RawBSONDocument(page) for page in prepared.pages]
+                batch.append(_Pending(record, path, prepared.session_id, RawBSONDocument(prepared.bson), pages))
         self.rows += len(chunk)
         self._report()
         await self.writer.submit(batch)

@@ -3,9 +3,11 @@
 Two row shapes come in: what ``handoff export`` writes (the API's Session fields, ``replayed_from``, and the
 ``work_log`` and ``artifacts`` arrays) and a row of the original Laravel ``agent_sessions`` table (integer ids, JSON
 columns as strings or values, ``YYYY-MM-DD HH:MM:SS`` timestamps in UTC, PHP's ``[]`` for an empty object). Both
-become the same stored document, with everything a write through the API maintains (counters, ``last_checkpoint``,
-the context lists, ``payload_bytes``, ``duration_minutes``) recomputed from the arrays by the functions the appends
-use (``sessions.views``, ``sessions.limits``), so an imported session answers every route like one built live.
+become the same session, with everything a write through the API maintains (counters, ``last_checkpoint``,
+``payload_bytes``, ``duration_minutes``) recomputed from the arrays by the functions the appends use
+(``sessions.views``, ``sessions.limits``). :func:`to_bson` then pages the whole log the way the sessions code pages
+any whole log (``seals.paged_layout``: the open page, the sealed pages, ``appended``, ``sealed``, ``stored_bytes``,
+``pages_version``), so an imported session answers every route, and takes appends, like one built live.
 
 A row that cannot become a session raises :class:`RowError` with a message a person can act on; nothing
 partial comes out. The same row always maps to the same document (entries without an id get one derived from
@@ -26,13 +28,12 @@ import msgspec
 from bson.errors import InvalidDocument, InvalidStringData
 from pydantic import ValidationError
 
+from handoff import clock
 from handoff.bulk.entries import (
-    SLOT,
     RowError,
     RowFacts,
     artifact_entry,
     free_form,
-    index_keys,
     kind_of,
     parse_time,
     payload_size,
@@ -42,8 +43,10 @@ from handoff.bulk.entries import (
 from handoff.config import Settings
 from handoff.schemas import PrintableId
 from handoff.sessions import views
-from handoff.sessions.models import ENDED_STATUSES, PAYLOAD_ARRAYS, SessionStatus
+from handoff.sessions.misses import page_bounds
+from handoff.sessions.models import ENDED_STATUSES, SessionStatus
 from handoff.sessions.schemas import HandoffRequest
+from handoff.sessions.seals import paged_layout
 
 #: MongoDB's hard limit on one document.
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
@@ -54,11 +57,13 @@ _STATUSES = frozenset(status.value for status in SessionStatus)
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where rows go: the workspace, the limits, and the Laravel plan ids to map to plan slugs."""
+    """Where rows go: the workspace, the limits and page bounds, the Laravel plan ids to map to plan slugs, and
+    the time the import's pages are sealed at (one for the whole run, so the mapping stays free of the clock)."""
 
     workspace_id: str
     settings: Settings
     plan_map: Mapping[str, str] = field(default_factory=dict)
+    sealed_at: datetime = field(default_factory=clock.now)
 
 
 # Values ------------------------------------------------------------------------------------------------------
@@ -200,7 +205,7 @@ class _Fields:
 
 
 def _document(fields: _Fields, target: Target, row: RowFacts) -> dict[str, Any]:
-    """The stored session, the counted arrays first (see :func:`to_bson`), ``payload_bytes`` still 0."""
+    """The session with its whole log, ``payload_bytes`` still 0."""
     started = fields.started_at
     seen: set[str] = set()
     work_log = [
@@ -213,7 +218,6 @@ def _document(fields: _Fields, target: Target, row: RowFacts) -> dict[str, Any]:
     # The API never stores an entry newer than its session's last activity (one update sets both), and the
     # analytics ``errors`` route relies on it: a supplied ``last_active_at`` older than an entry is raised to it.
     last_active = max([fields.last_active_at or started, *(entry["timestamp"] for entry in work_log + artifacts)])
-    lists = views.context_lists(work_log)
     ended = SessionStatus(fields.status) in ENDED_STATUSES
     # An ended session always has an end (the API sets it); an open one never has.
     ended_at = (fields.ended_at or fields.updated_at or last_active) if ended else None
@@ -221,7 +225,6 @@ def _document(fields: _Fields, target: Target, row: RowFacts) -> dict[str, Any]:
     return {
         "work_log": work_log,
         "artifacts": artifacts,
-        "notable_entries": lists.pop("notable_entries"),
         "payload_bytes": 0,
         "workspace_id": target.workspace_id,
         "session_id": fields.session_id,
@@ -236,7 +239,7 @@ def _document(fields: _Fields, target: Target, row: RowFacts) -> dict[str, Any]:
         **views.sum_increments(work_log),
         "artifact_count": len(artifacts),
         "last_checkpoint": views.last_checkpoint(work_log),
-        **lists,
+        "last_removal": None,  # as a session created through the API stores it
         "replayed_from": fields.replayed_from,
         "duration_minutes": views.duration_minutes(started, ended_at, started) if ended_at else None,
         "legacy": fields.legacy,
@@ -327,7 +330,8 @@ _FIELDS: dict[str, Callable[[Mapping[str, Any], RowFacts, Target], _Fields]] = {
 def to_document(
     row: Mapping[str, Any], target: Target, *, shape: str = "jsonl", source: bytes | None = None
 ) -> dict[str, Any]:
-    """The session document of a row of this shape (``jsonl``: what ``handoff export`` writes; ``laravel``).
+    """The session of a row of this shape (``jsonl``: what ``handoff export`` writes; ``laravel``), its whole log
+    on it (``to_bson`` pages it).
 
     ``source`` is the row's line as read, when there is one: it only lets the checks skip what the line shows
     cannot fail (a short line holds no oversized payload, a line without ``$`` no operator key). What only
@@ -336,7 +340,7 @@ def to_document(
     facts = row_facts(source, target.settings)
     document = _document(_FIELDS[shape](row, facts, target), target, facts)
     try:
-        document["payload_bytes"] = payload_size(*(document[key] for key in PAYLOAD_ARRAYS))
+        document["payload_bytes"] = payload_size(document["work_log"], document["artifacts"])
     except (OverflowError, InvalidDocument, InvalidStringData) as exc:
         raise _unstorable(row, target, shape, exc) from None
     return document
@@ -360,46 +364,44 @@ def from_laravel(row: Mapping[str, Any], target: Target, *, source: bytes | None
 
 
 class Encoded(NamedTuple):
-    """A row's session, ready to write."""
+    """A row's session, ready to write: the paged session document and its sealed pages, BSON-encoded."""
 
     session_id: str
     bson: bytes
+    pages: tuple[bytes, ...] = ()
+
+
+def _encode(document: dict[str, Any], what: str) -> bytes:
+    encoded = bson.encode(document)
+    if len(encoded) > MAX_DOCUMENT_BYTES:
+        raise RowError(
+            f"{what} is {len(encoded):,} bytes as a BSON document, over MongoDB's limit of "
+            f"{MAX_DOCUMENT_BYTES:,} bytes (16 MiB)"
+        )
+    return encoded
 
 
 def to_bson(row: Mapping[str, Any], target: Target, *, shape: str = "jsonl", source: bytes | None = None) -> Encoded:
-    """``bson.encode(to_document(...))``, encoding the arrays once instead of twice.
+    """The row's session in the paged layout (``seals.paged_layout`` with the settings' page bounds), encoded.
 
-    The document starts with the arrays ``payload_bytes`` counts (``work_log``, ``artifacts``,
-    ``notable_entries``) and then ``payload_bytes`` (an int32, 0), so their places in the encoding are known: the
-    entries' sizes are read off the arrays' lengths and written into the ``payload_bytes`` slot. Over MongoDB's
-    16 MiB, or not storable at all: :class:`RowError`.
+    A log of any length fits: its older entries go to pages. What cannot be stored (more bytes than
+    ``max_session_bytes``, a document over MongoDB's 16 MiB, a value BSON cannot hold) is a :class:`RowError`.
     """
     facts = row_facts(source, target.settings)
     document = _document(_FIELDS[shape](row, facts, target), target, facts)
     try:
-        encoded = bytearray(bson.encode(document))
+        session, pages = paged_layout(document, page_bounds(target.settings), target.sealed_at)
+        cap = target.settings.max_session_bytes
+        if cap and session["payload_bytes"] > cap:
+            raise RowError(
+                f"the session stores {session['payload_bytes']:,} bytes, over the cap of {cap:,} "
+                "(HANDOFF_MAX_SESSION_BYTES) that the API keeps every session under"
+            )
+        encoded = _encode(session, "the session")
+        encoded_pages = tuple(_encode(page, f"page {page['no']} of its {page['kind']}") for page in pages)
     except (OverflowError, InvalidDocument, InvalidStringData) as exc:
         raise _unstorable(row, target, shape, exc) from None
-    if len(encoded) > MAX_DOCUMENT_BYTES:
-        raise RowError(
-            f"the session is {len(encoded):,} bytes as a BSON document, over MongoDB's limit of "
-            f"{MAX_DOCUMENT_BYTES:,} bytes (16 MiB); split its work log"
-        )
-    at = 4  # past the document's length
-    sizes = 0
-    for key in PAYLOAD_ARRAYS:
-        entries = document[key]
-        header = b"\x04" + key.encode() + b"\x00"
-        assert encoded[at : at + len(header)] == header, "arrays first"
-        at += len(header)
-        length = int.from_bytes(encoded[at : at + 4], "little")
-        sizes += length - 5 - index_keys(len(entries)) + SLOT * len(entries)  # 5: the array's length and NUL
-        at += length
-    slot = b"\x10payload_bytes\x00"
-    assert encoded[at : at + len(slot)] == slot, "payload_bytes after the counted arrays, an int32"
-    at += len(slot)
-    encoded[at : at + 4] = sizes.to_bytes(4, "little", signed=True)
-    return Encoded(document["session_id"], bytes(encoded))
+    return Encoded(document["session_id"], encoded, encoded_pages)
 
 
 def load_plan_map(text: str) -> dict[str, str]:

@@ -11,7 +11,7 @@ without pages, and is answered the same way.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -447,3 +447,27 @@ async def find_entry(workspace_id: str, session_id: str, kind: Kind, entry_id: s
     if not found:
         raise NotFound(f"entry {entry_id} not found in session {session_id}")
     return found[0]
+
+
+async def stream_entries(doc: Doc, kind: Kind) -> AsyncIterator[Doc]:
+    """Every entry of a kind of the session ``doc`` (as read, with its open page), oldest first, holding one batch
+    of pages at a time: for a reader that wants a whole log of any length (``handoff export``).
+
+    The pages read are the ones sealed before ``doc`` was (``no`` below its ``pages_version``), so together with
+    its open page they are the log as it was when ``doc`` was read, even if seals run meanwhile.
+    """
+    cursor = store.pages().find(
+        {
+            **store.page_key(doc["workspace_id"], doc["session_id"], kind),
+            "no": {"$lt": doc.get("pages_version", 0)},
+        },
+        {"_id": 0, "entries": 1},
+        sort=[("no", 1)],
+        hint=PAGE_ORDER_INDEX,
+        batch_size=PAGE_BATCH,
+    )
+    async for page in cursor:
+        for entry in page["entries"]:
+            yield entry
+    for entry in doc.get(kind) or []:
+        yield entry

@@ -1,0 +1,286 @@
+"""Import and export on the paged log, with pages of four entries so a session of a few dozen entries spans many
+sealed pages.
+
+A session built through the API is exported and imported into another workspace: both must answer every read
+route the same (windows by offset, anchor, type, id prefix; entries by id; artifacts; contexts), store the same
+counters, and take appends the same afterwards, retries of imported ids included. A 200,000-entry session (default
+page bounds) goes out and back in unchanged, and its export holds a small part of its JSON in memory.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tracemalloc
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from litestar import Litestar
+
+from handoff import bulk, clock
+from handoff.app import create_app
+from handoff.config import Settings
+from handoff.db import MongoDatabase
+from handoff.localdb import MongodProcess
+from tests.api import Api, ok
+from tests.factories import Tenant
+
+SMALL_PAGES = {"page_entries": 4, "page_bytes": 4096}
+TYPES = ["info", "checkpoint", "info", "decision", "error", "warning", "success", "info", "checkpoint"]
+ACTIONS = ["created", "modified", "modified", "deleted"]
+#: Fields that name where a session is stored rather than what it holds.
+PLACE = ("_id", "workspace_id")
+
+
+@pytest.fixture(scope="module")
+def small_settings(mongod: MongodProcess, database: MongoDatabase) -> Settings:
+    return Settings(mongodb_url=mongod.url, database=database.name, data_dir=Path("/nonexistent"), **SMALL_PAGES)
+
+
+@pytest.fixture(scope="module")
+def app(small_settings: Settings, database: MongoDatabase) -> Litestar:
+    return create_app(small_settings, database=database)
+
+
+async def _build(api: Api) -> str:
+    """A session grown through the API past many seals of both kinds: typed entries, actions, batches, artifacts,
+    context and a handoff."""
+    sid = (await api.create(agent_type="claude", context_summary={"goal": "paging"}))["session_id"]
+    for n in range(40):
+        if n % 10 == 7:
+            entries = [{"id": f"b{n:02d}-{k}", "message": f"batch {n}.{k}", "type": TYPES[k]} for k in range(5)]
+            await api.post(sid, "work-log/batch", {"entries": entries}, 201)
+        elif n % 10 == 3:
+            await api.post(sid, "actions", {"id": f"a{n:02d}", "action": f"act {n}", "details": {"n": n}}, 201)
+        else:
+            await api.post(sid, "work-log", {"id": f"e{n:02d}", "message": f"step {n}", "type": TYPES[n % 9]}, 201)
+        if n % 3 == 0:
+            body = {"id": f"f{n:02d}", "path": f"src/m{n}.py", "action": ACTIONS[n % 4], "metadata": {"n": n}}
+            await api.post(sid, "artifacts", body, 201)
+    await api.call("PATCH", f"/{sid}/context", {"context_summary": {"goal": "paging", "done": 40}})
+    await api.post(sid, "handoff", {"summary": "half way", "next_steps": ["finish"]})
+    return sid
+
+
+def _routes() -> list[str]:
+    routes = ["", "/recent-actions?limit=7", "/handoff-context", "/replay-context", "/mcp-context"]
+    for query in [
+        "",
+        "?limit=5",
+        "?offset=13&limit=9",
+        "?order=desc&offset=3&limit=11",
+        "?type=checkpoint",
+        "?type=info&order=desc&limit=3",
+        "?after=e05&limit=10",
+        "?before=e38",
+        "?after=e02&before=b27-2",
+        "?id_prefix=b",
+        "?id_prefix=e1&order=desc&limit=4",
+        "?type=error&id_prefix=e",
+    ]:
+        routes.append(f"/work-log{query}")
+    for query in ["", "?limit=3&offset=4", "?action=modified", "?has_blob=false", "?order=desc"]:
+        routes.append(f"/artifacts{query}")
+    for entry in ["e00", "a03", "b17-4", "e39", "missing"]:
+        routes.append(f"/work-log/{entry}")
+    routes += ["/artifacts/f00", "/artifacts/f39", "/artifacts/missing"]
+    return routes
+
+
+async def _answers(client: httpx.AsyncClient, tenant: Tenant, sid: str) -> dict[str, tuple[int, str]]:
+    """Every route's status and body, the workspace's id blanked so two workspaces compare."""
+    answers = {}
+    for route in _routes():
+        response = await client.get(f"/v1/sessions/{sid}{route}", headers=tenant.headers)
+        answers[route] = (response.status_code, response.text.replace(tenant.workspace.workspace_id, "WS"))
+    return answers
+
+
+async def _stored(database: MongoDatabase, tenant: Tenant, sid: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The session document and its pages (in log order), without where they are stored or when pages sealed."""
+    key = {"workspace_id": tenant.workspace.workspace_id, "session_id": sid}
+    doc = await database["sessions"].find_one(key)
+    assert doc is not None
+    pages = await database["log_pages"].find(key, {"_id": 0, "no": 0, "sealed_at": 0, "workspace_id": 0}).to_list()
+    pages.sort(key=lambda page: (page["kind"], page["before"]["all"]))
+    return {name: value for name, value in doc.items() if name not in PLACE}, pages
+
+
+#: Where the log is cut into pages: the API seals a full open page on the append after the one that filled it (a
+#: batch at once), ``seals.paged_layout`` as soon as it is full, so these differ by at most a seal per kind; what
+#: the session holds and every answer (compared separately) do not.
+LAYOUT = ("open_bytes", "sealed", "sealed_upto", "pages_version", "work_log", "artifacts")
+
+
+def _contents(stored: tuple[dict[str, Any], list[dict[str, Any]]]) -> dict[str, Any]:
+    """The session's fields and counters outside the layout, and each kind's entries in log order."""
+    doc, pages = stored
+    contents = {name: value for name, value in doc.items() if name not in LAYOUT}
+    for kind in ("work_log", "artifacts"):
+        contents[kind] = [entry for page in pages if page["kind"] == kind for entry in page["entries"]] + doc[kind]
+    return contents
+
+
+def _layout_is_consistent(stored: tuple[dict[str, Any], list[dict[str, Any]]]) -> bool:
+    """The layout's bookkeeping agrees with the pages and the open page, as the append guards rely on."""
+    doc, pages = stored
+    for kind in ("work_log", "artifacts"):
+        sealed = [page for page in pages if page["kind"] == kind]
+        entries = sum(len(page["entries"]) for page in sealed)
+        assert doc["sealed_upto"][kind] == entries == doc["sealed"][kind]["all"]
+        assert doc["appended"][kind] == entries + len(doc[kind])
+        assert doc["stored_bytes"][kind] == doc["open_bytes"][kind] + sum(page["stored_bytes"] for page in sealed)
+    assert doc["pages_version"] == len(pages)
+    assert doc["payload_bytes"] == sum(doc["stored_bytes"].values())
+    return True
+
+
+async def _export(workspace: str) -> bytes:
+    out = io.BytesIO()
+    await bulk.export_sessions(out, workspace=workspace)
+    return out.getvalue()
+
+
+async def test_imported_paged_session_answers_every_route_and_counter_like_the_api_built_one(
+    *,
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    other_tenant: Tenant,
+    database: MongoDatabase,
+    small_settings: Settings,
+    tmp_path: Path,
+) -> None:
+    sid = await _build(Api(client, tenant))
+    path = tmp_path / "export.jsonl"
+    path.write_bytes(await _export(tenant.workspace.slug))
+
+    result = await bulk.import_files([path], workspace=other_tenant.workspace.slug, settings=small_settings)
+
+    assert result.summary() == "imported 1, skipped 0, rejected 0"
+    built, imported = await _stored(database, tenant, sid), await _stored(database, other_tenant, sid)
+    assert built[0]["pages_version"] > 10
+    assert {kind: len([p for p in built[1] if p["kind"] == kind]) > 3 for kind in ("work_log", "artifacts")} == {
+        "work_log": True,
+        "artifacts": True,
+    }
+    assert _contents(imported) == _contents(built)
+    assert _layout_is_consistent(imported)
+    assert await _answers(client, other_tenant, sid) == await _answers(client, tenant, sid)
+
+
+@pytest.mark.parametrize("kind", ["work-log", "artifacts"])
+async def test_appends_to_an_imported_session_work_and_retries_of_imported_ids_are_the_stored_entries(
+    *,
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    other_tenant: Tenant,
+    database: MongoDatabase,
+    small_settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+) -> None:
+    sid = await _build(Api(client, tenant))
+    path = tmp_path / "export.jsonl"
+    path.write_bytes(await _export(tenant.workspace.slug))
+    await bulk.import_files([path], workspace=other_tenant.workspace.slug, settings=small_settings)
+    apis = [Api(client, tenant), Api(client, other_tenant)]
+    later = clock.now() + timedelta(minutes=3)
+    monkeypatch.setattr(clock, "now", lambda: later)  # the same writes at the same time to each
+    for api in apis:
+        await api.post(sid, "resume")
+    retried = ["e00", "b17-2", "e39"] if kind == "work-log" else ["f00", "f21", "f39"]
+
+    for api in apis:
+        for old in retried:  # a sealed one, one further on, the newest
+            stored = ok(await api.call("GET", f"/{sid}/{kind}/{old}"))
+            body = {name: value for name, value in stored.items() if name != "timestamp"}  # the same entry again
+            assert ok(await api.call("POST", f"/{sid}/{kind}", body), 200) == stored
+        for n in range(9):
+            body = (
+                {"id": f"new{n}", "message": f"new {n}", "type": TYPES[n]}
+                if kind == "work-log"
+                else {"id": f"new{n}", "path": f"n{n}.py", "action": ACTIONS[n % 4]}
+            )
+            ok(await api.call("POST", f"/{sid}/{kind}", body), 201)
+
+    imported, built = await _stored(database, other_tenant, sid), await _stored(database, tenant, sid)
+    assert _contents(imported) == _contents(built)
+    assert _layout_is_consistent(imported)
+    assert await _answers(client, other_tenant, sid) == await _answers(client, tenant, sid)
+
+
+# A long session ----------------------------------------------------------------------------------------------
+
+LONG_ENTRIES = 200_000
+START = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def _long_line(session_id: str) -> dict[str, Any]:
+    def at(i: int) -> str:
+        return (START + timedelta(milliseconds=10 * i)).isoformat()
+
+    work_log: list[dict[str, Any]] = []
+    for i in range(LONG_ENTRIES):
+        if i % 5 == 0:
+            work_log.append({"id": f"a{i}", "action": "edit", "details": {"i": i}, "timestamp": at(i)})
+        else:
+            work_log.append({"id": f"e{i}", "message": f"m{i}", "type": TYPES[i % 9], "data": {}, "timestamp": at(i)})
+    artifacts = [
+        {"id": f"f{i}", "path": f"p{i}.py", "action": ACTIONS[i % 4], "metadata": {}, "timestamp": at(i)}
+        for i in range(2_000)
+    ]
+    return {
+        "session_id": session_id,
+        "status": "active",
+        "started_at": START.isoformat(),
+        "work_log": work_log,
+        "artifacts": artifacts,
+    }
+
+
+async def test_a_200000_entry_session_survives_export_and_import_and_exports_in_flat_memory(
+    tenant: Tenant, other_tenant: Tenant, database: MongoDatabase, settings: Settings, tmp_path: Path
+) -> None:
+    source = _long_line("long")
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps(source) + "\n")
+    assert (await bulk.import_files([path], workspace=tenant.workspace.slug, settings=settings)).imported == 1
+    size = path.stat().st_size
+    exported = tmp_path / "export.jsonl"
+
+    tracemalloc.start()
+    try:
+        assert await bulk.export_to_path(exported, workspace=tenant.workspace.slug) == 1
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    result = await bulk.import_files([exported], workspace=other_tenant.workspace.slug, settings=settings)
+
+    assert result.summary() == "imported 1, skipped 0, rejected 0"
+    assert size > 20_000_000
+    assert peak < size / 5, f"export peaked at {peak:,} bytes for a session of {size:,}"
+    line = json.loads(exported.read_bytes())
+    for kind in ("work_log", "artifacts"):
+        assert len(line[kind]) == len(source[kind])
+        for ours, theirs in zip(line[kind], source[kind], strict=True):
+            assert ours["id"] == theirs["id"]
+            assert datetime.fromisoformat(ours["timestamp"]) == datetime.fromisoformat(theirs["timestamp"])
+            assert {k: v for k, v in ours.items() if k != "timestamp"} == {
+                k: v for k, v in theirs.items() if k != "timestamp"
+            }
+    first = {name: value for name, value in (await _stored_doc(database, tenant)).items() if name not in PLACE}
+    again = {name: value for name, value in (await _stored_doc(database, other_tenant)).items() if name not in PLACE}
+    assert again == first
+    assert first["appended"] == {"work_log": LONG_ENTRIES, "artifacts": 2_000}
+    assert first["action_count"] == LONG_ENTRIES
+    assert first["artifact_count"] == 2_000
+
+
+async def _stored_doc(database: MongoDatabase, tenant: Tenant) -> dict[str, Any]:
+    doc = await database["sessions"].find_one({"workspace_id": tenant.workspace.workspace_id, "session_id": "long"})
+    assert doc is not None
+    return doc
