@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client import generate_latest as _generate_latest
 
 LogKind = Literal["work_log", "artifacts"]
@@ -160,8 +160,10 @@ def exposition(multiproc_dir: Path | None) -> bytes:
     return _generate_latest(registry)
 
 
-#: The ``Content-Type`` of :func:`exposition`'s output.
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+#: The ``Content-Type`` of :func:`exposition`'s output, the text format every Prometheus reads (Litestar adds the
+#: charset). prometheus-client's ``CONTENT_TYPE_LATEST`` names version 1.0.0 and carries its own charset, which
+#: Litestar would repeat.
+CONTENT_TYPE = "text/plain; version=0.0.4"
 
 
 def forget_process(multiproc_dir: Path, pid: int) -> None:
