@@ -133,7 +133,7 @@ async def test_the_key_cache_counts_hits_and_misses(client: httpx.AsyncClient, t
             2,
         ),
         (lambda: metrics.claim("empty"), "handoff_claims_total", {"outcome": "empty"}, 1),
-        (lambda: metrics.mongodb_error("NetworkTimeout"), "handoff_mongodb_errors_total", {"kind": "NetworkTimeout"}, 1),
+        (lambda: metrics.mongodb_error("AutoReconnect"), "handoff_mongodb_errors_total", {"kind": "AutoReconnect"}, 1),
     ],
 )
 async def test_each_recording_function_moves_its_own_sample(
