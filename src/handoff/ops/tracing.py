@@ -27,7 +27,7 @@ from typing import cast
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
-from litestar.types import ASGIApp, HTTPScope, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.pymongo import CommandTracer
@@ -81,12 +81,17 @@ class RouteSpanName(ASGIMiddleware):
         route = scope["path_template"]
         span.update_name(f"{cast('HTTPScope', scope)['method']} {route}")
         span.set_attribute(HTTP_ROUTE, route)
-        try:
-            await next_app(scope, receive, send)
-        finally:
-            principal = scope["state"].get("principal")
-            if principal is not None:
-                span.set_attribute(WORKSPACE_ATTRIBUTE, principal.workspace_id)
+
+        async def send_tagged(message: Message) -> None:
+            # The ASGI middleware ends the span with the last body message, so the workspace (known once the key
+            # is resolved) is added when the response starts.
+            if message["type"] == "http.response.start":
+                principal = scope["state"].get("principal")
+                if principal is not None:
+                    span.set_attribute(WORKSPACE_ATTRIBUTE, principal.workspace_id)
+            await send(message)
+
+        await next_app(scope, receive, send_tagged)
 
 
 def command_tracer(provider: TracerProvider) -> CommandListener:
