@@ -57,17 +57,24 @@ class Served:
 
 
 def wait_ready(base: str, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Until ``/readyz`` answers 200."""
+    wait_ready_path(base, "/readyz", process)
+
+
+def wait_ready_path(base: str, path: str, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Until the server answers ``path`` with 200 (its response is not read: a stream's headers suffice)."""
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise AssertionError(f"handoff serve exited with {process.returncode}")
+            raise AssertionError(f"the server exited with {process.returncode}")
         try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return
+            with httpx.stream("GET", f"{base}{path}", timeout=2) as response:
+                if response.status_code == 200:
+                    return
         except httpx.TransportError:
             pass
         time.sleep(0.2)
-    raise AssertionError(f"{base} did not answer /readyz within {READY_TIMEOUT_SECONDS} s")
+    raise AssertionError(f"{base}{path} did not answer within {READY_TIMEOUT_SECONDS} s")
 
 
 @contextmanager

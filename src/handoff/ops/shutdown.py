@@ -14,7 +14,7 @@ the restarted one, with ``Last-Event-ID``::
         async def stream() -> AsyncIterator[ServerSentEventMessage]:
             async for event in until_shutdown(source(), shutdown_signal(request)):
                 yield event
-            yield ServerSentEventMessage(comment="server restarting", retry_duration=RETRY_AFTER_SHUTDOWN_MS)
+            yield ServerSentEventMessage(comment="server restarting", retry=RETRY_AFTER_SHUTDOWN_MS)
         return ServerSentEvent(stream())
 
 uvicorn owns the signal handlers; :func:`listen_for_shutdown` chains onto the handler it installed while the
