@@ -154,19 +154,23 @@ async def test_json_logs_have_one_object_a_line_with_no_key_and_no_body(
         session_id = ok(await http.post("/v1/sessions", json={}, headers=tenant.headers), 201)["session_id"]
         entry = {"message": secret_body}
         ok(await http.post(f"/v1/sessions/{session_id}/work-log", json=entry, headers=tenant.headers), 201)
-        await http.get("/v1/sessions", headers={"Authorization": "Bearer hk_wrong_key", "X-Request-Id": "req-42"})
+        refused = await http.get(
+            "/v1/sessions", headers={"Authorization": "Bearer hk_wrong_key", "X-Request-Id": "req-42"}
+        )
+        assert refused.headers["X-Request-Id"] == "req-42"  # a proxy's id carries through
+        odd = await http.get("/healthz", headers={"X-Request-Id": "not an id; " * 10})
+        assert len(odd.headers["X-Request-Id"]) == 32  # not a short token: replaced by a new one
 
     lines = [json.loads(line) for line in json_lines.getvalue().splitlines()]
     access = [line for line in lines if line["logger"] == ACCESS_LOGGER]
-    assert len(access) == 3
+    assert len(access) == 4
     appended = access[1]
     assert appended["route"] == "/v1/sessions/{session_id}/work-log"
     assert (appended["method"], appended["status"]) == ("POST", 201)
     assert appended["workspace_id"] == tenant.workspace.workspace_id
     assert isinstance(appended["duration_ms"], float)
     assert len(appended["request_id"]) == 32
-    refused = access[2]
-    assert (refused["status"], refused["request_id"], refused["workspace_id"]) == (401, "req-42", None)
+    assert (access[2]["status"], access[2]["request_id"], access[2]["workspace_id"]) == (401, "req-42", None)
     text = json_lines.getvalue()
     for secret in (tenant.secret, "hk_wrong_key", secret_body, session_id):
         assert secret not in text
