@@ -37,6 +37,7 @@ class Served:
     base: str
     process: subprocess.Popen[bytes]
     output: IO[bytes]
+    final_log: str | None = None  # everything it wrote, once it has exited
 
     def workers(self) -> list[int]:
         """The pids of uvicorn's worker processes (not multiprocessing's resource tracker)."""
@@ -52,6 +53,9 @@ class Served:
         return sorted(found)
 
     def log(self) -> str:
+        """What the service wrote so far (all of it, after the block that served it)."""
+        if self.final_log is not None:
+            return self.final_log
         self.output.seek(0)
         return self.output.read().decode(errors="replace")
 
@@ -107,3 +111,4 @@ def serve(mongodb_url: str, database: str, *, workers: int = 1, **settings: obje
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+            served.final_log = served.log()

@@ -8,6 +8,7 @@ clients open a fresh connection per request, so the kernel spreads them over bot
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -163,3 +164,15 @@ def test_restarting_one_worker_under_load_gives_no_500_and_loses_nothing(served:
     # The stopped worker's counts stay in the total the survivors and its replacement report.
     assert appends_answered(scrape(served.base), "201") - appends_answered(before, "201") == statuses[201]
     print(f"statuses {dict(statuses)}, connections dropped before a response {disconnects}")  # noqa: T201
+
+
+def test_a_json_serve_writes_only_json_lines(mongod: MongodProcess, database: MongoDatabase, tenant: Tenant) -> None:
+    # uvicorn's own lines (startup, shutdown) come out as JSON too, and its plain access log is off.
+    with serve(mongod.url, database.name, log_format="json", log_level="INFO") as service:
+        assert httpx.get(f"{service.base}/v1/sessions", headers=tenant.headers, timeout=10).status_code == 200
+    lines = [json.loads(line) for line in service.log().splitlines() if line.strip()]
+    access = [line for line in lines if line["logger"] == "handoff.access" and line["route"] == "/v1/sessions"]
+    assert len(access) == 1
+    assert access[0]["workspace_id"] == tenant.workspace.workspace_id
+    assert any(line["logger"].startswith("uvicorn") for line in lines)
+    assert tenant.secret not in service.log()
