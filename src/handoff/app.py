@@ -3,15 +3,15 @@
 ``create_app`` wires settings, the database, the auth guard, the controllers, the ``/mcp`` endpoint (the MCP
 tools over streamable HTTP, same keys) and the one error handler into a Litestar app. Its lifespan opens the
 database (the configured server, or the bundled one) and closes it, and runs the MCP session manager;
-tests inject an already-initialised database, which the app then neither opens nor closes.
+tests inject an already-initialised database, which the app then neither opens nor closes. Metrics, traces,
+logs, the request deadline and the shutdown signal come from :class:`handoff.ops.Operations`.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from litestar import Litestar, Request, Router
 from litestar.datastructures import State
@@ -27,7 +27,12 @@ from handoff.config import Settings, get_settings
 from handoff.db import MongoDatabase, create_client, init_database, mongodb_url
 from handoff.errors import handle_exception
 from handoff.health import HealthController
+from handoff.ops import Operations
+from handoff.ops.logs import configure_logging
 from handoff.timeouts import BodyTimeoutMiddleware
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 
 class JsonRequest(Request[Any, Any, State]):
@@ -61,10 +66,16 @@ def _v1_router() -> Router:
     )
 
 
-def create_app(settings: Settings | None = None, *, database: MongoDatabase | None = None) -> Litestar:
-    """Build the API; with ``database`` given, reuse it instead of connecting."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    database: MongoDatabase | None = None,
+    tracer_provider: TracerProvider | None = None,
+) -> Litestar:
+    """Build the API; with ``database`` given, reuse it instead of connecting; ``tracer_provider`` turns tracing on."""
     settings = settings or get_settings()
-    logging.basicConfig(level=settings.log_level)
+    configure_logging(settings)
+    ops = Operations(settings, tracer_provider=tracer_provider)
     from handoff.mcp.http import McpEndpoint  # noqa: PLC0415 - imports the domain services, like _v1_router
 
     mcp = McpEndpoint(settings)
@@ -72,9 +83,10 @@ def create_app(settings: Settings | None = None, *, database: MongoDatabase | No
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            await stack.enter_async_context(ops.running(app))
             if database is None:
                 url = stack.enter_context(mongodb_url(settings))
-                client = create_client(url, settings)
+                client = create_client(url, settings, event_listeners=ops.command_listeners)
                 stack.push_async_callback(client.close)
                 app.state.database = await init_database(client, settings.database)
             else:
@@ -82,11 +94,12 @@ def create_app(settings: Settings | None = None, *, database: MongoDatabase | No
             await stack.enter_async_context(mcp.running())
             yield
 
-    return Litestar(
-        route_handlers=[HealthController, _v1_router(), mcp.route()],
+    app = Litestar(
+        route_handlers=[HealthController, _v1_router(), mcp.route(), *ops.route_handlers],
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
-        middleware=[BodyTimeoutMiddleware(settings.request_body_timeout_seconds)],
+        middleware=[BodyTimeoutMiddleware(settings.request_body_timeout_seconds), *ops.middleware],
+        plugins=ops.plugins,
         request_max_body_size=settings.max_body_bytes,
         request_class=JsonRequest,
         state=State({"settings": settings, "key_cache": KeyCache(settings.api_key_cache_seconds)}),
@@ -104,3 +117,5 @@ def create_app(settings: Settings | None = None, *, database: MongoDatabase | No
         ),
         debug=False,
     )
+    ops.observe(app)
+    return app

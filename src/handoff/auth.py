@@ -4,7 +4,8 @@ It resolves ``Authorization: Bearer <key>`` to a :class:`Principal` and leaves i
 where the ``principal`` dependency picks it up. Lookups are cached for at most
 ``Settings.api_key_cache_seconds`` (5 s by default), so a revocation takes effect within that time while the
 hot path of an agent appending dozens of entries a minute costs no extra query. When an entry expires under
-load, the requests that miss together share one lookup instead of each making its own.
+load, the requests that miss together share one lookup instead of each making its own. Hits and misses are
+counted in ``handoff_api_key_cache_total``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from litestar.handlers.base import BaseRouteHandler
 
+from handoff import metrics
 from handoff.errors import Unauthorized
 from handoff.workspaces import service as workspaces
 from handoff.workspaces.schemas import Principal
@@ -54,7 +56,9 @@ class KeyCache:
         """The cached principal, else the result of ``lookup``, run once for all the requests missing together."""
         principal = self.get(key_hash)
         if principal is not None:
+            metrics.key_cache("hit")
             return principal
+        metrics.key_cache("miss")  # joining another request's pending lookup is a miss too: no cached answer
         if self.ttl_seconds <= 0:
             return await lookup()  # no cache: every request sees the key as it is now
         pending = self._lookups.get(key_hash)

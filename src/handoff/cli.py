@@ -71,30 +71,20 @@ def cli() -> None:
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
 def serve(host: str, port: int, workers: int) -> None:
-    """Run the REST API (and the bundled MongoDB when HANDOFF_MONGODB_URL is unset)."""
-    import uvicorn  # noqa: PLC0415 - a server is only needed here
+    """Run the REST API (and the bundled MongoDB when HANDOFF_MONGODB_URL is unset).
 
-    from handoff.app import create_app  # noqa: PLC0415
-    from handoff.db import mongodb_url  # noqa: PLC0415
+    SIGTERM stops it gracefully; with workers, SIGHUP restarts them one at a time.
+    """
+    from handoff.db import mongodb_url  # noqa: PLC0415 - a server is only needed here
     from handoff.localdb import LocalMongoError  # noqa: PLC0415
+    from handoff.ops import server  # noqa: PLC0415
 
     settings = _settings()
     try:
         with mongodb_url(settings) as url:
             if not settings.mongodb_url:
                 err_console.print(f"[dim]bundled MongoDB at {url} (data in {settings.data_dir})[/dim]")
-            if workers == 1:
-                uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
-            else:
-                # Workers import the factory themselves; each finds the bundled server through its state file.
-                uvicorn.run(
-                    "handoff.app:create_app",
-                    factory=True,
-                    host=host,
-                    port=port,
-                    workers=workers,
-                    log_level=settings.log_level.lower(),
-                )
+            server.run(settings, host=host, port=port, workers=workers)
     except LocalMongoError as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -66,6 +66,46 @@ class Settings(BaseSettings):
     )
     idempotency_ttl_hours: int = Field(default=24, ge=24, description="How long Idempotency-Key records live.")
 
+    # Operations (issue 17: metrics, tracing, logs, deadlines, graceful restarts; see handoff.ops) -----------------
+    metrics_enabled: bool = Field(default=True, description="Count requests and serve GET /metrics.")
+    metrics_token: SecretStr | None = Field(
+        default=None, description="When set, GET /metrics requires `Authorization: Bearer <token>`."
+    )
+    prometheus_multiproc_dir: Path | None = Field(
+        default=None,
+        validation_alias="prometheus_multiproc_dir",  # prometheus-client's own variable, PROMETHEUS_MULTIPROC_DIR
+        description="Where workers share their metrics; `handoff serve --workers N` sets a fresh one.",
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias="otel_exporter_otlp_endpoint",  # OpenTelemetry's own variable, OTEL_EXPORTER_OTLP_ENDPOINT
+        description="OTLP/HTTP collector; with the opentelemetry extra installed, traces go there.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one JSON object a line, with one access line per request."
+    )
+    request_timeout_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        description="Deadline of a request's database work (longer than an election); past it, 503.",
+    )
+    shutdown_timeout_seconds: float = Field(
+        default=25.0, ge=0, description="How long SIGTERM waits for in-flight requests before cancelling them."
+    )
+
+    @field_validator("metrics_token", "otel_exporter_otlp_endpoint", "prometheus_multiproc_dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """``VAR=`` in a compose file or a unit means "not set", not "a token of no characters"."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("otel_exporter_otlp_endpoint")
+    @classmethod
+    def _check_otlp_endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be the collector's http:// or https:// base URL (OTLP over HTTP)")
+        return value
+
     @field_validator("mongodb_url", mode="before")
     @classmethod
     def _check_mongodb_url(cls, value: object) -> object:
@@ -91,7 +131,9 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "?"
-        raise SettingsError(f"HANDOFF_{field.upper()}: {first['msg']}") from exc
+        foreign = {info.validation_alias for info in Settings.model_fields.values()}  # another tool's variables
+        variable = field.upper() if field in foreign else f"HANDOFF_{field.upper()}"
+        raise SettingsError(f"{variable}: {first['msg']}") from exc
 
 
 @lru_cache(maxsize=1)

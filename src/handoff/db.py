@@ -7,13 +7,14 @@ is longer than an election, so requests ride one out instead of failing fast.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from beanie import Document, init_beanie
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.monitoring import CommandListener
 
 from handoff.config import Settings
 from handoff.idempotency.models import IdempotencyRecord
@@ -27,10 +28,11 @@ MongoDatabase = AsyncDatabase[dict[str, Any]]
 MongoClient = AsyncMongoClient[dict[str, Any]]
 
 
-def create_client(url: str, settings: Settings) -> MongoClient:
-    """A client with the durability settings the service promises."""
+def create_client(url: str, settings: Settings, *, event_listeners: Sequence[CommandListener] = ()) -> MongoClient:
+    """A client with the durability settings the service promises (``event_listeners``: see ``handoff.ops``)."""
     return AsyncMongoClient(
         url,
+        event_listeners=event_listeners,
         w="majority",
         retryWrites=True,
         retryReads=True,

@@ -13,9 +13,11 @@ Domain code raises values with a status; it never builds HTTP responses. The tre
     ├── Invalid                      422  well-formed but invalid input (optionally with field errors)
     └── Unavailable                  503  no primary, no server, a timeout: retry later
 
-PyMongo's connection-level errors are translated to ``Unavailable`` here too, so a failover is a 503 with
-``Retry-After`` and never a 500. Litestar's own HTTP exceptions (malformed JSON, unknown route, wrong method,
-an oversized body, validation) go through the same renderer so every error has one shape.
+PyMongo's connection-level errors, and its timeouts (the request deadline of ``handoff.ops.deadline`` running
+out), are translated to ``Unavailable`` here too, so a failover or a frozen database is a 503 with
+``Retry-After`` and never a 500; each is counted by its class in ``handoff_mongodb_errors_total``. Litestar's
+own HTTP exceptions (malformed JSON, unknown route, wrong method, an oversized body, validation) go through the
+same renderer so every error has one shape.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from pymongo.errors import (
     PyMongoError,
     WriteConcernError,
 )
+
+from handoff import metrics
 
 logger = logging.getLogger("handoff.errors")
 
@@ -203,9 +207,9 @@ def handle_exception(  # noqa: PLR0911 - one branch per kind of error, each a re
         if exc.status_code >= 500:
             return _internal_error(request, exc)
         return problem_response(exc.status_code, exc.detail, headers=exc.headers)
-    if isinstance(exc, UNAVAILABLE_ERRORS) or (
-        isinstance(exc, OperationFailure) and exc.code in UNAVAILABLE_SERVER_CODES
-    ):
+    if isinstance(exc, PyMongoError):
+        metrics.mongodb_error(type(exc).__name__)
+    if _unavailable(exc):
         logger.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
         return problem_response(
             503,
@@ -216,8 +220,17 @@ def handle_exception(  # noqa: PLR0911 - one branch per kind of error, each a re
     return _internal_error(request, exc)
 
 
+def _unavailable(exc: Exception) -> bool:
+    """The database cannot serve now: unreachable, no primary, busy, or out of the request's time."""
+    if isinstance(exc, UNAVAILABLE_ERRORS):
+        return True
+    if isinstance(exc, OperationFailure) and exc.code in UNAVAILABLE_SERVER_CODES:
+        return True
+    return isinstance(exc, PyMongoError) and exc.timeout  # a client-side operation timeout, whatever its class
+
+
 def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    request_id = uuid.uuid4().hex
+    request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex
     logger.error("request %s failed: %s %s", request_id, request.method, request.url.path, exc_info=exc)
     return problem_response(
         500,
