@@ -22,9 +22,11 @@ from handoff.app import create_app
 from handoff.config import Settings
 from handoff.db import MongoDatabase
 from handoff.localdb import MongodProcess
+from handoff.sessions.models import LogPage
 from tests.api import Api, ok, problem
 from tests.factories import Tenant
 from tests.inprocess import in_process
+from tests.test_ops_metrics import scrape, value
 
 TYPES = ["info", "checkpoint", "info", "decision", "error", "warning", "success", "info", "checkpoint"]
 ACTIONS = ["created", "modified", "modified", "deleted"]
@@ -432,3 +434,18 @@ async def _sixty_four_writers(api: Api, database: MongoDatabase, page_entries: i
     assert len(pages) >= 768 // (page_entries // 2) - 2
     in_pages = [entry["id"] for page in pages for entry in page["entries"]]
     assert len(in_pages) == len(set(in_pages))
+
+
+async def test_appends_and_seals_are_counted_in_the_metrics(api: Api, client: httpx.AsyncClient) -> None:
+    before = await scrape(client)
+    sid = (await api.create())["session_id"]
+    written = await grow(api, sid, 60)
+    await api.post(sid, "work-log", {"id": written[0]["id"], "message": "a retry", "type": "info"}, 422)
+    after = await scrape(client)
+
+    def moved(name: str) -> float:
+        return value(after, name, kind="work_log") - value(before, name, kind="work_log")
+
+    pages = await LogPage.find({"session_id": sid, "kind": "work_log"}).count()
+    assert moved("handoff_entries_appended_total") == len(written) == 60
+    assert moved("handoff_page_seals_total") == pages > 10

@@ -36,7 +36,7 @@ from typing import Any
 from pymongo.errors import WriteError
 from pymongo.read_concern import ReadConcern
 
-from handoff import clock
+from handoff import clock, metrics
 from handoff.config import Settings
 from handoff.errors import Conflict, FieldError, Invalid
 from handoff.sessions import group_commit, misses, paging, seals, store, views
@@ -231,6 +231,7 @@ async def append(
             if checked.version is not None:
                 known_versions.remember(workspace_id, session_id, checked.version)
             outcome.appended = pending
+            metrics.entries_appended(array, len(pending))
             if len(pending) > 1:
                 # A batch may take a page that had room for one entry far past its bounds; seal it now rather than
                 # leave every read until the next single append to work through the oversized open page.

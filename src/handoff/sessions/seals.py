@@ -23,7 +23,7 @@ from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from handoff import clock
+from handoff import clock, metrics
 from handoff.sessions import paging, store
 from handoff.sessions.limits import stored_size
 from handoff.sessions.models import session_key
@@ -120,6 +120,7 @@ async def _seal_once(workspace_id: str, session_id: str, kind: Kind, bounds: Pag
         sealed: bool = await session.with_transaction(move)
     if not sealed:
         return False, False
+    metrics.page_sealed(kind)
     logger.debug("sealed %d %s entries of %s into page %d", len(taken), kind, session_id, version)
     return True, paging.is_full(length - len(taken), open_size - size, bounds)
 
