@@ -284,3 +284,30 @@ async def _stored_doc(database: MongoDatabase, tenant: Tenant) -> dict[str, Any]
     doc = await database["sessions"].find_one({"workspace_id": tenant.workspace.workspace_id, "session_id": "long"})
     assert doc is not None
     return doc
+
+
+async def test_reimport_skips_or_replaces_a_paged_session_with_its_pages(
+    *,
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    other_tenant: Tenant,
+    database: MongoDatabase,
+    small_settings: Settings,
+    tmp_path: Path,
+) -> None:
+    sid = await _build(Api(client, tenant))
+    path = tmp_path / "export.jsonl"
+    path.write_bytes(await _export(tenant.workspace.slug))
+    workspace = other_tenant.workspace.slug
+    await bulk.import_files([path], workspace=workspace, settings=small_settings)
+    first = await _stored(database, other_tenant, sid)
+
+    skipped = await bulk.import_files([path], workspace=workspace, settings=small_settings)
+    after_skip = await _stored(database, other_tenant, sid)
+    replaced = await bulk.import_files([path], workspace=workspace, settings=small_settings, on_conflict="replace")
+
+    assert skipped.summary() == "imported 0, skipped 1, rejected 0"
+    assert replaced.summary() == "imported 1, skipped 0, rejected 0"
+    assert after_skip == first
+    assert await _stored(database, other_tenant, sid) == first
+    assert await _answers(client, other_tenant, sid) == await _answers(client, tenant, sid)
