@@ -109,9 +109,10 @@ async def _stored(database: MongoDatabase, tenant: Tenant, sid: str) -> tuple[di
     return {name: value for name, value in doc.items() if name not in PLACE}, pages
 
 
-#: Where the log is cut into pages: the API seals a full open page on the append after the one that filled it (a
-#: batch at once), ``seals.paged_layout`` as soon as it is full, so these differ by at most a seal per kind; what
-#: the session holds and every answer (compared separately) do not.
+#: Where the log is cut into pages: ``seals.paged_layout`` cuts as single appends would have (a full open page is
+#: sealed before the next entry), but a batch append takes a page with room far past its bounds and is sealed
+#: after it, so a log written with batches may be cut elsewhere; what the session holds and every answer (compared
+#: separately) do not differ.
 LAYOUT = ("open_bytes", "sealed", "sealed_upto", "pages_version", "work_log", "artifacts")
 
 
@@ -311,3 +312,24 @@ async def test_reimport_skips_or_replaces_a_paged_session_with_its_pages(
     assert after_skip == first
     assert await _stored(database, other_tenant, sid) == first
     assert await _answers(client, other_tenant, sid) == await _answers(client, tenant, sid)
+
+
+async def test_a_log_of_single_appends_imports_into_the_very_pages_the_api_made(
+    *, client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant, database: MongoDatabase,
+    small_settings: Settings, tmp_path: Path,
+) -> None:  # fmt: skip
+    api = Api(client, tenant)
+    sid = (await api.create())["session_id"]
+    for n in range(41):
+        await api.post(sid, "work-log", {"id": f"e{n}", "message": "x" * (1 + n * 37 % 300), "type": "info"}, 201)
+    path = tmp_path / "export.jsonl"
+    path.write_bytes(await _export(tenant.workspace.slug))
+
+    await bulk.import_files([path], workspace=other_tenant.workspace.slug, settings=small_settings)
+
+    (built, built_pages), (imported, imported_pages) = [
+        await _stored(database, who, sid) for who in (tenant, other_tenant)
+    ]
+    assert len(built_pages) > 5
+    assert imported_pages == built_pages
+    assert {name: imported[name] for name in LAYOUT} == {name: built[name] for name in LAYOUT}

@@ -25,7 +25,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 
 from handoff import clock, metrics
 from handoff.sessions import paging, store
-from handoff.sessions.limits import stored_size
+from handoff.sessions.limits import stored_size, total_stored_size
 from handoff.sessions.models import session_key
 from handoff.sessions.paging import Kind, PageBounds
 
@@ -158,12 +158,41 @@ async def seal_full_page(workspace_id: str, session_id: str, kind: Kind, *, boun
 # A whole log at once ------------------------------------------------------------------------------------------
 
 
+def _seal_as_appended(
+    doc: dict[str, Any],
+    kind: Kind,
+    entries: list[dict[str, Any]],
+    *,
+    bounds: PageBounds,
+    now: datetime,
+    pages: list[dict[str, Any]],
+) -> tuple[dict[str, int], int, int]:
+    """Seal ``entries`` into ``pages`` as single appends through the API would have: before each entry, while
+    the open page is full, its oldest part is sealed (``seal_length`` of its first ``bounds.entries``). Returns
+    the sealed counts, the first open entry's index and the open page's bytes."""
+    sizes = [stored_size(entry) for entry in entries]
+    before, start, left = paging.zero_counts(kind), 0, 0
+    for index, size in enumerate(sizes):
+        while paging.is_full(index - start, left, bounds):
+            length = paging.seal_length(sizes[start : start + bounds.entries], bounds)
+            sealed = sum(sizes[start : start + length])
+            page = page_document(
+                doc, kind, no=len(pages), before=before, entries=entries[start : start + length], size=sealed, now=now
+            )
+            pages.append(page)
+            before = paging.shift(before, page["counts"])
+            start, left = start + length, left - sealed
+        left += size
+    return before, start, left
+
+
 def paged_layout(
     legacy: dict[str, Any], bounds: PageBounds, now: datetime
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A session stored whole (its entire log on the document) as a paged session document and its pages.
 
-    Pure: the importer writes imported sessions through it too, so a long imported log is paged the same way.
+    Pure: the importer writes imported sessions through it too, so a long imported log is paged the same way, and
+    into the same pages the API would have made of the same entries appended one by one.
     """
     doc = {name: value for name, value in legacy.items() if name not in LEGACY_FIELDS}
     doc["_id"] = session_key(doc["workspace_id"], doc["session_id"])
@@ -172,20 +201,12 @@ def paged_layout(
     doc["appended"], doc["sealed_upto"] = {}, {}
     for kind in paging.KINDS:
         entries: list[dict[str, Any]] = list(doc.get(kind) or [])
-        sizes = [stored_size(entry) for entry in entries]
-        doc["stored_bytes"][kind] = sum(sizes)
-        before = paging.zero_counts(kind)
-        start, left = 0, doc["stored_bytes"][kind]
-        # Seal from the front while what is left would not fit an open page: the open page keeps the newest.
-        while paging.is_full(len(entries) - start, left, bounds):
-            length = paging.seal_length(sizes[start : start + bounds.entries], bounds)
-            size = sum(sizes[start : start + length])
-            page = page_document(
-                doc, kind, no=len(pages), before=before, entries=entries[start : start + length], size=size, now=now
-            )
-            pages.append(page)
-            before = paging.shift(before, page["counts"])
-            start, left = start + length, left - size
+        total = total_stored_size(entries)
+        doc["stored_bytes"][kind] = total
+        before, start, left = paging.zero_counts(kind), 0, total
+        # No append of this log would have found its open page full: no seal (most logs; no entry-by-entry sizes).
+        if entries and paging.is_full(len(entries) - 1, total - stored_size(entries[-1]), bounds):
+            before, start, left = _seal_as_appended(doc, kind, entries, bounds=bounds, now=now, pages=pages)
         doc[kind] = entries[start:]
         doc["open_bytes"][kind] = left
         doc["sealed"][kind] = before
