@@ -66,6 +66,17 @@ class Settings(BaseSettings):
     )
     idempotency_ttl_hours: int = Field(default=24, ge=24, description="How long Idempotency-Key records live.")
 
+    # Blobs (issue 13) --------------------------------------------------------------------------------------------
+    max_blob_bytes: int = Field(default=256 * MIB, ge=1, description="Largest blob one upload may store (413 above).")
+    blob_upload_min_bytes_per_second: int = Field(
+        default=64 * KIB,
+        ge=1,
+        description=(
+            "Slowest average rate a blob upload may keep once past HANDOFF_REQUEST_BODY_TIMEOUT_SECONDS (408 below); "
+            "a long upload that keeps arriving is never cut."
+        ),
+    )
+
     @field_validator("mongodb_url", mode="before")
     @classmethod
     def _check_mongodb_url(cls, value: object) -> object:
