@@ -612,7 +612,9 @@ async def test_another_workspace_gets_404_on_every_blob_route(
 # Domain functions the sessions code calls --------------------------------------------------------------------
 
 
-async def test_check_blob_refs_accepts_the_session_blobs_only(blobs: Blobs, tenant: Tenant, other_tenant: Tenant) -> None:
+async def test_check_blob_refs_accepts_the_session_blobs_only(
+    blobs: Blobs, tenant: Tenant, other_tenant: Tenant
+) -> None:
     sid = await blobs.session()
     other_sid = await blobs.session()
     mine = (await blobs.stored(sid, b"a"))["blob_id"]
