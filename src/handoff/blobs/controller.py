@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from litestar import Controller, Request, Response, delete, get, head, post
 from litestar.datastructures import State
+from litestar.enums import MediaType
 from litestar.exceptions import InternalServerException
 from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.response import Stream
@@ -113,13 +114,23 @@ class BlobController(Controller):
         found = await service.download(principal.workspace_id, session_id, blob_id, range_header=range)
         return Stream(found.body(), status_code=found.status, headers=found.headers)
 
-    @head(ONE_BLOB, responses={206: binary("The headers of that part of the blob"), **problems(404, 416)})
+    @head(
+        ONE_BLOB,
+        media_type="application/octet-stream",
+        responses={
+            200: binary("The headers of the blob, without its bytes"),
+            206: binary("The headers of that part of the blob"),
+            **problems(404, 416),
+        },
+    )
     async def blob_headers(
         self, principal: CurrentPrincipal, session_id: FromPath[str], blob_id: FromPath[str], range: RangeHeader = None
     ) -> Response[None]:
         """The headers a GET of the blob would answer, without its bytes."""
         found = await service.download(principal.workspace_id, session_id, blob_id, range_header=range)
-        return Response(None, status_code=found.status, headers=found.headers)
+        # ``media_type`` only lets Litestar render the empty content (as JSON's null, sent as no body at all); the
+        # Content-Type sent is the blob's, from ``headers``.
+        return Response(None, status_code=found.status, headers=found.headers, media_type=MediaType.JSON)
 
     @delete(ONE_BLOB, status_code=HTTP_204_NO_CONTENT, responses=problems(404))
     async def delete_blob(self, principal: CurrentPrincipal, session_id: FromPath[str], blob_id: FromPath[str]) -> None:
