@@ -257,6 +257,8 @@ def test_every_string_field_of_every_body_is_covered(app: Litestar) -> None:
         for method, operation in item.items():
             if "requestBody" not in operation or not path.startswith("/v1"):
                 continue
+            if "application/json" not in operation["requestBody"]["content"]:
+                continue  # raw bytes (a blob upload): stored as they come, never read as JSON or as a query
             assert (method.upper(), path) in BODIES, f"no hostile-input case for {method.upper()} {path}"
             node, components = _body_schema(app, method, path)
             declared = set(_string_fields(node, components))
