@@ -163,13 +163,11 @@ async def gridfs_download(bucket: AsyncGridFSBucket, file_id: Any, size: int, pi
 
 
 async def api_upload(
-    http: httpx.AsyncClient, key: BenchKey, session_id: str, size: int, seed: bytes, pids: dict[str, int], pid: int
+    http: httpx.AsyncClient, key: BenchKey, session_id: str, *, size: int, seed: bytes, pids: dict[str, int], pid: int
 ) -> tuple[dict[str, Any], Measure]:
     with watch_memory(pid) as memory, watch_cpu(pids) as cpu:
         started = time.perf_counter()
-        response = await http.post(
-            f"/v1/sessions/{session_id}/blobs", headers=key.headers, content=apieces(size, seed)
-        )
+        response = await http.post(f"/v1/sessions/{session_id}/blobs", headers=key.headers, content=apieces(size, seed))
         seconds = time.perf_counter() - started
     if response.status_code != 201:
         raise SystemExit(f"upload answered {response.status_code}: {response.text}")
@@ -177,7 +175,7 @@ async def api_upload(
 
 
 async def api_download(
-    http: httpx.AsyncClient, key: BenchKey, session_id: str, blob_id: str, size: int, pids: dict[str, int], pid: int
+    http: httpx.AsyncClient, key: BenchKey, session_id: str, blob_id: str, *, size: int, pids: dict[str, int], pid: int
 ) -> Measure:
     with watch_memory(pid) as memory, watch_cpu(pids) as cpu:
         started = time.perf_counter()
@@ -186,7 +184,8 @@ async def api_download(
             async for data in answer.aiter_raw():
                 received += len(data)
         seconds = time.perf_counter() - started
-    assert answer.status_code == 200 and received == size, (answer.status_code, received, size)
+    assert answer.status_code == 200, answer.status_code
+    assert received == size, (received, size)
     return Measure(seconds, cpu.spent, memory.peak_kib)
 
 
@@ -208,7 +207,7 @@ async def _session(http: httpx.AsyncClient, key: BenchKey) -> str:
     return str(response.json()["session_id"])
 
 
-async def run(url: str, key: BenchKey, base: str, service_pid: int, mongod_pid: int, size: int, rounds: int) -> None:
+async def run(url: str, key: BenchKey, base: str, *, service_pid: int, mongod_pid: int, size: int, rounds: int) -> None:
     seed = os.urandom(PIECE)
     expected = _expected_sha256(size, seed)
     pids = {"service": service_pid, "mongod": mongod_pid, "client": os.getpid()}
@@ -219,8 +218,8 @@ async def run(url: str, key: BenchKey, base: str, service_pid: int, mongod_pid: 
         async with httpx.AsyncClient(base_url=base, timeout=600) as http:
             # Warm-up: connections, imports and the first allocations of both sides, then the idle RSS.
             warm = await _session(http, key)
-            blob, _ = await api_upload(http, key, warm, 8 * MIB, seed, pids, service_pid)
-            await api_download(http, key, warm, blob["blob_id"], 8 * MIB, pids, service_pid)
+            blob, _ = await api_upload(http, key, warm, size=8 * MIB, seed=seed, pids=pids, pid=service_pid)
+            await api_download(http, key, warm, blob["blob_id"], size=8 * MIB, pids=pids, pid=service_pid)
             file_id, _ = await gridfs_upload(bucket, 8 * MIB, seed, pids)
             await gridfs_download(bucket, file_id, 8 * MIB, pids)
             await bucket.delete(file_id)
@@ -233,10 +232,10 @@ async def run(url: str, key: BenchKey, base: str, service_pid: int, mongod_pid: 
 
                 async def api_side() -> None:
                     sid = await _session(http, key)
-                    stored, up = await api_upload(http, key, sid, size, seed, pids, service_pid)
+                    stored, up = await api_upload(http, key, sid, size=size, seed=seed, pids=pids, pid=service_pid)
                     if stored["sha256"] != expected or stored["size"] != size:
                         raise SystemExit(f"the service stored something else: {stored}")
-                    down = await api_download(http, key, sid, stored["blob_id"], size, pids, service_pid)
+                    down = await api_download(http, key, sid, stored["blob_id"], size=size, pids=pids, pid=service_pid)
                     results["api up"].append(up)
                     results["api down"].append(down)
                     await http.delete(f"/v1/sessions/{sid}/blobs/{stored['blob_id']}", headers=key.headers)
@@ -292,7 +291,17 @@ def main() -> None:
         key = asyncio.run(create_key(server.url))
         print(machine(server.url))
         with serve(server.url, max_session_bytes=0, max_blob_bytes=size) as service:
-            asyncio.run(run(server.url, key, service.base, service.pid, server.pid, size, args.rounds))
+            asyncio.run(
+                run(
+                    server.url,
+                    key,
+                    service.base,
+                    service_pid=service.pid,
+                    mongod_pid=server.pid,
+                    size=size,
+                    rounds=args.rounds,
+                )
+            )
 
 
 if __name__ == "__main__":

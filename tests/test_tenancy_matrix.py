@@ -167,7 +167,8 @@ def _takes_body(app: Litestar, method: str, template: str) -> bool:
 
 def _fill(template: str, *, session_id: str, slug: str, blob_id: str) -> str:
     names = set(re.findall(r"{(\w+)}", template))
-    assert names <= {"session_id", "slug", "entry_id", "blob_id"}, f"no value for the path parameters of {template}: {names}"
+    known = {"session_id", "slug", "entry_id", "blob_id"}
+    assert names <= known, f"no value for the path parameters of {template}: {names}"
     filled = template.replace("{session_id}", session_id).replace("{slug}", slug).replace("{entry_id}", ENTRY)
     return filled.replace("{blob_id}", blob_id)
 

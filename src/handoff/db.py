@@ -24,7 +24,16 @@ from handoff.workspaces.models import ApiKey, Workspace
 
 #: Every collection and its indexes, created at start-up; blobs are GridFS files (``fs.files``, ``fs.chunks``)
 #: indexed on ``(metadata.workspace_id, metadata.session_id, metadata.blob_id)`` (``handoff.blobs.models``).
-DOCUMENT_MODELS: list[type[Document]] = [Workspace, ApiKey, Session, LogPage, Plan, IdempotencyRecord, BlobFile, BlobChunk]
+DOCUMENT_MODELS: list[type[Document]] = [
+    Workspace,
+    ApiKey,
+    Session,
+    LogPage,
+    Plan,
+    IdempotencyRecord,
+    BlobFile,
+    BlobChunk,
+]
 
 MongoDatabase = AsyncDatabase[dict[str, Any]]
 MongoClient = AsyncMongoClient[dict[str, Any]]

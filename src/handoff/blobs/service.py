@@ -9,8 +9,9 @@ another workspace is not found, exactly like one that does not exist. Uploads go
 2. the body into GridFS (``upload.receive``), stopped as soon as it passes the blob limit (413) or the room the
    session had (409), with nothing left behind;
 3. one guarded update of the session, the count and the cap in its filter: ``$inc`` the bytes only while the
-   session is open and has the room. When it matches nothing (the session ended, filled up or was deleted
-   while the body arrived), the blob just written is deleted and the reason is raised.
+   session is open, stored in the paged layout (an older one is migrated first) and has the room. When it
+   matches nothing (the session ended, filled up or was deleted while the body arrived), the blob just written
+   is deleted and the reason is raised.
 
 A session deleted while a blob arrives therefore never keeps it: :func:`delete_session_blobs` runs after the
 session is gone, and an upload that finishes later finds no session to count itself in and removes itself.
@@ -29,8 +30,8 @@ from handoff.blobs import delivery, storage, upload
 from handoff.blobs.schemas import BlobRead
 from handoff.blobs.storage import StoredFile
 from handoff.config import Settings
-from handoff.errors import Conflict, FieldError, Invalid, NotFound, SessionFull, TooLarge
-from handoff.sessions import store
+from handoff.errors import Conflict, FieldError, Invalid, NotFound, TooLarge
+from handoff.sessions import misses, store
 from handoff.sessions.lifecycle import Operation, accepted_statuses, is_ended
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
@@ -87,15 +88,6 @@ def _too_large(settings: Settings) -> TooLarge:
     return TooLarge(f"the blob is over {settings.max_blob_bytes:,} bytes (HANDOFF_MAX_BLOB_BYTES)")
 
 
-def _full(session_id: str, cap: int) -> SessionFull:
-    # Worded as the sessions code words its cap; becomes handoff.sessions.store.full(session_id, cap) once the
-    # paged session log (issue 12) provides it.
-    return SessionFull(
-        f"session {session_id} is full (its entries, artifacts and blobs would pass {cap:,} bytes, "
-        f"HANDOFF_MAX_SESSION_BYTES); POST /v1/sessions/{session_id}/replay continues it"
-    )
-
-
 # Upload ------------------------------------------------------------------------------------------------------
 
 
@@ -118,7 +110,7 @@ async def upload_blob(
     cap = settings.max_session_bytes
     room = max(0, cap - session.get("payload_bytes", 0)) if cap else None
     if declared_size is not None and room is not None and declared_size > room:
-        raise _full(session_id, cap)
+        raise store.full(session_id, cap)
     limit = settings.max_blob_bytes if room is None else min(settings.max_blob_bytes, room)
     blob_id = new_blob_id()
     key = {"workspace_id": workspace_id, "session_id": session_id, "blob_id": blob_id}
@@ -127,7 +119,7 @@ async def upload_blob(
     except upload.OverLimit:
         if limit == settings.max_blob_bytes:
             raise _too_large(settings) from None
-        raise _full(session_id, cap) from None
+        raise store.full(session_id, cap) from None
     try:
         await _count_in_session(workspace_id, session_id, stored.size, settings=settings)
     except BaseException:
@@ -142,6 +134,7 @@ async def _count_in_session(workspace_id: str, session_id: str, size: int, *, se
     guard: dict[str, Any] = {
         **store.key(workspace_id, session_id),
         "status": {"$in": accepted_statuses(Operation.WRITE)},
+        **store.PAGED,
     }
     if cap:
         guard["payload_bytes"] = {"$lte": cap - size}
@@ -157,14 +150,17 @@ async def _count_in_session(workspace_id: str, session_id: str, size: int, *, se
         if result.matched_count:
             return
         view = await store.sessions().find_one(
-            store.key(workspace_id, session_id), {"_id": 0, "status": 1, "payload_bytes": 1}
+            store.key(workspace_id, session_id), {"_id": 0, "status": 1, "payload_bytes": 1, "pages_version": 1}
         )
         if view is None:
             raise store.not_found(session_id)
         if is_ended(view["status"]):
             raise store.ended(session_id, view["status"])
+        if "pages_version" not in view:  # stored before the paged layout: migrate it, then count the blob there
+            await misses.explain_miss(workspace_id, session_id, settings=settings)
+            continue
         if cap and view.get("payload_bytes", 0) > cap - size:
-            raise _full(session_id, cap)
+            raise store.full(session_id, cap)
     raise Conflict(f"session {session_id} changed while the blob was stored; upload it again")
 
 
