@@ -31,13 +31,10 @@ WAIT_SECONDS = 20
 
 
 def uncapped(mongod: MongodProcess, database: MongoDatabase, **overrides: Any) -> Settings:
-    """Settings whose sessions may hold 100 MiB.
-
-    Until the paged session log (issue 12) lands, ``Settings`` bounds ``HANDOFF_MAX_SESSION_BYTES`` under 16 MiB
-    (one session document) and reads no 0 as "no cap"; ``model_copy`` sets the value that will then be valid.
-    """
-    settings = Settings(mongodb_url=mongod.url, database=database.name, data_dir=Path("/nonexistent"), **overrides)
-    return settings.model_copy(update={"max_session_bytes": 0})
+    """Settings whose sessions have no byte cap (``HANDOFF_MAX_SESSION_BYTES=0``)."""
+    return Settings(
+        mongodb_url=mongod.url, database=database.name, data_dir=Path("/nonexistent"), max_session_bytes=0, **overrides
+    )
 
 
 async def generated(total: int, piece: int, digest: Any) -> AsyncIterator[bytes]:
