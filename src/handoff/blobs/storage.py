@@ -32,8 +32,8 @@ CHUNK_SIZE = DEFAULT_CHUNK_SIZE
 #: Chunks per ``insert_many`` of an upload; with one batch in flight and one filling, an upload holds about
 #: three times this many chunks (the batch in flight is also held encoded).
 CHUNKS_PER_WRITE = 4
-#: Chunks per cursor reply of a download.
-CHUNKS_PER_READ = 4
+#: Chunks per cursor reply of a download (about 4 MiB: fewer round trips, each of which the sender waits on).
+CHUNKS_PER_READ = 16
 #: File ids per delete of a cascade.
 DELETE_BATCH = 1000
 
