@@ -33,6 +33,7 @@ ARGUMENTS = {
     "log_work": ["session_id", "message", "type", "data", "id"],
     "log_action": ["session_id", "action", "details", "id"],
     "record_artifact": ["session_id", "path", "action", "metadata", "id"],
+    "attach_file": ["session_id", "path", "content", "action", "content_type", "metadata", "id"],
     "update_context": ["session_id", "context", "replace"],
     "handoff": ["session_id", "summary", "next_steps", "blockers", "context_for_next"],
     "get_handoff_context": ["session_id"],
@@ -161,7 +162,10 @@ async def test_the_resource_template_and_the_prompt_are_listed(agent: Client) ->
     templates = (await agent.list_resource_templates()).resource_templates
     prompts = (await agent.list_prompts()).prompts
 
-    assert [t.uri_template for t in templates] == ["handoff://sessions/{session_id}"]
+    assert [t.uri_template for t in templates] == [
+        "handoff://sessions/{session_id}",
+        "handoff://sessions/{session_id}/blobs/{blob_id}",
+    ]
     assert [(p.name, [a.name for a in p.arguments or []]) for p in prompts] == [("resume_from_handoff", ["session_id"])]
 
 

@@ -57,6 +57,7 @@ MCP_ARGUMENTS: dict[str, dict[str, Any]] = {
     "log_work": {"message": "note", "type": "checkpoint", "id": "mcp-1"},
     "log_action": {"action": "ran", "id": "mcp-2"},
     "record_artifact": {"path": "src/y.py", "id": "mcp-3"},
+    "attach_file": {"path": "src/z.py", "content": "their file", "id": "mcp-4"},
     "update_context": {"context": {"goal": "mine now"}},
     "handoff": {"summary": "taken"},
     "get_handoff_context": {},
@@ -69,6 +70,7 @@ MCP_ARGUMENTS: dict[str, dict[str, Any]] = {
 ABSENT_SESSION = "sess_00000000-0000-4000-8000-000000000000"
 ABSENT_SLUG = "no-such-plan"
 ENTRY = "step-1"  # the id of a work-log entry and of an artifact of every session the tests populate
+ABSENT_BLOB = "blob_00000000000000000000000000000000"
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 NO_ID_MCP_TOOLS = {"start_session", "list_waiting_handoffs"}
 
@@ -84,11 +86,19 @@ class Holdings:
     replay_id: str
     slug: str
     external_id: str
+    blob_id: str  # a blob of ``session_id``, its bytes carrying the marker
 
     @property
     def secrets(self) -> list[str]:
         """Strings that must never appear in an answer to the other workspace."""
-        return [self.marker, self.session_id, self.ended_id, self.replay_id, self.tenant.workspace.workspace_id]
+        return [
+            self.marker,
+            self.session_id,
+            self.ended_id,
+            self.replay_id,
+            self.blob_id,
+            self.tenant.workspace.workspace_id,
+        ]
 
 
 async def _ok(response: httpx.Response) -> dict[str, Any]:
@@ -130,12 +140,15 @@ async def _populate(client: httpx.AsyncClient, tenant: Tenant, marker: str) -> H
             )
         )
     await _ok(await client.post(f"{base}/artifacts", headers=headers, json={"path": f"src/{marker}.py", "id": ENTRY}))
+    blob = await _ok(await client.post(f"{base}/blobs", headers=headers, content=f"bytes of {marker}".encode()))
     await _ok(await client.patch(f"{base}/context", headers=headers, json={"more": marker}))
     await _ok(await client.post(f"{base}/handoff", headers=headers, json={"summary": f"handoff {marker}"}))
     replay = await _ok(await client.post(f"{base}/replay", headers=headers, json={}))
     ended = await _ok(await client.post("/v1/sessions", headers=headers, json={"agent_type": f"agent-{marker}"}))
     await _ok(await client.post(f"/v1/sessions/{ended['session_id']}/fail", headers=headers, json={"reason": marker}))
-    return Holdings(tenant, marker, sid, ended["session_id"], replay["session_id"], slug, f"ext-{marker}")
+    return Holdings(
+        tenant, marker, sid, ended["session_id"], replay["session_id"], slug, f"ext-{marker}", blob["blob_id"]
+    )
 
 
 def _http_routes(app: Litestar) -> list[tuple[str, str]]:
@@ -153,10 +166,12 @@ def _takes_body(app: Litestar, method: str, template: str) -> bool:
     return "data" in handler.parsed_fn_signature.parameters
 
 
-def _fill(template: str, *, session_id: str, slug: str) -> str:
+def _fill(template: str, *, session_id: str, slug: str, blob_id: str) -> str:
     names = set(re.findall(r"{(\w+)}", template))
-    assert names <= {"session_id", "slug", "entry_id"}, f"no value for the path parameters of {template}: {names}"
-    return template.replace("{session_id}", session_id).replace("{slug}", slug).replace("{entry_id}", ENTRY)
+    known = {"session_id", "slug", "entry_id", "blob_id"}
+    assert names <= known, f"no value for the path parameters of {template}: {names}"
+    filled = template.replace("{session_id}", session_id).replace("{slug}", slug).replace("{entry_id}", ENTRY)
+    return filled.replace("{blob_id}", blob_id)
 
 
 def _leaks(text: str, owner: Holdings, *, sent: str = "") -> list[str]:
@@ -169,7 +184,9 @@ async def _snapshot(database: MongoDatabase, workspace_id: str) -> list[dict[str
     docs: list[dict[str, Any]] = []
     for collection in ("sessions", "log_pages", "plans", "api_keys", "workspaces"):
         docs += await database[collection].find({"workspace_id": workspace_id}).sort("_id", 1).to_list(None)
-    return docs
+    files = await database["fs.files"].find({"metadata.workspace_id": workspace_id}).sort("_id", 1).to_list(None)
+    chunks = database["fs.chunks"].find({"files_id": {"$in": [file["_id"] for file in files]}}).sort("_id", 1)
+    return docs + files + await chunks.to_list(None)
 
 
 async def _mcp(client: httpx.AsyncClient, tenant: Tenant | None, method: str, params: dict[str, Any]) -> httpx.Response:
@@ -191,7 +208,7 @@ async def test_every_route_keeps_the_other_workspace_out(
     outcomes: list[str] = []
     for method, template in routes:
         for session_id in (theirs.session_id, theirs.ended_id, theirs.replay_id):
-            path = _fill(template, session_id=session_id, slug=theirs.slug)
+            path = _fill(template, session_id=session_id, slug=theirs.slug, blob_id=theirs.blob_id)
             body = BODIES.get((method, template))
             response = await client.request(method, path, headers=mine.tenant.headers, json=body)
             leaked = _leaks(response.text, theirs, sent=path)
@@ -201,9 +218,10 @@ async def test_every_route_keeps_the_other_workspace_out(
                 assert response.status_code == 404, outcomes[-1] + f" {response.text[:300]}"
                 assert response.headers["content-type"].startswith(PROBLEM_JSON)
                 # Exactly the answer for an id that exists nowhere.
-                absent = _fill(template, session_id=ABSENT_SESSION, slug=ABSENT_SLUG)
+                absent = _fill(template, session_id=ABSENT_SESSION, slug=ABSENT_SLUG, blob_id=ABSENT_BLOB)
                 nowhere = await client.request(method, absent, headers=mine.tenant.headers, json=body)
                 swapped = nowhere.text.replace(ABSENT_SESSION, session_id).replace(ABSENT_SLUG, theirs.slug)
+                swapped = swapped.replace(ABSENT_BLOB, theirs.blob_id)
                 assert (nowhere.status_code, swapped) == (404, response.text), outcomes[-1]
             else:
                 assert response.status_code in (200, 201), outcomes[-1] + f" {response.text[:300]}"
@@ -304,7 +322,7 @@ async def test_revoked_expired_unknown_and_missing_keys_get_the_same_401_everywh
     reference: dict[str, Any] | None = None
 
     for method, template in [*_http_routes(app), ("POST", "/mcp")]:
-        path = _fill(template, session_id=mine.session_id, slug=mine.slug)
+        path = _fill(template, session_id=mine.session_id, slug=mine.slug, blob_id=mine.blob_id)
         body = BODIES.get((method, template))
         for kind, headers in credentials.items():
             if template == "/mcp":
@@ -313,6 +331,9 @@ async def test_revoked_expired_unknown_and_missing_keys_get_the_same_401_everywh
                 response = await client.request(method, path, headers=headers, json=body)
             assert response.status_code == 401, f"{kind} key: {method} {path} -> {response.status_code}"
             assert response.headers["content-type"].startswith(PROBLEM_JSON)
+            if method == "HEAD":  # the same answer, without its body
+                assert response.content == b""
+                continue
             reference = reference or response.json()
             assert response.json() == reference, f"{kind} key: {method} {path} told something apart"
             assert not _leaks(response.text, mine)

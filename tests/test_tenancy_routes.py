@@ -118,6 +118,10 @@ CASES: dict[tuple[str, str], Case] = {
     ("DELETE", "/v1/sessions/{session_id:str}/artifacts/{entry_id:str}"): Case(),
     ("POST", "/v1/sessions/{session_id:str}/artifacts/pop"): Case(),
     ("DELETE", "/v1/sessions/{session_id:str}/artifacts"): Case(),
+    ("POST", "/v1/sessions/{session_id:str}/blobs"): Case(),  # an upload (empty body) into their session
+    ("GET", "/v1/sessions/{session_id:str}/blobs"): Case(),
+    ("GET", "/v1/sessions/{session_id:str}/blobs/{blob_id:str}"): Case(),
+    ("DELETE", "/v1/sessions/{session_id:str}/blobs/{blob_id:str}"): Case(),
     ("PUT", "/v1/sessions/{session_id:str}/context"): Case(body={"k": 1}),
     ("PATCH", "/v1/sessions/{session_id:str}/context"): Case(body={"k": 1}),
     ("POST", "/v1/sessions/{session_id:str}/handoff"): Case(body={"summary": "s"}),
@@ -157,7 +161,7 @@ THEIR_ENTRY = "theirs-entry"
 
 def _url(path: str, theirs: dict[str, str]) -> str:
     filled = path.replace("{session_id:str}", theirs["session_id"]).replace("{slug:str}", theirs["slug"])
-    return filled.replace("{entry_id:str}", THEIR_ENTRY)
+    return filled.replace("{entry_id:str}", THEIR_ENTRY).replace("{blob_id:str}", theirs.get("blob_id", ""))
 
 
 def _not_found(response: httpx.Response) -> None:
@@ -181,6 +185,8 @@ async def _their_world(client: httpx.AsyncClient, other: Tenant, database: Mongo
         ("artifacts", {"path": "secret.py", "action": "created", "id": THEIR_ENTRY}),
     ]:
         assert (await client.post(f"/v1/sessions/{sid}/{path}", json=body, headers=h)).status_code == 201
+    blob = await client.post(f"/v1/sessions/{sid}/blobs", content=b"their bytes", headers=h)
+    assert blob.status_code == 201, blob.text
     handed = (await client.post("/v1/sessions", json={"agent_type": "coder"}, headers=h)).json()["session_id"]
     assert (await client.post(f"/v1/sessions/{handed}/handoff", json={"summary": "s"}, headers=h)).status_code == 200
     assert (await client.post(f"/v1/sessions/{sid}/replay", headers=h)).status_code == 201
@@ -188,14 +194,19 @@ async def _their_world(client: httpx.AsyncClient, other: Tenant, database: Mongo
     assert (await client.post(f"/v1/sessions/{finished}/complete", headers=h)).status_code == 200
     stale = clock.now() - timedelta(hours=3)
     await database["sessions"].update_one({"session_id": sid}, {"$set": {"last_active_at": stale}})
-    return {"session_id": sid, "slug": "shared-slug", "workspace_id": other.workspace.workspace_id}
+    return {
+        "session_id": sid,
+        "slug": "shared-slug",
+        "workspace_id": other.workspace.workspace_id,
+        "blob_id": blob.json()["blob_id"],
+    }
 
 
 async def _snapshot(database: MongoDatabase, workspace_id: str) -> list[list[dict[str, Any]]]:
     return [
         await database[name].find({"workspace_id": workspace_id}, {"_id": 0}).sort("created_at").to_list(None)
         for name in ("sessions", "log_pages", "plans")
-    ]
+    ] + [await database["fs.files"].find({"metadata.workspace_id": workspace_id}).to_list(None)]
 
 
 async def test_every_v1_route_has_a_tenancy_case(app: Litestar) -> None:

@@ -54,12 +54,13 @@ class JsonRequest(Request[Any, Any, State]):
 
 def _v1_router() -> Router:
     from handoff.analytics.controller import AnalyticsController  # noqa: PLC0415 - avoids an import cycle at load
+    from handoff.blobs.controller import BlobController  # noqa: PLC0415
     from handoff.plans.controller import PlanController  # noqa: PLC0415
     from handoff.sessions.controller import SessionController  # noqa: PLC0415
 
     return Router(
         path="/v1",
-        route_handlers=[SessionController, PlanController, AnalyticsController],
+        route_handlers=[SessionController, BlobController, PlanController, AnalyticsController],
         guards=[api_key_guard],
         dependencies={"principal": Provide(provide_principal, sync_to_thread=False)},
         security=[{"bearer": []}],
@@ -98,7 +99,13 @@ def create_app(
         route_handlers=[HealthController, _v1_router(), mcp.route(), *ops.route_handlers],
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
-        middleware=[BodyTimeoutMiddleware(settings.request_body_timeout_seconds), *ops.middleware],
+        middleware=[
+            BodyTimeoutMiddleware(
+                settings.request_body_timeout_seconds,
+                streamed_bytes_per_second=settings.blob_upload_min_bytes_per_second,
+            ),
+            *ops.middleware,
+        ],
         plugins=ops.plugins,
         request_max_body_size=settings.max_body_bytes,
         request_class=JsonRequest,

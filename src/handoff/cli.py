@@ -194,14 +194,19 @@ def mcp_command(url: str | None, api_key: str | None) -> None:
 @click.option("--workspace", "workspace_slug", help="Workspace slug (default: every workspace).")
 @click.option("--status", type=click.Choice(["active", "paused", "completed", "failed"]), help="Only this status.")
 @click.option("--output", "-o", default="-", show_default=True, help="File to write; - is stdout.")
-def export_command(workspace_slug: str | None, status: str | None, output: str) -> None:
+@click.option("--blobs", "blobs_dir", help="Also write the sessions' blobs into this directory (see import --blobs).")
+def export_command(workspace_slug: str | None, status: str | None, output: str, blobs_dir: str | None) -> None:
     """Write sessions as JSON Lines: the Session fields plus the full work log and artifacts."""
     from pymongo.errors import PyMongoError  # noqa: PLC0415 - only the bulk commands need these
 
     from handoff import bulk  # noqa: PLC0415
+    from handoff.bulk import blobs  # noqa: PLC0415
 
     try:
         count = run_with_database(lambda: bulk.export_to_path(output, workspace=workspace_slug, status=status))
+        if blobs_dir is not None:
+            stored = run_with_database(lambda: blobs.export_blobs(blobs_dir, workspace=workspace_slug, status=status))
+            click.echo(f"exported {stored} blobs to {blobs_dir}", err=True)
     except (OSError, PyMongoError) as exc:
         raise click.ClickException(f"export failed: {exc}") from exc
     click.echo(f"exported {count} sessions", err=True)
@@ -228,6 +233,7 @@ def export_command(workspace_slug: str | None, status: str | None, output: str) 
 @click.option("--batch-size", type=click.IntRange(1, 10_000), default=500, show_default=True)
 @click.option("--rejects", help="Where rejected lines go (default: <first PATH>.rejects.jsonl), rewritten each run.")
 @click.option("--plan-map", "plan_map_path", help='JSON {"<laravel plan id>": "<plan slug>"} for Laravel rows.')
+@click.option("--blobs", "blobs_dir", help="Then read the blobs export --blobs wrote into this directory.")
 @click.pass_context
 def import_command(
     ctx: click.Context,
@@ -239,6 +245,7 @@ def import_command(
     batch_size: int,
     rejects: str | None,
     plan_map_path: str | None,
+    blobs_dir: str | None = None,
 ) -> None:
     """Import sessions from handoff's JSON Lines or rows of the Laravel agent_sessions table.
 
@@ -276,7 +283,27 @@ def import_command(
     if result.rejects_path is not None:
         click.echo(f"rejected rows written to {result.rejects_path}", err=True)
     click.echo(result.summary())
-    ctx.exit(3 if result.rejected else 0)
+    blobs_rejected = _import_blobs(blobs_dir, workspace_slug) if blobs_dir is not None else False
+    ctx.exit(3 if result.rejected or blobs_rejected else 0)
+
+
+def _import_blobs(directory: str, workspace_slug: str) -> bool:
+    """``import --blobs``: after the sessions, their blobs; whether any was rejected (each is reported)."""
+    from pymongo.errors import PyMongoError  # noqa: PLC0415 - only the bulk commands need these
+
+    from handoff.bulk import blobs  # noqa: PLC0415
+
+    settings = _settings()
+    try:
+        done = run_with_database(lambda: blobs.import_blobs(directory, workspace=workspace_slug, settings=settings))
+    except OSError as exc:
+        raise click.ClickException(f"cannot read blobs from {directory}: {exc}") from exc
+    except PyMongoError as exc:
+        raise click.ClickException(f"blob import stopped, the database failed: {exc}") from exc
+    for reason in done.rejected:
+        click.echo(f"rejected blob: {reason}", err=True)
+    click.echo(done.summary())
+    return bool(done.rejected)
 
 
 @cli.command("migrate")

@@ -106,6 +106,17 @@ class Settings(BaseSettings):
             raise ValueError("must be the collector's http:// or https:// base URL (OTLP over HTTP)")
         return value
 
+    # Blobs (issue 13) --------------------------------------------------------------------------------------------
+    max_blob_bytes: int = Field(default=256 * MIB, ge=1, description="Largest blob one upload may store (413 above).")
+    blob_upload_min_bytes_per_second: int = Field(
+        default=64 * KIB,
+        ge=1,
+        description=(
+            "Slowest average rate a blob upload may keep once past HANDOFF_REQUEST_BODY_TIMEOUT_SECONDS (408 below); "
+            "a long upload that keeps arriving is never cut."
+        ),
+    )
+
     @field_validator("mongodb_url", mode="before")
     @classmethod
     def _check_mongodb_url(cls, value: object) -> object:

@@ -16,13 +16,25 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.monitoring import CommandListener
 
+from handoff.blobs.models import BlobChunk, BlobFile
 from handoff.config import Settings
 from handoff.idempotency.models import IdempotencyRecord
 from handoff.plans.models import Plan
 from handoff.sessions.models import LogPage, Session
 from handoff.workspaces.models import ApiKey, Workspace
 
-DOCUMENT_MODELS: list[type[Document]] = [Workspace, ApiKey, Session, LogPage, Plan, IdempotencyRecord]
+#: Every collection and its indexes, created at start-up; blobs are GridFS files (``fs.files``, ``fs.chunks``)
+#: indexed on ``(metadata.workspace_id, metadata.session_id, metadata.blob_id)`` (``handoff.blobs.models``).
+DOCUMENT_MODELS: list[type[Document]] = [
+    Workspace,
+    ApiKey,
+    Session,
+    LogPage,
+    Plan,
+    IdempotencyRecord,
+    BlobFile,
+    BlobChunk,
+]
 
 MongoDatabase = AsyncDatabase[dict[str, Any]]
 MongoClient = AsyncMongoClient[dict[str, Any]]

@@ -3,6 +3,7 @@
 Domain code raises values with a status; it never builds HTTP responses. The tree::
 
     HandoffError                     500  something the service did not expect
+    ├── ClientDisconnected           400  the client went away while sending its body (nobody reads the answer)
     ├── Unauthorized                 401  no key, an unknown, revoked or expired key
     ├── NotFound                     404  absent, or in another workspace (indistinguishable on purpose)
     ├── RequestTimeout               408  the request body did not arrive in time
@@ -10,6 +11,7 @@ Domain code raises values with a status; it never builds HTTP responses. The tre
     │   ├── SessionEnded             409  completed/failed sessions accept nothing more
     │   └── SessionFull              409  the document would pass MongoDB's 16 MiB limit
     ├── TooLarge                     413  a body or a field over its configured limit
+    ├── RangeNotSatisfiable          416  a Range that no byte of the blob satisfies (with Content-Range)
     ├── Invalid                      422  well-formed but invalid input (optionally with field errors)
     └── Unavailable                  503  no primary, no server, a timeout: retry later
 
@@ -68,6 +70,21 @@ class HandoffError(Exception):
         self.detail = detail
         self.errors = errors or []
 
+    def response_headers(self) -> dict[str, str]:
+        """The headers of this error's response: the kind's own, plus any this instance adds."""
+        return dict(self.headers)
+
+
+class ClientDisconnected(HandoffError):
+    """The client closed the connection before its request body had arrived.
+
+    No one reads the answer; it exists so that the request ends as the client's doing (a 4xx, not logged as a
+    failure of the service) once whatever the request had begun to store has been removed.
+    """
+
+    status_code = 400
+    title = "Client disconnected"
+
 
 class Unauthorized(HandoffError):
     """The request carries no valid API key."""
@@ -117,6 +134,20 @@ class TooLarge(HandoffError):
 
     status_code = 413
     title = "Content too large"
+
+
+class RangeNotSatisfiable(HandoffError):
+    """A ``Range`` no byte of the resource satisfies; the answer says how long the resource is (RFC 9110 15.5.17)."""
+
+    status_code = 416
+    title = "Range not satisfiable"
+
+    def __init__(self, detail: str, *, size: int) -> None:
+        super().__init__(detail)
+        self.size = size
+
+    def response_headers(self) -> dict[str, str]:
+        return {**super().response_headers(), "Content-Range": f"bytes */{self.size}"}
 
 
 class Invalid(HandoffError):
@@ -197,7 +228,7 @@ def handle_exception(  # noqa: PLR0911 - one branch per kind of error, each a re
         if exc.status_code >= 500 and not isinstance(exc, Unavailable):
             return _internal_error(request, exc)
         return problem_response(
-            exc.status_code, exc.detail, title=exc.title, errors=exc.errors, headers=dict(exc.headers) or None
+            exc.status_code, exc.detail, title=exc.title, errors=exc.errors, headers=exc.response_headers() or None
         )
     if isinstance(exc, ValidationException):
         return problem_response(
@@ -241,11 +272,13 @@ def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response
 
 __all__ = [
     "PROBLEM_JSON",
+    "ClientDisconnected",
     "Conflict",
     "FieldError",
     "HandoffError",
     "Invalid",
     "NotFound",
+    "RangeNotSatisfiable",
     "RequestTimeout",
     "SessionEnded",
     "SessionFull",

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Operation, RequestBody
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 
 from handoff.errors import PROBLEM_JSON
 from handoff.schemas import OutputModel
@@ -21,6 +21,7 @@ _DESCRIPTIONS = {
     408: "The request body did not arrive in time",
     409: "The resource's state forbids the operation",
     413: "Body or field too large",
+    416: "No byte of the blob is in the requested Range",
     422: "Invalid input",
     503: "Database unavailable; retry after the Retry-After seconds",
 }
@@ -84,3 +85,29 @@ class OptionalBodyOperation(Operation):
     def __post_init__(self) -> None:
         if isinstance(self.request_body, RequestBody):
             self.request_body.required = False
+
+
+OCTET_STREAM = "application/octet-stream"
+#: The schema of a body of raw bytes.
+BINARY = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+
+
+def binary(description: str) -> ResponseSpec:
+    """A response of raw bytes (a blob's content; the schema names one type, the answer carries the stored one)."""
+    return ResponseSpec(data_container=bytes, description=description, media_type=OCTET_STREAM, generate_examples=False)
+
+
+@dataclass
+class BinaryBodyOperation(Operation):
+    """An operation whose body is raw bytes of any type, streamed by the handler rather than parsed (blob uploads).
+
+    Litestar documents a body only for a ``data`` parameter, which would have it read the body whole; the route
+    reads ``request.stream()`` instead, so its body is declared here. An empty body is a blob of 0 bytes.
+    """
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            content={OCTET_STREAM: OpenAPIMediaType(schema=BINARY)},
+            description="The bytes, of any Content-Type (stored as given; application/octet-stream when absent).",
+            required=False,
+        )

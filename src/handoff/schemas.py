@@ -62,6 +62,9 @@ EntryId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=
 
 ShortText = Annotated[str, StringConstraints(max_length=255)]
 
+BlobId = Annotated[str, StringConstraints(pattern=r"^blob_[0-9a-f]{32}$")]
+"""The id of a blob of a session (``blob_<32 hex>``), as entries and artifacts reference it."""
+
 
 class InputModel(BaseModel):
     """A request body: unknown fields are errors."""

@@ -20,10 +20,13 @@ downloads and event streams are sketched in :mod:`handoff.client._unasync`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import IO, Any, Literal, Self, TypeVar
 
 import anyio
 import httpx
@@ -39,6 +42,7 @@ from handoff.analytics.schemas import (
     StaleList,
     Summary,
 )
+from handoff.blobs.schemas import BlobPage, BlobRead
 from handoff.client import _core
 from handoff.client._core import (
     ArtifactActionName,
@@ -69,6 +73,27 @@ from handoff.sessions.schemas import (
 
 T = TypeVar("T")
 Instant = datetime | str | None
+BlobSource = bytes | str | os.PathLike[str] | IO[bytes]
+"""What an upload reads: the bytes themselves, a file's path, or a file object open for binary reading."""
+BlobTarget = str | os.PathLike[str] | IO[bytes]
+"""Where a download writes: a file's path or a file object open for binary writing."""
+
+
+def _open(path: str | os.PathLike[str], mode: Literal["rb", "wb"]) -> IO[bytes]:
+    """A local file, opened the blocking way on purpose: it is brief, ``_FileChunks`` reads it the same way, and
+    the blocking twin of this module is generated from it (an ``anyio`` file would not translate)."""
+    return Path(path).open(mode)
+
+
+class _FileChunks:
+    """A file object read ``UPLOAD_CHUNK_BYTES`` at a time while httpx sends it: never all of it in memory."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self._file = file
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while chunk := self._file.read(_core.UPLOAD_CHUNK_BYTES):
+            yield chunk
 
 
 class AsyncHandoffClient:
@@ -121,7 +146,7 @@ class AsyncHandoffClient:
     ) -> None:
         await self.aclose()
 
-    async def _run(self, call: Call[T]) -> T:
+    async def _run(self, call: Call[T], *, stream: bool = False) -> T:
         steps = _core.execute(call, self._options.retry)
         outcome: Outcome = None
         while True:
@@ -135,9 +160,22 @@ class AsyncHandoffClient:
                 outcome = None
                 continue
             try:
-                outcome = await self._http.send(step.build(self._http, self._options))
+                outcome = await self._http.send(step.build(self._http, self._options), stream=stream)
             except httpx.TransportError as exc:
                 outcome = exc
+            if stream and isinstance(outcome, httpx.Response) and outcome.status_code >= 300:
+                # Read and close a refusal now: its problem body becomes the error, and a retry needs the connection.
+                await outcome.aread()
+                await outcome.aclose()
+
+    @asynccontextmanager
+    async def _stream(self, call: Call[httpx.Response]) -> AsyncIterator[httpx.Response]:
+        """The answer of ``call`` with its body not yet read (retries happen before its first byte); closed after."""
+        response = await self._run(call, stream=True)
+        try:
+            yield response
+        finally:
+            await response.aclose()
 
     # Health --------------------------------------------------------------------------------------------------
 
@@ -276,13 +314,50 @@ class AsyncHandoffClient:
         action: ArtifactActionName | None = None,
         metadata: Mapping[str, Any] | None = None,
         id: str | None = None,
+        blob_id: str | None = None,
     ) -> Artifact:
-        """Record a file the agent touched (``modified`` by default)."""
-        return await self._run(_core.record_artifact(session_id, path=path, action=action, metadata=metadata, id=id))
+        """Record a file the agent touched (``modified`` by default); ``blob_id`` names its content's blob."""
+        call = _core.record_artifact(session_id, path=path, action=action, metadata=metadata, id=id, blob_id=blob_id)
+        return await self._run(call)
 
     async def list_artifacts(self, session_id: str, *, action: ArtifactActionName | None = None) -> list[Artifact]:
         """The session's artifacts in the order they were recorded."""
         return await self._run(_core.list_artifacts(session_id, action=action))
+
+    # Blobs ---------------------------------------------------------------------------------------------------
+
+    async def upload_blob(self, session_id: str, source: BlobSource, *, content_type: str | None = None) -> BlobRead:
+        """Store a blob in the session: ``bytes``, a file's path or a binary file object, streamed as it is read.
+
+        ``content_type`` defaults to ``application/octet-stream``. Never retried (each upload stores a new blob);
+        reference the answer's ``blob_id`` from an entry or an artifact.
+        """
+        if isinstance(source, bytes):
+            return await self._run(_core.upload_blob(session_id, source, content_type=content_type))
+        if isinstance(source, str | os.PathLike):
+            with _open(source, "rb") as file:
+                return await self._run(_core.upload_blob(session_id, _FileChunks(file), content_type=content_type))
+        return await self._run(_core.upload_blob(session_id, _FileChunks(source), content_type=content_type))
+
+    async def download_blob(self, session_id: str, blob_id: str, *, to: BlobTarget) -> int:
+        """Write a blob's bytes into ``to`` (a path or a binary file object) as they arrive; returns how many."""
+        if isinstance(to, str | os.PathLike):
+            with _open(to, "wb") as file:
+                return await self.download_blob(session_id, blob_id, to=file)
+        written = 0
+        async with self._stream(_core.download_blob(session_id, blob_id)) as response:
+            async for chunk in response.aiter_bytes():
+                to.write(chunk)
+                written += len(chunk)
+        return written
+
+    async def list_blobs(self, session_id: str, *, offset: int = 0, limit: int = 100) -> BlobPage:
+        """A page of the session's blobs, oldest first, with how many it has."""
+        return await self._run(_core.list_blobs(session_id, offset=offset, limit=limit))
+
+    async def delete_blob(self, session_id: str, blob_id: str) -> None:
+        """Delete a blob (entries that reference it keep its id; a read of it is then 404)."""
+        await self._run(_core.delete_blob(session_id, blob_id))
 
     # Context, handoff, replay --------------------------------------------------------------------------------
 

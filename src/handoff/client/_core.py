@@ -31,6 +31,7 @@ import pydantic_core
 from pydantic import BaseModel
 
 from handoff.analytics.schemas import Lineage
+from handoff.blobs.schemas import BlobPage, BlobRead
 from handoff.client.errors import HandoffClientError, Unavailable, error_from_problem
 from handoff.plans.schemas import PlanList, PlanRead
 from handoff.sessions.schemas import (
@@ -55,6 +56,8 @@ T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
+#: How much of a file an upload reads at a time (GridFS's chunk size is 255 KiB).
+UPLOAD_CHUNK_BYTES = 256 * 1024
 """Longer than the service's own wait for a primary (15 s), so a failover answers 503 instead of timing out."""
 
 RETRYABLE_STATUSES = frozenset({502, 503, 504})
@@ -124,6 +127,8 @@ class RequestSpec:
     body: Any = None
     has_body: bool = False
     headers: Mapping[str, str] | None = None
+    #: A raw body (bytes or an iterable of them, sent as it is read): a blob's content.
+    content: Any = None
 
     def build(self, http: httpx.Client | httpx.AsyncClient, options: ClientOptions) -> httpx.Request:
         """The ``httpx.Request`` for this spec: absolute URL, the client's headers, this call's headers."""
@@ -133,6 +138,7 @@ class RequestSpec:
             options.base_url + self.path,
             params=params or None,
             json=pydantic_core.to_jsonable_python(self.body) if self.has_body else None,
+            content=self.content,
             headers={**options.headers, **(self.headers or {})},
             timeout=options.timeout,
         )
@@ -411,9 +417,15 @@ def recent_actions(session_id: str, *, limit: int) -> Call[list[WorkLogEntry]]:
 
 
 def record_artifact(
-    session_id: str, *, path: str, action: str | None, metadata: Mapping[str, Any] | None, id: str | None
+    session_id: str,
+    *,
+    path: str,
+    action: str | None,
+    metadata: Mapping[str, Any] | None,
+    id: str | None,
+    blob_id: str | None = None,
 ) -> Call[Artifact]:
-    body = _body(path=path, action=action, metadata=metadata, id=id or new_entry_id())
+    body = _body(path=path, action=action, metadata=metadata, id=id or new_entry_id(), blob_id=blob_id)
     return Call(_post(_session(session_id, "/artifacts"), body), _model(Artifact))
 
 
@@ -422,6 +434,30 @@ def list_artifacts(session_id: str, *, action: str | None) -> Call[list[Artifact
         _get(_session(session_id, "/artifacts"), action=action),
         lambda response: ArtifactList.model_validate_json(response.content).items,
     )
+
+
+# Blobs
+
+
+def upload_blob(session_id: str, content: Any, *, content_type: str | None) -> Call[BlobRead]:
+    """An upload is never retried: each POST stores a new blob, so a retry after a lost answer would store two."""
+    headers = {"Content-Type": content_type or "application/octet-stream"}
+    spec = RequestSpec("POST", _session(session_id, "/blobs"), content=content, headers=headers)
+    return Call(spec, _model(BlobRead), retry=False)
+
+
+def download_blob(session_id: str, blob_id: str) -> Call[httpx.Response]:
+    """The answer itself, open: the client reads its body as a stream (see ``stream`` in ``_async.py``)."""
+    return Call(_get(_session(session_id, f"/blobs/{_seg(blob_id)}")), lambda response: response)
+
+
+def list_blobs(session_id: str, *, offset: int, limit: int) -> Call[BlobPage]:
+    return Call(_get(_session(session_id, "/blobs"), offset=offset, limit=limit), _model(BlobPage))
+
+
+def delete_blob(session_id: str, blob_id: str) -> Call[None]:
+    spec = RequestSpec("DELETE", _session(session_id, f"/blobs/{_seg(blob_id)}"))
+    return Call(spec, _nothing, settle=Settle(status=404, value=None))
 
 
 # Context, handoff, replay

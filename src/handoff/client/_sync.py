@@ -6,11 +6,14 @@ Generated from ``_async.py`` by ``python -m handoff.client._unasync``: do not ed
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import IO, Any, Literal, Self, TypeVar
 
 import httpx
 
@@ -25,6 +28,7 @@ from handoff.analytics.schemas import (
     StaleList,
     Summary,
 )
+from handoff.blobs.schemas import BlobPage, BlobRead
 from handoff.client import _core
 from handoff.client._core import (
     ArtifactActionName,
@@ -55,6 +59,27 @@ from handoff.sessions.schemas import (
 
 T = TypeVar("T")
 Instant = datetime | str | None
+BlobSource = bytes | str | os.PathLike[str] | IO[bytes]
+"""What an upload reads: the bytes themselves, a file's path, or a file object open for binary reading."""
+BlobTarget = str | os.PathLike[str] | IO[bytes]
+"""Where a download writes: a file's path or a file object open for binary writing."""
+
+
+def _open(path: str | os.PathLike[str], mode: Literal["rb", "wb"]) -> IO[bytes]:
+    """A local file, opened the blocking way on purpose: it is brief, ``_FileChunks`` reads it the same way, and
+    the blocking twin of this module is generated from it (an ``anyio`` file would not translate)."""
+    return Path(path).open(mode)
+
+
+class _FileChunks:
+    """A file object read ``UPLOAD_CHUNK_BYTES`` at a time while httpx sends it: never all of it in memory."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self._file = file
+
+    def __iter__(self) -> Iterator[bytes]:
+        while chunk := self._file.read(_core.UPLOAD_CHUNK_BYTES):
+            yield chunk
 
 
 class HandoffClient:
@@ -107,7 +132,7 @@ class HandoffClient:
     ) -> None:
         self.close()
 
-    def _run(self, call: Call[T]) -> T:
+    def _run(self, call: Call[T], *, stream: bool = False) -> T:
         steps = _core.execute(call, self._options.retry)
         outcome: Outcome = None
         while True:
@@ -121,9 +146,22 @@ class HandoffClient:
                 outcome = None
                 continue
             try:
-                outcome = self._http.send(step.build(self._http, self._options))
+                outcome = self._http.send(step.build(self._http, self._options), stream=stream)
             except httpx.TransportError as exc:
                 outcome = exc
+            if stream and isinstance(outcome, httpx.Response) and outcome.status_code >= 300:
+                # Read and close a refusal now: its problem body becomes the error, and a retry needs the connection.
+                outcome.read()
+                outcome.close()
+
+    @contextmanager
+    def _stream(self, call: Call[httpx.Response]) -> Iterator[httpx.Response]:
+        """The answer of ``call`` with its body not yet read (retries happen before its first byte); closed after."""
+        response = self._run(call, stream=True)
+        try:
+            yield response
+        finally:
+            response.close()
 
     # Health --------------------------------------------------------------------------------------------------
 
@@ -260,13 +298,50 @@ class HandoffClient:
         action: ArtifactActionName | None = None,
         metadata: Mapping[str, Any] | None = None,
         id: str | None = None,
+        blob_id: str | None = None,
     ) -> Artifact:
-        """Record a file the agent touched (``modified`` by default)."""
-        return self._run(_core.record_artifact(session_id, path=path, action=action, metadata=metadata, id=id))
+        """Record a file the agent touched (``modified`` by default); ``blob_id`` names its content's blob."""
+        call = _core.record_artifact(session_id, path=path, action=action, metadata=metadata, id=id, blob_id=blob_id)
+        return self._run(call)
 
     def list_artifacts(self, session_id: str, *, action: ArtifactActionName | None = None) -> list[Artifact]:
         """The session's artifacts in the order they were recorded."""
         return self._run(_core.list_artifacts(session_id, action=action))
+
+    # Blobs ---------------------------------------------------------------------------------------------------
+
+    def upload_blob(self, session_id: str, source: BlobSource, *, content_type: str | None = None) -> BlobRead:
+        """Store a blob in the session: ``bytes``, a file's path or a binary file object, streamed as it is read.
+
+        ``content_type`` defaults to ``application/octet-stream``. Never retried (each upload stores a new blob);
+        reference the answer's ``blob_id`` from an entry or an artifact.
+        """
+        if isinstance(source, bytes):
+            return self._run(_core.upload_blob(session_id, source, content_type=content_type))
+        if isinstance(source, str | os.PathLike):
+            with _open(source, "rb") as file:
+                return self._run(_core.upload_blob(session_id, _FileChunks(file), content_type=content_type))
+        return self._run(_core.upload_blob(session_id, _FileChunks(source), content_type=content_type))
+
+    def download_blob(self, session_id: str, blob_id: str, *, to: BlobTarget) -> int:
+        """Write a blob's bytes into ``to`` (a path or a binary file object) as they arrive; returns how many."""
+        if isinstance(to, str | os.PathLike):
+            with _open(to, "wb") as file:
+                return self.download_blob(session_id, blob_id, to=file)
+        written = 0
+        with self._stream(_core.download_blob(session_id, blob_id)) as response:
+            for chunk in response.iter_bytes():
+                to.write(chunk)
+                written += len(chunk)
+        return written
+
+    def list_blobs(self, session_id: str, *, offset: int = 0, limit: int = 100) -> BlobPage:
+        """A page of the session's blobs, oldest first, with how many it has."""
+        return self._run(_core.list_blobs(session_id, offset=offset, limit=limit))
+
+    def delete_blob(self, session_id: str, blob_id: str) -> None:
+        """Delete a blob (entries that reference it keep its id; a read of it is then 404)."""
+        self._run(_core.delete_blob(session_id, blob_id))
 
     # Context, handoff, replay --------------------------------------------------------------------------------
 

@@ -12,24 +12,17 @@ comments alone, so the module docstring is replaced by :data:`SYNC_DOCSTRING` an
 docstring that differ are swapped by :data:`PROSE`. Then ruff sorts the imports (``anyio`` became ``time``) and
 formats the file like any other of the project.
 
-What the generator makes of the methods still to come (``_core`` keeps building the requests; the drivers are
+What the generator makes of the streaming methods (``_core`` keeps building the requests; the drivers are
 written once, next to ``_run``):
 
-- **Upload from a file object.** ``RequestSpec`` gains ``content`` (handed to ``build_request(content=...)``) and
-  the method passes ``_FileChunks(file)``: a small class in ``_async.py`` that records ``file.tell()`` and whose
-  ``async def __aiter__(self) -> AsyncIterator[bytes]`` seeks back there and yields ``file.read(CHUNK)`` until it
-  is empty. httpx iterates it once per attempt, so a retry resends the whole file (a pipe cannot seek back: its
-  upload is a ``Call(..., retry=False)``); the twin has ``__iter__``.
-- **Download into a file.** ``_run`` gains ``stream: bool`` (``self._http.send(request, stream=stream)``, reading
-  and closing a non-2xx answer before ``execute`` turns it into an error, so retries happen before the first
-  byte), the ``Call`` parses to the open ``httpx.Response``, and an ``@asynccontextmanager`` ``_stream(call)``
-  yields it and closes it. Then::
-
-      async def download_blob(self, session_id: str, blob_id: str, into: BinaryIO) -> None:
-          async with self._stream(_core.download_blob(session_id, blob_id)) as response:
-              async for chunk in response.aiter_bytes():
-                  into.write(chunk)
-
+- **Upload from a file object** (``upload_blob``): ``RequestSpec.content`` is handed to
+  ``build_request(content=...)``, and the method passes ``_FileChunks(file)``, whose
+  ``async def __aiter__(self) -> AsyncIterator[bytes]`` yields ``file.read(UPLOAD_CHUNK_BYTES)`` until it is
+  empty (the twin has ``__iter__``). Uploads are ``Call(..., retry=False)``: each POST stores a new blob.
+- **Download into a file** (``download_blob``): ``_run(call, stream=True)`` sends with ``stream=True`` and reads
+  and closes a non-2xx answer before ``execute`` turns it into an error (retries happen before the first byte);
+  the ``Call`` parses to the open ``httpx.Response``, and the ``@asynccontextmanager`` ``_stream(call)`` yields
+  it and closes it; the method writes ``response.aiter_bytes()`` into the file.
 - **Server-sent events.** ``_core`` parses lines into events (sans-I/O, like ``execute``); the method is an
   async generator, and its twin a generator (``for event in client.events(...)``)::
 

@@ -13,14 +13,17 @@ Both raise errors with a status, title and detail (``HandoffClientError`` or the
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal, Protocol, TypeVar, cast
+from os import PathLike
+from typing import IO, Any, Literal, Protocol, TypeVar, cast
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from handoff.analytics import service as analytics
 from handoff.analytics.schemas import HandoffList
+from handoff.blobs import service as blobs
+from handoff.blobs.schemas import BlobRead
 from handoff.client.errors import HandoffClientError
 from handoff.config import Settings
 from handoff.errors import UNAVAILABLE_ERRORS, FieldError, HandoffError, Invalid, Unavailable
@@ -89,7 +92,16 @@ class HandoffBackend(Protocol):
         action: ArtifactActionName | None = None,
         metadata: Mapping[str, Any] | None = None,
         id: str | None = None,
+        blob_id: str | None = None,
     ) -> Artifact: ...
+
+    async def upload_blob(
+        self, session_id: str, source: bytes | str | PathLike[str], *, content_type: str | None = None
+    ) -> BlobRead: ...
+
+    async def download_blob(self, session_id: str, blob_id: str, *, to: IO[bytes]) -> int: ...
+
+    async def delete_blob(self, session_id: str, blob_id: str) -> None: ...
 
     async def update_context(
         self, session_id: str, context: Mapping[str, Any], *, replace: bool = False
@@ -209,11 +221,46 @@ class ServiceBackend:
         action: ArtifactActionName | None = None,
         metadata: Mapping[str, Any] | None = None,
         id: str | None = None,
+        blob_id: str | None = None,
     ) -> Artifact:
-        request = _validated(ArtifactCreate, path=path, action=action, metadata=_plain(metadata), id=id)
+        request = _validated(
+            ArtifactCreate, path=path, action=action, metadata=_plain(metadata), id=id, blob_id=blob_id
+        )
         with _unavailable():
             entry, _ = await service.record_artifact(self._workspace, session_id, request, settings=self.settings)
         return Artifact.model_validate(entry)
+
+    async def upload_blob(
+        self, session_id: str, source: bytes | str | PathLike[str], *, content_type: str | None = None
+    ) -> BlobRead:
+        if not isinstance(source, bytes):  # the service never reads a path of its own machine for an agent
+            raise Invalid("send the file's content: the service cannot read files where the agent runs")
+
+        async def body() -> AsyncIterator[bytes]:
+            yield source
+
+        with _unavailable():
+            return await blobs.upload_blob(
+                self._workspace,
+                session_id,
+                body(),
+                content_type=content_type,
+                declared_size=len(source),
+                settings=self.settings,
+            )
+
+    async def download_blob(self, session_id: str, blob_id: str, *, to: IO[bytes]) -> int:
+        written = 0
+        with _unavailable():
+            download = await blobs.download(self._workspace, session_id, blob_id, range_header=None)
+            async for chunk in download.body():
+                to.write(chunk)
+                written += len(chunk)
+        return written
+
+    async def delete_blob(self, session_id: str, blob_id: str) -> None:
+        with _unavailable():
+            await blobs.delete_blob(self._workspace, session_id, blob_id)
 
     async def update_context(
         self, session_id: str, context: Mapping[str, Any], *, replace: bool = False

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from handoff.analytics.schemas import WaitingHandoff
+from handoff.blobs.schemas import BlobRead
 from handoff.sessions.schemas import (
     ActionEntry,
     Artifact,
@@ -55,8 +56,13 @@ def _bullets(items: Sequence[str], limit: int = LIST_LIMIT) -> list[str]:
 def entry_line(entry: WorkLogEntry) -> str:
     """``[checkpoint] Tests pass (2026-11-24 15:30 UTC)`` or ``[action] ran pytest (…)``."""
     if isinstance(entry, ActionEntry):
-        return f"[action] {clip(entry.action)} ({when(entry.timestamp)})"
-    return f"[{entry.type}] {clip(entry.message)} ({when(entry.timestamp)})"
+        return f"[action] {clip(entry.action)} ({when(entry.timestamp)}){_blob(entry.blob_id)}"
+    return f"[{entry.type}] {clip(entry.message)} ({when(entry.timestamp)}){_blob(entry.blob_id)}"
+
+
+def _blob(blob_id: str | None) -> str:
+    """Where an entry's or artifact's content is, for the agent to read (the blob resource's name ends in it)."""
+    return f" [blob {blob_id}]" if blob_id else ""
 
 
 def session_line(session: SessionRead) -> str:
@@ -89,6 +95,13 @@ def logged(session_id: str, entry: TypedEntry | ActionEntry) -> str:
 
 def recorded(session_id: str, artifact: Artifact) -> str:
     return f"Recorded artifact {artifact.path!r} ({artifact.action.value}, id {artifact.id!r}) on {session_id}."
+
+
+def attached(session_id: str, artifact: Artifact, blob: BlobRead) -> str:
+    return (
+        f"{recorded(session_id, artifact)} Its content is blob {blob.blob_id} ({blob.size:,} bytes, "
+        f"{blob.content_type}): handoff://sessions/{session_id}/blobs/{blob.blob_id}"
+    )
 
 
 def context_updated(session: SessionRead, keys: Iterable[str], *, replace: bool) -> str:
@@ -135,7 +148,7 @@ def _notes(notes: Mapping[str, Any] | None) -> list[str]:
 
 
 def _artifact_summary(artifacts: Sequence[Artifact]) -> str:
-    shown = ", ".join(f"{clip(a.path, 120)} ({a.action.value})" for a in artifacts[-ARTIFACT_LIMIT:])
+    shown = ", ".join(f"{clip(a.path, 120)} ({a.action.value}){_blob(a.blob_id)}" for a in artifacts[-ARTIFACT_LIMIT:])
     more = f" (newest {ARTIFACT_LIMIT} of {len(artifacts)})" if len(artifacts) > ARTIFACT_LIMIT else ""
     return f"Artifacts{more}: {shown}" if artifacts else "Artifacts: none"
 

@@ -11,7 +11,10 @@ field) is a tool error whose text is the problem: ``404 Not found: session sess_
 
 # No ``from __future__ import annotations``: the SDK reads the tools' annotations at registration.
 
+import io
+import mimetypes
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -47,6 +50,7 @@ TOOL_NAMES = (
     "log_work",
     "log_action",
     "record_artifact",
+    "attach_file",
     "update_context",
     "handoff",
     "get_handoff_context",
@@ -102,8 +106,14 @@ def build_server(  # noqa: PLR0915 - one nested function per tool
     *,
     name: str = "handoff",
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO",
+    local_files: bool = False,
 ) -> MCPServer:
-    """An MCP server with the handoff tools, the session resource and the resume prompt."""
+    """An MCP server with the handoff tools, the session and blob resources and the resume prompt.
+
+    ``local_files``: ``attach_file`` may read the file at its ``path`` when no ``content`` is given. Only for
+    ``handoff mcp`` (stdio), which runs where the agent's files are; the service never reads its own disk for an
+    agent.
+    """
     server: MCPServer = MCPServer(name, instructions=INSTRUCTIONS, version=__version__, log_level=log_level)
 
     @server.tool(annotations=_WRITE)
@@ -175,6 +185,43 @@ def build_server(  # noqa: PLR0915 - one nested function per tool
             backend_for(ctx).record_artifact(session_id, path, action=action, metadata=metadata, id=id)
         )
         return _answer(render.recorded(session_id, artifact), artifact)
+
+    @server.tool(annotations=_WRITE)
+    async def attach_file(
+        *,
+        ctx: Context,
+        session_id: SessionId,
+        path: Annotated[str, Field(min_length=1, description="The file's path, recorded as the artifact's path.")],
+        content: Annotated[
+            str | None,
+            Field(description="The file's text. Leave it out to send the file at path (handoff mcp on your machine)."),
+        ] = None,
+        action: Annotated[
+            Literal["created", "modified", "deleted"], Field(description="What you did to it.")
+        ] = "modified",
+        content_type: Annotated[
+            str | None, Field(description="Its media type (default: guessed from path; text/plain for content).")
+        ] = None,
+        metadata: FreeFormArg = None,
+        id: EntryId = None,
+    ) -> Annotated[CallToolResult, Artifact]:
+        """Record a file you touched with its content, so the next agent reads the file itself, not just its path."""
+        backend = backend_for(ctx)
+        if content is None and not local_files:
+            raise ToolError("422 Invalid: give the file's text as content (this server cannot read your files)")
+        source = blob_source(path, content)
+        blob = await _guard(
+            backend.upload_blob(session_id, source, content_type=blob_type(path, content, content_type))
+        )
+        try:
+            artifact = await _guard(
+                backend.record_artifact(session_id, path, action=action, metadata=metadata, id=id, blob_id=blob.blob_id)
+            )
+        except ToolError:
+            # The artifact was refused (its id reused, the session ended meanwhile): its content goes with it.
+            await _guard(backend.delete_blob(session_id, blob.blob_id))
+            raise
+        return _answer(render.attached(session_id, artifact, blob), artifact)
 
     @server.tool(annotations=_IDEMPOTENT)
     async def update_context(
@@ -283,6 +330,23 @@ def build_server(  # noqa: PLR0915 - one nested function per tool
             raise ResourceError(problem_text(exc)) from exc
         return render.mcp_context(value)
 
+    @server.resource(
+        "handoff://sessions/{session_id}/blobs/{blob_id}",
+        name="blob",
+        title="A blob of a handoff session",
+        description="The bytes of a blob (a file's content an artifact or entry refers to by blob_id).",
+        mime_type="application/octet-stream",
+    )
+    async def blob_resource(session_id: str, blob_id: str, ctx: Context) -> bytes:
+        into = io.BytesIO()
+        try:
+            await backend_for(ctx).download_blob(session_id, blob_id, to=into)
+        except (ClientNotFound, DomainNotFound) as exc:
+            raise ResourceNotFoundError(problem_text(exc)) from exc
+        except (HandoffClientError, HandoffError) as exc:
+            raise ResourceError(problem_text(exc)) from exc
+        return into.getvalue()
+
     @server.prompt(
         title="Resume from a handoff",
         description="Instructions for the agent that takes over a handed-off session.",
@@ -298,6 +362,20 @@ def build_server(  # noqa: PLR0915 - one nested function per tool
         return render.resume_instructions(value)
 
     return server
+
+
+def blob_source(path: str, content: str | None) -> bytes | Path:
+    """What ``attach_file`` uploads: the text given (UTF-8), else the local file at ``path``, streamed."""
+    return content.encode() if content is not None else Path(path).expanduser()
+
+
+def blob_type(path: str, content: str | None, given: str | None) -> str:
+    """The media type ``attach_file`` stores: the one given, else UTF-8 text for content, else a guess by name."""
+    if given:
+        return given
+    if content is not None:
+        return "text/plain; charset=utf-8"
+    return mimetypes.guess_type(path)[0] or "application/octet-stream"
 
 
 def fixed_backend(backend: HandoffBackend) -> BackendResolver:

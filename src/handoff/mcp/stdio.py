@@ -29,7 +29,7 @@ def stdio_config(url: str | None = None, api_key: str | None = None) -> ClientCo
 async def serve_stdio(config: ClientConfig) -> None:
     """Serve the tools on stdin/stdout until the MCP client closes them."""
     async with AsyncHandoffClient(config.url, config.api_key) as client:
-        server = build_server(fixed_backend(client), log_level="WARNING")
+        server = build_server(fixed_backend(client), log_level="WARNING", local_files=True)
         await server.run_stdio_async()
 
 

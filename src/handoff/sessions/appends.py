@@ -20,6 +20,8 @@ open page (out of the ``$nin``'s sight) at any moment. Two guards close that rac
   disturb the retry, and a seal only ever takes the older half of a full page, so under many concurrent writers a
   retry is not starved by the seals of others.
 
+An entry's ``blob_id`` must name a blob of the same session (``handoff.blobs``, one indexed read, 422 else).
+
 When the guard matches nothing, one read says why: a retried id with the same content is answered with the
 stored entry, other content is a client bug (422), an ended session is 409, a full open page is sealed, a full
 session is 409, an old-layout session is migrated, and the append runs again.
@@ -37,6 +39,7 @@ from pymongo.errors import WriteError
 from pymongo.read_concern import ReadConcern
 
 from handoff import clock, metrics
+from handoff.blobs import service as blobs
 from handoff.config import Settings
 from handoff.errors import Conflict, FieldError, Invalid
 from handoff.sessions import group_commit, misses, paging, seals, store, views
@@ -197,6 +200,7 @@ async def append(
     """Append entries (each with an ``id``) atomically; see the module docstring for the guarantees."""
     for entry in entries:
         check_entry(entry, settings)
+    await blobs.check_blob_refs(workspace_id, session_id, (entry.get("blob_id") for entry in entries))
     pending, repeats = _dedupe_request(entries)
     now = clock.now()
     for entry in pending:

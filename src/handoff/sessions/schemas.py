@@ -6,8 +6,14 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from handoff.schemas import EntryId, FreeForm, InputModel, OutputModel, PrintableId, ShortText, UtcDatetime
+from handoff.schemas import BlobId, EntryId, FreeForm, InputModel, OutputModel, PrintableId, ShortText, UtcDatetime
 from handoff.sessions.models import ArtifactAction, EntryType, SessionStatus
+
+
+def _no_blob(blob_id: str | None) -> bool:
+    """Entries without a blob are read as they were stored: without a ``blob_id`` key."""
+    return blob_id is None
+
 
 # Requests ----------------------------------------------------------------------------------------------------
 
@@ -29,6 +35,7 @@ class ActionCreate(InputModel):
     action: str = Field(min_length=1, description="What was done (at most 10,000 characters by default).")
     details: FreeForm | None = None
     id: EntryId | None = Field(default=None, description="Retry-safe id; generated when absent.")
+    blob_id: BlobId | None = Field(default=None, description="A blob of this session the entry refers to (else 422).")
 
 
 class WorkLogCreate(InputModel):
@@ -38,6 +45,7 @@ class WorkLogCreate(InputModel):
     type: EntryType = EntryType.INFO
     data: FreeForm | None = None
     id: EntryId | None = Field(default=None, description="Retry-safe id; generated when absent.")
+    blob_id: BlobId | None = Field(default=None, description="A blob of this session the entry refers to (else 422).")
 
 
 class WorkLogBatchCreate(InputModel):
@@ -53,6 +61,7 @@ class ArtifactCreate(InputModel):
     action: ArtifactAction = ArtifactAction.MODIFIED
     metadata: FreeForm | None = None
     id: EntryId | None = Field(default=None, description="Retry-safe id; generated when absent.")
+    blob_id: BlobId | None = Field(default=None, description="A blob of this session the entry refers to (else 422).")
 
 
 class CompleteRequest(InputModel):
@@ -138,6 +147,9 @@ class ActionEntry(OutputModel):
     action: str
     details: dict[str, Any] | None
     timestamp: UtcDatetime
+    blob_id: str | None = Field(
+        default=None, description="The blob of this session it refers to (left out when none).", exclude_if=_no_blob
+    )
 
 
 class TypedEntry(OutputModel):
@@ -148,6 +160,9 @@ class TypedEntry(OutputModel):
     type: EntryType
     data: dict[str, Any]
     timestamp: UtcDatetime
+    blob_id: str | None = Field(
+        default=None, description="The blob of this session it refers to (left out when none).", exclude_if=_no_blob
+    )
 
 
 WorkLogEntry = ActionEntry | TypedEntry
@@ -181,6 +196,9 @@ class Artifact(OutputModel):
     action: ArtifactAction
     metadata: dict[str, Any] | None
     timestamp: UtcDatetime
+    blob_id: str | None = Field(
+        default=None, description="The blob of this session it refers to (left out when none).", exclude_if=_no_blob
+    )
 
 
 class ArtifactList(OutputModel):

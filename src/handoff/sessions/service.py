@@ -22,6 +22,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from handoff import clock
+from handoff.blobs import service as blobs
 from handoff.config import Settings
 from handoff.errors import Conflict, FieldError, Invalid
 from handoff.idempotency import service as idempotency
@@ -257,7 +258,8 @@ async def list_plan_sessions(workspace_id: str, slug: str) -> list[SessionRead]:
 
 
 async def delete_session(workspace_id: str, session_id: str) -> None:
-    """Erase a session with its work log, artifacts and pages, whatever its status, in one transaction."""
+    """Erase a session with its work log, artifacts and pages, whatever its status, in one transaction; then its
+    blobs (GridFS writes cannot join the transaction)."""
 
     async def erase(session: AsyncClientSession) -> int:
         result = await store.sessions().delete_one(store.key(workspace_id, session_id), session=session)
@@ -268,6 +270,9 @@ async def delete_session(workspace_id: str, session_id: str) -> None:
 
     async with store.sessions().database.client.start_session() as session:
         deleted: int = await session.with_transaction(erase)
+    # After the session: an upload still arriving then finds no session to count in and removes itself. Run on a
+    # 404 too, so a retried delete finishes a cascade that an earlier attempt was cut off in.
+    await blobs.delete_session_blobs(workspace_id, session_id)
     if deleted == 0:
         raise store.not_found(session_id)
 
@@ -418,8 +423,18 @@ async def log_action(
     workspace_id: str, session_id: str, data: ActionCreate, *, settings: Settings
 ) -> tuple[dict[str, Any], bool]:
     """Append an action entry; returns the stored entry and whether this call stored it."""
-    entry = {"id": data.id or appends.new_entry_id(), "action": data.action, "details": data.details}
+    entry = {
+        "id": data.id or appends.new_entry_id(),
+        "action": data.action,
+        "details": data.details,
+        **blob_ref(data.blob_id),
+    }
     return await _append_one(workspace_id, session_id, "work_log", entry, settings)
+
+
+def blob_ref(blob_id: str | None) -> dict[str, Any]:
+    """An entry's reference to a blob, stored only when it has one (entries without keep their old shape)."""
+    return {"blob_id": blob_id} if blob_id is not None else {}
 
 
 def typed_entry(data: WorkLogCreate) -> dict[str, Any]:
@@ -429,6 +444,7 @@ def typed_entry(data: WorkLogCreate) -> dict[str, Any]:
         "message": data.message,
         "type": data.type.value,
         "data": data.data if data.data is not None else {},
+        **blob_ref(data.blob_id),
     }
 
 
@@ -457,6 +473,7 @@ async def record_artifact(
         "path": data.path,
         "action": ArtifactAction(data.action).value,
         "metadata": data.metadata,
+        **blob_ref(data.blob_id),
     }
     return await _append_one(workspace_id, session_id, "artifacts", entry, settings)
 

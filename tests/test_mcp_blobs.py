@@ -1,0 +1,97 @@
+"""``attach_file`` and the blob resource through the SDK's in-memory client, on both backends.
+
+In the service (``ServiceBackend``) a file travels as ``content``; ``handoff mcp`` (the Python client, built with
+``local_files=True``) may also send the file at ``path`` from the agent's machine. Either way the artifact is
+recorded with its ``blob_id``, the blob holds the bytes, and the resource serves them.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from mcp import Client
+from mcp.shared.exceptions import MCPError
+from mcp_types import BlobResourceContents
+
+from handoff.client import AsyncHandoffClient
+from handoff.db import MongoDatabase
+from handoff.mcp.server import build_server, fixed_backend
+from tests.factories import Tenant
+from tests.test_client import running
+from tests.test_mcp import agent, call, refused, text_of
+
+__all__ = ["agent"]  # the fixture, shared with test_mcp.py
+
+
+async def _start(client: Client) -> str:
+    return str((await call(client, "start_session")).structured_content["session_id"])  # type: ignore[index]
+
+
+async def _resource_bytes(client: Client, uri: str) -> bytes:
+    content = (await client.read_resource(uri)).contents[0]
+    assert isinstance(content, BlobResourceContents)
+    return base64.b64decode(content.blob)
+
+
+async def test_attach_file_records_the_artifact_with_its_content(agent: Client, database: MongoDatabase) -> None:
+    sid = await _start(agent)
+
+    result = await call(agent, "attach_file", session_id=sid, path="notes/plan.md", content="# Plan\nstep 1\n", id="a1")
+
+    artifact: dict[str, Any] = result.structured_content  # type: ignore[assignment]
+    blob_id = artifact["blob_id"]
+    assert (artifact["path"], artifact["action"], artifact["id"]) == ("notes/plan.md", "modified", "a1")
+    assert f"handoff://sessions/{sid}/blobs/{blob_id}" in text_of(result)
+    stored = await database["fs.files"].find_one({"metadata.blob_id": blob_id})
+    assert stored is not None
+    assert stored["metadata"]["content_type"] == "text/plain; charset=utf-8"
+    assert await _resource_bytes(agent, f"handoff://sessions/{sid}/blobs/{blob_id}") == b"# Plan\nstep 1\n"
+    handoff = await call(agent, "get_handoff_context", session_id=sid)
+    assert f"[blob {blob_id}]" in text_of(handoff)
+    assert handoff.structured_content["artifacts"][0]["blob_id"] == blob_id  # type: ignore[index]
+
+
+async def test_the_service_does_not_read_paths_and_a_refused_artifact_leaves_no_blob(
+    agent: Client, database: MongoDatabase
+) -> None:
+    sid = await _start(agent)
+    await call(agent, "attach_file", session_id=sid, path="a.txt", content="one", id="same")
+
+    no_content = await refused(agent, "attach_file", session_id=sid, path="/etc/passwd")
+    reused = await refused(agent, "attach_file", session_id=sid, path="b.txt", content="two", id="same")
+
+    assert "content" in no_content
+    assert "422" in reused
+    assert await database["fs.files"].count_documents({"metadata.session_id": sid}) == 1
+
+
+async def test_an_absent_blob_resource_is_not_found(agent: Client) -> None:
+    sid = await _start(agent)
+    result = await agent.call_tool("attach_file", {"session_id": sid, "path": "x", "content": "x"})
+    assert not result.is_error
+    missing = f"handoff://sessions/{sid}/blobs/blob_{'0' * 32}"
+    with pytest.raises(MCPError, match="not found"):
+        await agent.read_resource(missing)
+
+
+async def test_handoff_mcp_sends_a_local_file(app: Any, tenant: Tenant, tmp_path: Path) -> None:
+    source = tmp_path / "shot.png"
+    source.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 1024)
+    async with running(app):
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            AsyncHandoffClient("http://testserver", tenant.secret, transport=transport) as http,
+            Client(build_server(fixed_backend(http), local_files=True)) as local,
+        ):
+            sid = await _start(local)
+            result = await call(local, "attach_file", session_id=sid, path=str(source), action="created")
+            blob_id = result.structured_content["blob_id"]  # type: ignore[index]
+            served = await _resource_bytes(local, f"handoff://sessions/{sid}/blobs/{blob_id}")
+            blob = (await http.list_blobs(sid)).items[0]
+
+    assert served == source.read_bytes()
+    assert (blob.blob_id, blob.content_type, blob.size) == (blob_id, "image/png", source.stat().st_size)
