@@ -27,6 +27,7 @@ from handoff.config import Settings, get_settings
 from handoff.db import MongoDatabase, create_client, init_database, mongodb_url
 from handoff.errors import handle_exception
 from handoff.health import HealthController
+from handoff.ratelimit.middleware import RateLimitMiddleware, limiter_for
 from handoff.timeouts import BodyTimeoutMiddleware
 
 
@@ -68,10 +69,14 @@ def create_app(settings: Settings | None = None, *, database: MongoDatabase | No
     from handoff.mcp.http import McpEndpoint  # noqa: PLC0415 - imports the domain services, like _v1_router
 
     mcp = McpEndpoint(settings)
+    limiter = limiter_for(settings)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            if limiter is not None:
+                limiter.open()
+                stack.callback(limiter.close)
             if database is None:
                 url = stack.enter_context(mongodb_url(settings))
                 client = create_client(url, settings)
@@ -86,7 +91,10 @@ def create_app(settings: Settings | None = None, *, database: MongoDatabase | No
         route_handlers=[HealthController, _v1_router(), mcp.route()],
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
-        middleware=[BodyTimeoutMiddleware(settings.request_body_timeout_seconds)],
+        middleware=[
+            *([RateLimitMiddleware(limiter)] if limiter is not None else []),
+            BodyTimeoutMiddleware(settings.request_body_timeout_seconds),
+        ],
         request_max_body_size=settings.max_body_bytes,
         request_class=JsonRequest,
         state=State({"settings": settings, "key_cache": KeyCache(settings.api_key_cache_seconds)}),

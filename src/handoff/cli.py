@@ -8,7 +8,9 @@ length of the command).
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
 from typing import Any, TypeVar
 
 import click
@@ -77,10 +79,15 @@ def serve(host: str, port: int, workers: int) -> None:
     from handoff.app import create_app  # noqa: PLC0415
     from handoff.db import mongodb_url  # noqa: PLC0415
     from handoff.localdb import LocalMongoError  # noqa: PLC0415
+    from handoff.ratelimit.table import table_file_for_workers  # noqa: PLC0415
 
     settings = _settings()
     try:
-        with mongodb_url(settings) as url:
+        with mongodb_url(settings) as url, ExitStack() as stack:
+            if workers > 1 and settings.rate_limit > 0 and settings.rate_limit_table is None:
+                # The workers count rate limits in one table: its file is named in the environment they inherit.
+                table = stack.enter_context(table_file_for_workers())
+                os.environ["HANDOFF_RATE_LIMIT_TABLE"] = str(table)
             if not settings.mongodb_url:
                 err_console.print(f"[dim]bundled MongoDB at {url} (data in {settings.data_dir})[/dim]")
             if workers == 1:

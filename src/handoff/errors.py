@@ -8,9 +8,11 @@ Domain code raises values with a status; it never builds HTTP responses. The tre
     ├── RequestTimeout               408  the request body did not arrive in time
     ├── Conflict                     409  the resource's state forbids the operation
     │   ├── SessionEnded             409  completed/failed sessions accept nothing more
-    │   └── SessionFull              409  the document would pass MongoDB's 16 MiB limit
+    │   ├── SessionFull              409  the document would pass MongoDB's 16 MiB limit
+    │   └── QuotaExceeded            409  the workspace is at a quota (stored bytes, sessions); the detail names it
     ├── TooLarge                     413  a body or a field over its configured limit
     ├── Invalid                      422  well-formed but invalid input (optionally with field errors)
+    ├── RateLimited                  429  the key is over HANDOFF_RATE_LIMIT (Retry-After, RateLimit-* headers)
     └── Unavailable                  503  no primary, no server, a timeout: retry later
 
 PyMongo's connection-level errors are translated to ``Unavailable`` here too, so a failover is a 503 with
@@ -64,6 +66,10 @@ class HandoffError(Exception):
         self.detail = detail
         self.errors = errors or []
 
+    def response_headers(self) -> dict[str, str]:
+        """The headers this error's response carries: its kind's, plus any of this occurrence."""
+        return dict(self.headers)
+
 
 class Unauthorized(HandoffError):
     """The request carries no valid API key."""
@@ -108,6 +114,12 @@ class SessionFull(Conflict):
     title = "Session is full"
 
 
+class QuotaExceeded(Conflict):
+    """The workspace holds as much as its quota allows; the detail names the quota (its setting)."""
+
+    title = "Workspace quota exceeded"
+
+
 class TooLarge(HandoffError):
     """A body or a field is over its configured limit."""
 
@@ -120,6 +132,20 @@ class Invalid(HandoffError):
 
     status_code = 422
     title = "Invalid input"
+
+
+class RateLimited(HandoffError):
+    """The API key made more requests than its rate limit allows; retry after the time its headers say."""
+
+    status_code = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, headers: Mapping[str, str]) -> None:
+        super().__init__(detail)
+        self._headers = dict(headers)
+
+    def response_headers(self) -> dict[str, str]:
+        return {**super().response_headers(), **self._headers}
 
 
 class Unavailable(HandoffError):
@@ -193,7 +219,7 @@ def handle_exception(  # noqa: PLR0911 - one branch per kind of error, each a re
         if exc.status_code >= 500 and not isinstance(exc, Unavailable):
             return _internal_error(request, exc)
         return problem_response(
-            exc.status_code, exc.detail, title=exc.title, errors=exc.errors, headers=dict(exc.headers) or None
+            exc.status_code, exc.detail, title=exc.title, errors=exc.errors, headers=exc.response_headers() or None
         )
     if isinstance(exc, ValidationException):
         return problem_response(
@@ -233,6 +259,8 @@ __all__ = [
     "HandoffError",
     "Invalid",
     "NotFound",
+    "QuotaExceeded",
+    "RateLimited",
     "RequestTimeout",
     "SessionEnded",
     "SessionFull",
