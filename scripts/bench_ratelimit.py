@@ -1,6 +1,6 @@
 """What the rate limit costs a request, side by side with an append (goal: under 5 % of an append's cost).
 
-    .venv/bin/python scripts/bench_ratelimit.py                    # 4,000 appends a side, 200,000 checks
+    .venv/bin/python scripts/bench_ratelimit.py                    # 3 rounds of 4,000 appends a side, 200,000 checks
     .venv/bin/python scripts/bench_ratelimit.py --appends 1000     # a quick look
 
 It starts a bundled mongod of its own (replica set of one, temporary directory) and measures, on this machine:
@@ -28,7 +28,17 @@ from typing import Any
 
 import httpx
 
-from _bench_common import DATABASE, BenchKey, async_client, bench_server, cpu_seconds, create_key, machine, serve
+from _bench_common import (
+    DATABASE,
+    BenchKey,
+    async_client,
+    bench_server,
+    cpu_seconds,
+    create_key,
+    machine,
+    median,
+    serve,
+)
 from handoff.ratelimit.middleware import RateLimiter, RateLimitMiddleware
 from handoff.ratelimit.table import RatePolicy, SharedRateTable
 
@@ -153,6 +163,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--appends", type=int, default=4_000, help="appends a side (limit off, limit on)")
     parser.add_argument("--hits", type=int, default=200_000, help="checks measured in-process")
+    parser.add_argument("--rounds", type=int, default=3, help="alternated rounds of limit off / on (medians shown)")
     args = parser.parse_args()
 
     table_us = bench_table(args.hits)
@@ -161,14 +172,21 @@ def main() -> None:
         key = asyncio.run(create_key(server.url, DATABASE))
         mongo_majority = asyncio.run(bench_mongodb(server.url, args.appends, server.pid, write_concern="majority"))
         mongo_w1 = asyncio.run(bench_mongodb(server.url, args.appends, server.pid, write_concern="1"))
-        with serve(server.url, DATABASE, workers=1) as service:
-            off = asyncio.run(bench_appends(service.base, key, args.appends, service.pid, server.pid))
-        with serve(server.url, DATABASE, workers=1, rate_limit=POLICY.rate, rate_limit_burst=POLICY.burst) as service:
-            on = asyncio.run(bench_appends(service.base, key, args.appends, service.pid, server.pid))
+        sides: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
+        for _ in range(args.rounds):  # alternated, so a busy spell of the machine falls on both sides
+            for side, limit in (("off", {}), ("on", {"rate_limit": POLICY.rate, "rate_limit_burst": POLICY.burst})):
+                with serve(server.url, DATABASE, workers=1, **limit) as service:
+                    sides[side].append(
+                        asyncio.run(bench_appends(service.base, key, args.appends, service.pid, server.pid))
+                    )
         print(machine(server.url))
+    off, on = ({name: median([run[name] for run in runs]) for name in runs[0]} for runs in sides.values())
 
     append_cpu = off["service_cpu_us"] + off["mongod_cpu_us"]
-    print(f"\n{args.appends:,} appends a side, {CONCURRENCY} concurrent clients; {args.hits:,} checks in-process\n")
+    print(
+        f"\n{args.appends:,} appends a side and round, {args.rounds} rounds (medians), {CONCURRENCY} concurrent "
+        f"clients; {args.hits:,} checks in-process\n"
+    )
     print("| what, per request | wall µs | CPU µs | CPU vs an append (service + mongod) |")
     print("|---|---:|---:|---:|")
     print(
