@@ -28,6 +28,7 @@ from handoff.db import MongoDatabase, create_client, init_database, mongodb_url
 from handoff.errors import handle_exception
 from handoff.health import HealthController
 from handoff.ratelimit.middleware import RateLimitMiddleware, limiter_for
+from handoff.retention import worker as retention
 from handoff.timeouts import BodyTimeoutMiddleware
 
 
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None, *, database: MongoDatabase | No
             else:
                 app.state.database = database
             await stack.enter_async_context(mcp.running())
+            await stack.enter_async_context(retention.running(settings))
             yield
 
     return Litestar(

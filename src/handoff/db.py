@@ -18,10 +18,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 from handoff.config import Settings
 from handoff.idempotency.models import IdempotencyRecord
 from handoff.plans.models import Plan
+from handoff.retention.models import Lease
 from handoff.sessions.models import LogPage, Session
 from handoff.workspaces.models import ApiKey, Workspace
 
-DOCUMENT_MODELS: list[type[Document]] = [Workspace, ApiKey, Session, LogPage, Plan, IdempotencyRecord]
+DOCUMENT_MODELS: list[type[Document]] = [Workspace, ApiKey, Session, LogPage, Plan, IdempotencyRecord, Lease]
 
 MongoDatabase = AsyncDatabase[dict[str, Any]]
 MongoClient = AsyncMongoClient[dict[str, Any]]
