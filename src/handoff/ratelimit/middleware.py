@@ -64,8 +64,8 @@ class RateLimitMiddleware(ASGIMiddleware):
         headers = decision_headers(decision, self.limiter.policy)
         if not decision.allowed:
             raise RateLimited(
-                f"this API key is over its rate limit of {policy_header(self.limiter.policy)} requests a second; "
-                f"retry after {headers['Retry-After']} s",
+                f"this API key is over its rate limit ({self.limiter.policy.rate:g} requests a second, bursts of "
+                f"{self.limiter.policy.burst}); retry after {headers['Retry-After']} s",
                 headers=headers,
             )
 
