@@ -98,6 +98,42 @@ async def test_prune_deletes_only_ended_sessions_past_the_date_in_batches(
     assert await _remaining(database, other_tenant) == aged["elsewhere"]
 
 
+async def test_a_pruned_session_takes_its_sealed_pages_with_it(
+    database: MongoDatabase, settings: Settings, tenant: Tenant
+) -> None:
+    """A large session has most of its log on sealed pages: deleting it through the domain removes them too."""
+    paged = settings.model_copy(update={"page_entries": 4})
+    principal = Principal(workspace_id=tenant.workspace.workspace_id, api_key_id=tenant.key_id)
+
+    async def large(ended_days_ago: int) -> str:
+        session_id = (await sessions.create_session(principal, SessionCreate(), settings=paged)).session.session_id
+        for i in range(24):
+            await sessions.log_work(
+                principal.workspace_id, session_id, WorkLogCreate(message=f"step {i}"), settings=paged
+            )
+        await sessions.end(principal.workspace_id, session_id, status=SessionStatus.COMPLETED, summary=None)
+        past = clock.now() - timedelta(days=ended_days_ago)
+        await database["sessions"].update_one({"session_id": session_id}, {"$set": {"ended_at": past}})
+        return session_id
+
+    pruned, kept = await large(40), await large(5)
+
+    async def pages(session_id: str) -> int:
+        return await database["log_pages"].count_documents(
+            {"workspace_id": principal.workspace_id, "session_id": session_id}
+        )
+
+    assert await pages(pruned) > 0 and await pages(kept) > 0  # the log did seal pages
+    kept_pages = await pages(kept)
+
+    result = await retention.prune(principal.workspace_id, ended_before=clock.now() - timedelta(days=30), batch_size=10)
+
+    assert result.deleted == 1
+    assert await pages(pruned) == 0
+    assert await pages(kept) == kept_pages
+    assert await _remaining(database, tenant) == {kept}
+
+
 async def test_a_dry_run_counts_and_deletes_nothing(
     database: MongoDatabase, tenant: Tenant, aged: dict[str, set[str]]
 ) -> None:

@@ -6,7 +6,8 @@ that would pass one is refused with a ``409`` whose detail names the setting.
 
 No workspace counter is kept: an append is one atomic update of its session document and stays one. The usage
 is computed by one aggregation over the workspace's sessions (``$match`` on ``workspace_id``, ``$group`` summing
-``payload_bytes``) and cached by each worker for ``HANDOFF_WORKSPACE_USAGE_CACHE_SECONDS`` (5 s by default);
+``payload_bytes``), answered from the index ``usage`` on the session document alone (covered: no session, with
+its open page of entries, is read), and cached by each worker for ``HANDOFF_WORKSPACE_USAGE_CACHE_SECONDS`` (5 s by default);
 what the worker admits meanwhile is added to its cached figure at once. So a workspace passes a quota by at most
 what the *other* workers admit within one cache period, and deletions are seen within one period too. With the
 cache at 0 every check reads the usage (exact for one worker, still racy between concurrent writers).
@@ -35,7 +36,7 @@ class WorkspaceUsage:
 
 
 def usage_pipeline(workspace_id: str) -> list[dict[str, Any]]:
-    """The aggregation of a workspace's usage (served by an index on ``workspace_id``, see the module)."""
+    """The aggregation of a workspace's usage (covered by the index ``usage``, see the module)."""
     return [
         {"$match": {"workspace_id": workspace_id}},
         {"$group": {"_id": None, "stored_bytes": {"$sum": "$payload_bytes"}, "sessions": {"$sum": 1}}},
