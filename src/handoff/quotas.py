@@ -7,10 +7,10 @@ that would pass one is refused with a ``409`` whose detail names the setting.
 No workspace counter is kept: an append is one atomic update of its session document and stays one. The usage
 is computed by one aggregation over the workspace's sessions (``$match`` on ``workspace_id``, ``$group`` summing
 ``payload_bytes``), answered from the index ``usage`` on the session document alone (covered: no session, with
-its open page of entries, is read), and cached by each worker for ``HANDOFF_WORKSPACE_USAGE_CACHE_SECONDS`` (5 s by default);
-what the worker admits meanwhile is added to its cached figure at once. So a workspace passes a quota by at most
-what the *other* workers admit within one cache period, and deletions are seen within one period too. With the
-cache at 0 every check reads the usage (exact for one worker, still racy between concurrent writers).
+its open page of entries, is read), and cached by each worker for ``HANDOFF_WORKSPACE_USAGE_CACHE_SECONDS`` (5 s
+by default); what the worker admits meanwhile is added to its cached figure at once. So a workspace passes a
+quota by at most what the *other* workers admit within one cache period, and deletions are seen within one period
+too. With the cache at 0 every check reads the usage (exact for one worker, still racy between concurrent writers).
 
 The session code calls :func:`check_can_write` before a write that adds bytes and :func:`check_can_create` before
 a session is inserted; both return at once when their quotas are off.
