@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from handoff import auth, clock
+from handoff import auth, cache, clock
 from handoff.app import create_app
 from handoff.config import Settings
 from handoff.db import MongoDatabase
@@ -40,7 +40,7 @@ class FakeMonotonic:
 @pytest.fixture
 def cache_clock(monkeypatch: pytest.MonkeyPatch) -> FakeMonotonic:
     fake = FakeMonotonic()
-    monkeypatch.setattr(auth, "time", SimpleNamespace(monotonic=fake.monotonic))
+    monkeypatch.setattr(cache, "time", SimpleNamespace(monotonic=fake.monotonic))  # the key cache is a TtlCache
     return fake
 
 

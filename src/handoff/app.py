@@ -29,6 +29,8 @@ from handoff.errors import handle_exception
 from handoff.health import HealthController
 from handoff.ops import Operations
 from handoff.ops.logs import configure_logging
+from handoff.ratelimit.middleware import RateLimitMiddleware, limiter_for
+from handoff.retention import worker as retention
 from handoff.timeouts import BodyTimeoutMiddleware
 
 if TYPE_CHECKING:
@@ -80,11 +82,15 @@ def create_app(
     from handoff.mcp.http import McpEndpoint  # noqa: PLC0415 - imports the domain services, like _v1_router
 
     mcp = McpEndpoint(settings)
+    limiter = limiter_for(settings)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(ops.running(app))
+            if limiter is not None:
+                limiter.open()
+                stack.callback(limiter.close)
             if database is None:
                 url = stack.enter_context(mongodb_url(settings))
                 client = create_client(url, settings, event_listeners=ops.command_listeners)
@@ -93,6 +99,7 @@ def create_app(
             else:
                 app.state.database = database
             await stack.enter_async_context(mcp.running())
+            await stack.enter_async_context(retention.running(settings))
             yield
 
     app = Litestar(
@@ -100,6 +107,7 @@ def create_app(
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
         middleware=[
+            *([RateLimitMiddleware(limiter)] if limiter is not None else []),
             BodyTimeoutMiddleware(
                 settings.request_body_timeout_seconds,
                 streamed_bytes_per_second=settings.blob_upload_min_bytes_per_second,

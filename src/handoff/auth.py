@@ -10,8 +10,6 @@ counted in ``handoff_api_key_cache_total``.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,59 +18,20 @@ from litestar.di import NamedDependency
 from litestar.handlers.base import BaseRouteHandler
 
 from handoff import metrics
+from handoff.cache import TtlCache
 from handoff.errors import Unauthorized
 from handoff.workspaces import service as workspaces
 from handoff.workspaces.schemas import Principal
 
-_CACHE_LIMIT = 10_000
 
+class KeyCache(TtlCache[str, Principal]):
+    """The principals that keys' hashes resolved to, each trusted for the configured time (see the module)."""
 
-class KeyCache:
-    """A small time-bounded map from a key's hash to the principal it resolved to."""
-
-    def __init__(self, ttl_seconds: float) -> None:
-        self.ttl_seconds = ttl_seconds
-        self._entries: dict[str, tuple[float, Principal]] = {}
-        self._lookups: dict[str, asyncio.Future[Principal]] = {}
-
-    def get(self, key_hash: str) -> Principal | None:
-        entry = self._entries.get(key_hash)
-        if entry is None:
-            return None
-        deadline, principal = entry
-        if time.monotonic() >= deadline:
-            del self._entries[key_hash]
-            return None
-        return principal
-
-    def put(self, key_hash: str, principal: Principal) -> None:
-        if self.ttl_seconds <= 0:
-            return
-        if len(self._entries) >= _CACHE_LIMIT:
-            self._entries.clear()
-        self._entries[key_hash] = (time.monotonic() + self.ttl_seconds, principal)
-
-    async def resolve(self, key_hash: str, lookup: Callable[[], Awaitable[Principal]]) -> Principal:
-        """The cached principal, else the result of ``lookup``, run once for all the requests missing together."""
-        principal = self.get(key_hash)
-        if principal is not None:
-            metrics.key_cache("hit")
-            return principal
-        metrics.key_cache("miss")  # joining another request's pending lookup is a miss too: no cached answer
-        if self.ttl_seconds <= 0:
-            return await lookup()  # no cache: every request sees the key as it is now
-        pending = self._lookups.get(key_hash)
-        if pending is None:
-            pending = self._lookups[key_hash] = asyncio.ensure_future(lookup())
-            pending.add_done_callback(lambda done: self._finished(key_hash, done))
-        principal = await asyncio.shield(pending)  # one waiter cancelled does not cancel the others' lookup
-        self.put(key_hash, principal)
-        return principal
-
-    def _finished(self, key_hash: str, lookup: asyncio.Future[Principal]) -> None:
-        self._lookups.pop(key_hash, None)
-        if not lookup.cancelled():
-            lookup.exception()  # retrieved: a failed lookup whose waiters all left is not an unhandled error
+    async def resolve(self, key: str, lookup: Callable[[], Awaitable[Principal]]) -> Principal:
+        """The cached principal or one lookup shared by the requests missing together, counted as a hit or miss
+        (joining another request's pending lookup is a miss: no cached answer)."""
+        metrics.key_cache("hit" if self.get(key) is not None else "miss")
+        return await super().resolve(key, lookup)
 
 
 def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:

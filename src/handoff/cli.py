@@ -8,7 +8,9 @@ length of the command).
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
 from typing import Any, TypeVar
 
 import click
@@ -78,10 +80,15 @@ def serve(host: str, port: int, workers: int) -> None:
     from handoff.db import mongodb_url  # noqa: PLC0415 - a server is only needed here
     from handoff.localdb import LocalMongoError  # noqa: PLC0415
     from handoff.ops import server  # noqa: PLC0415
+    from handoff.ratelimit.table import table_file_for_workers  # noqa: PLC0415
 
     settings = _settings()
     try:
-        with mongodb_url(settings) as url:
+        with mongodb_url(settings) as url, ExitStack() as stack:
+            if workers > 1 and settings.rate_limit > 0 and settings.rate_limit_table is None:
+                # The workers count rate limits in one table: its file is named in the environment they inherit.
+                table = stack.enter_context(table_file_for_workers())
+                os.environ["HANDOFF_RATE_LIMIT_TABLE"] = str(table)
             if not settings.mongodb_url:
                 err_console.print(f"[dim]bundled MongoDB at {url} (data in {settings.data_dir})[/dim]")
             server.run(settings, host=host, port=port, workers=workers)
@@ -111,6 +118,27 @@ def workspaces_list() -> None:
     for workspace in found:
         table.add_row(workspace.slug, workspace.name, workspace.workspace_id, _when(workspace.created_at))
     console.print(table)
+
+
+@workspaces_group.command("set-retention")
+@click.argument("slug")
+@click.option(
+    "--ended-after-days",
+    type=click.IntRange(1, workspaces.MAX_RETENTION_DAYS),
+    help="Delete ended sessions this many days after they end.",
+)
+@click.option("--clear", is_flag=True, help="Keep ended sessions for ever (remove the retention).")
+def workspaces_set_retention(slug: str, ended_after_days: int | None, clear: bool) -> None:
+    """Set how long the workspace keeps ended sessions; the service deletes older ones in the background."""
+    if clear == (ended_after_days is not None):
+        raise click.UsageError("give either --ended-after-days N or --clear")
+    workspace = run_with_database(lambda: workspaces.set_retention(slug, ended_after_days=ended_after_days))
+    if workspace.retention_ended_after_days is None:
+        click.echo(f"workspace {workspace.slug} keeps ended sessions")
+    else:
+        click.echo(
+            f"workspace {workspace.slug} deletes sessions {workspace.retention_ended_after_days} days after they end"
+        )
 
 
 @cli.group("keys")
@@ -325,6 +353,44 @@ def migrate_command() -> None:
             )
 
     click.echo(f"migrated {run_with_database(migrate, settings)} sessions")
+
+
+@cli.command("prune")
+@click.option("--workspace", "workspace_slug", required=True, help="Workspace slug.")
+@click.option("--ended-before", required=True, help="Delete sessions that ended before this ISO 8601 date (UTC).")
+@click.option("--dry-run", is_flag=True, help="Only count them.")
+@click.option("--batch-size", type=click.IntRange(1, 10_000), help="Sessions per batch (HANDOFF_RETENTION_BATCH_SIZE).")
+def prune_command(workspace_slug: str, ended_before: str, dry_run: bool, batch_size: int | None) -> None:
+    """Delete a workspace's ended sessions that ended before a date, with their pages and blobs; counts first."""
+    import sys  # noqa: PLC0415 - only this command needs these
+
+    from handoff.analytics.service import parse_instant  # noqa: PLC0415
+    from handoff.retention import service as retention  # noqa: PLC0415
+    from handoff.retention.progress import prune_progress  # noqa: PLC0415
+
+    settings = _settings()
+    try:
+        cutoff = parse_instant(ended_before, "--ended-before")
+    except HandoffError as exc:
+        raise click.ClickException(str(exc)) from exc
+    assert cutoff is not None
+
+    async def count_then_prune() -> retention.PruneResult:
+        workspace = await workspaces.get_workspace(workspace_slug)
+        found = await retention.count_expired(workspace.workspace_id, cutoff)
+        click.echo(f"{found:,} ended sessions of {workspace_slug} ended before {cutoff.isoformat()}")
+        if dry_run or not found:
+            return retention.PruneResult(found=found)
+        with prune_progress(sys.stderr, total=found) as after_batch:
+            return await retention.prune(
+                workspace.workspace_id,
+                ended_before=cutoff,
+                batch_size=batch_size or settings.retention_batch_size,
+                after_batch=after_batch,
+            )
+
+    result = run_with_database(count_then_prune, settings)
+    click.echo("dry run: nothing deleted" if dry_run else f"deleted {result.deleted:,} sessions")
 
 
 @cli.command("stats")

@@ -7,6 +7,7 @@ hidden global state.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -116,6 +117,35 @@ class Settings(BaseSettings):
             "a long upload that keeps arriving is never cut."
         ),
     )
+
+    # Rate limits, quotas and retention (issue 17 items 4-5: handoff.ratelimit, handoff.quotas, handoff.retention)
+    rate_limit: float = Field(
+        default=0, ge=0, description="Requests per second allowed per API key, across all workers; 0 = no limit."
+    )
+    rate_limit_burst: int | None = Field(
+        default=None, ge=1, description="Requests a key may make at once; default: one second's worth (at least 1)."
+    )
+    rate_limit_table: Path | None = Field(
+        default=None, description="The shared counters' file; set by handoff serve for its workers, else private."
+    )
+    workspace_max_bytes: int = Field(
+        default=0, ge=0, description="Stored bytes a workspace may hold (its sessions' payload_bytes); 0 = no quota."
+    )
+    workspace_max_sessions: int = Field(default=0, ge=0, description="Sessions a workspace may hold; 0 = no quota.")
+    workspace_usage_cache_seconds: float = Field(
+        default=5.0, ge=0, le=60, description="How long a worker trusts a workspace's usage figure (the overshoot)."
+    )
+    retention_interval_seconds: float = Field(
+        default=300, ge=0, description="How often the service deletes sessions past their retention; 0 = never."
+    )
+    retention_batch_size: int = Field(
+        default=100, ge=1, le=10_000, description="Sessions deleted per batch, by the background and handoff prune."
+    )
+
+    @property
+    def rate_limit_policy_burst(self) -> int:
+        """The burst in force: the configured one, else one second's worth of requests."""
+        return self.rate_limit_burst or max(1, math.ceil(self.rate_limit))
 
     @field_validator("mongodb_url", mode="before")
     @classmethod

@@ -20,6 +20,7 @@ from handoff.blobs.models import BlobChunk, BlobFile
 from handoff.config import Settings
 from handoff.idempotency.models import IdempotencyRecord
 from handoff.plans.models import Plan
+from handoff.retention.models import Lease
 from handoff.sessions.models import LogPage, Session
 from handoff.workspaces.models import ApiKey, Workspace
 
@@ -32,6 +33,7 @@ DOCUMENT_MODELS: list[type[Document]] = [
     LogPage,
     Plan,
     IdempotencyRecord,
+    Lease,
     BlobFile,
     BlobChunk,
 ]

@@ -9,10 +9,12 @@ Domain code raises values with a status; it never builds HTTP responses. The tre
     ├── RequestTimeout               408  the request body did not arrive in time
     ├── Conflict                     409  the resource's state forbids the operation
     │   ├── SessionEnded             409  completed/failed sessions accept nothing more
-    │   └── SessionFull              409  the document would pass MongoDB's 16 MiB limit
+    │   ├── SessionFull              409  the document would pass MongoDB's 16 MiB limit
+    │   └── QuotaExceeded            409  the workspace is at a quota (stored bytes, sessions); the detail names it
     ├── TooLarge                     413  a body or a field over its configured limit
     ├── RangeNotSatisfiable          416  a Range that no byte of the blob satisfies (with Content-Range)
     ├── Invalid                      422  well-formed but invalid input (optionally with field errors)
+    ├── RateLimited                  429  the key is over HANDOFF_RATE_LIMIT (Retry-After, RateLimit-* headers)
     └── Unavailable                  503  no primary, no server, a timeout: retry later
 
 PyMongo's connection-level errors, and its timeouts (the request deadline of ``handoff.ops.deadline`` running
@@ -129,6 +131,12 @@ class SessionFull(Conflict):
     title = "Session is full"
 
 
+class QuotaExceeded(Conflict):
+    """The workspace holds as much as its quota allows; the detail names the quota (its setting)."""
+
+    title = "Workspace quota exceeded"
+
+
 class TooLarge(HandoffError):
     """A body or a field is over its configured limit."""
 
@@ -155,6 +163,20 @@ class Invalid(HandoffError):
 
     status_code = 422
     title = "Invalid input"
+
+
+class RateLimited(HandoffError):
+    """The API key made more requests than its rate limit allows; retry after the time its headers say."""
+
+    status_code = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, headers: Mapping[str, str]) -> None:
+        super().__init__(detail)
+        self._headers = dict(headers)
+
+    def response_headers(self) -> dict[str, str]:
+        return {**super().response_headers(), **self._headers}
 
 
 class Unavailable(HandoffError):
@@ -278,7 +300,9 @@ __all__ = [
     "HandoffError",
     "Invalid",
     "NotFound",
+    "QuotaExceeded",
     "RangeNotSatisfiable",
+    "RateLimited",
     "RequestTimeout",
     "SessionEnded",
     "SessionFull",

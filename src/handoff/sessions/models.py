@@ -164,6 +164,8 @@ class Session(Document):
                 ],
                 name="idle_by_status",
             ),
+            # Quotas (handoff.quotas): a workspace's stored bytes summed from the index alone (covered).
+            IndexModel([("workspace_id", pymongo.ASCENDING), ("payload_bytes", pymongo.ASCENDING)], name="usage"),
             # Analytics (handoff.analytics.pipelines): summary, agents and activity are answered from this index
             # alone (covered), artifacts filters on its last key before fetching.
             IndexModel(

@@ -21,6 +21,8 @@ class Workspace(Document):
     workspace_id: Annotated[str, Indexed(unique=True)]
     slug: Annotated[str, Indexed(unique=True)]
     name: str
+    #: Ended sessions older than this many days (by ``ended_at``) are deleted by the service; None keeps them.
+    retention_ended_after_days: int | None = None
     created_at: datetime = Field(default_factory=clock.now)
     updated_at: datetime = Field(default_factory=clock.now)
 

@@ -22,6 +22,7 @@ KEY_PREFIX = "hk_"
 DISPLAY_PREFIX_CHARS = 11  # "hk_" + 8 characters of the secret
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 MAX_KEY_LIFETIME_DAYS = 36_500  # a century; further dates overflow datetime
+MAX_RETENTION_DAYS = 36_500
 SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 
 
@@ -53,6 +54,20 @@ async def get_workspace(slug: str) -> Workspace:
     if workspace is None:
         raise NotFound(f"no workspace {slug!r}")
     return workspace
+
+
+async def set_retention(slug: str, *, ended_after_days: int | None) -> Workspace:
+    """Keep the workspace's ended sessions for ``ended_after_days`` after they end (None: keep them for ever)."""
+    if ended_after_days is not None and not 1 <= ended_after_days <= MAX_RETENTION_DAYS:
+        raise Invalid(f"ended_after_days must be between 1 and {MAX_RETENTION_DAYS}")
+    found = await Workspace.get_pymongo_collection().find_one_and_update(
+        {"slug": slug},
+        {"$set": {"retention_ended_after_days": ended_after_days, "updated_at": clock.now()}},
+        projection={"_id": 1},
+    )
+    if found is None:
+        raise NotFound(f"no workspace {slug!r}")
+    return await get_workspace(slug)
 
 
 async def create_api_key(
