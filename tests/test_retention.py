@@ -7,7 +7,7 @@ update (the test's way of letting days go by).
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -19,7 +19,7 @@ from handoff.retention import lease
 from handoff.retention import service as retention
 from handoff.retention.worker import LEASE, run_pass
 from handoff.sessions import service as sessions
-from handoff.sessions.models import SessionStatus
+from handoff.sessions.models import Session, SessionStatus
 from handoff.sessions.schemas import SessionCreate, WorkLogCreate
 from handoff.workspaces import service as workspaces
 from handoff.workspaces.schemas import Principal
@@ -243,3 +243,11 @@ async def test_set_retention_stores_and_clears_it(database: MongoDatabase, tenan
 def test_the_cutoff_is_that_many_days_before_now() -> None:
     now = datetime(2026, 12, 7, 12, 0, tzinfo=clock.now().tzinfo)
     assert retention.cutoff(30, now=now) == datetime(2026, 11, 7, 12, 0, tzinfo=now.tzinfo)
+
+
+async def test_the_expired_sessions_are_found_through_an_index_without_reading_others(tenant: Tenant) -> None:
+    query = retention.expired_query(tenant.workspace.workspace_id, datetime(2026, 1, 1, tzinfo=UTC))
+    plan = await Session.get_pymongo_collection().find(query).sort("ended_at", 1).explain()
+    winning = str(plan["queryPlanner"]["winningPlan"])
+    assert "ended_by_status" in winning
+    assert "COLLSCAN" not in winning

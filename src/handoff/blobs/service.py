@@ -25,7 +25,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from handoff import clock, metrics
+from handoff import clock, metrics, quotas
 from handoff.blobs import delivery, storage, upload
 from handoff.blobs.schemas import BlobRead
 from handoff.blobs.storage import StoredFile
@@ -111,6 +111,7 @@ async def upload_blob(
     room = max(0, cap - session.get("payload_bytes", 0)) if cap else None
     if declared_size is not None and room is not None and declared_size > room:
         raise store.full(session_id, cap)
+    await quotas.check_can_write(workspace_id, adds_bytes=declared_size or 0, settings=settings)
     limit = settings.max_blob_bytes if room is None else min(settings.max_blob_bytes, room)
     blob_id = new_blob_id()
     key = {"workspace_id": workspace_id, "session_id": session_id, "blob_id": blob_id}
@@ -121,6 +122,8 @@ async def upload_blob(
             raise _too_large(settings) from None
         raise store.full(session_id, cap) from None
     try:
+        if not declared_size:  # a streamed body of unknown length: check the workspace's quota now it is known
+            await quotas.check_can_write(workspace_id, adds_bytes=stored.size, settings=settings)
         await _count_in_session(workspace_id, session_id, stored.size, settings=settings)
     except BaseException:
         await storage.delete(stored.file_id)

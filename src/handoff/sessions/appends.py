@@ -38,7 +38,7 @@ from typing import Any
 from pymongo.errors import WriteError
 from pymongo.read_concern import ReadConcern
 
-from handoff import clock, metrics
+from handoff import clock, metrics, quotas
 from handoff.blobs import service as blobs
 from handoff.config import Settings
 from handoff.errors import Conflict, FieldError, Invalid
@@ -215,6 +215,8 @@ async def append(
     # than queueing for the half page each seal frees.
     bounds = misses.page_bounds(settings)
     room = bounds
+    if pending:
+        await quotas.check_can_write(workspace_id, adds_bytes=sum(map(stored_size, pending)), settings=settings)
     for _ in range(MAX_ATTEMPTS):
         if not pending:
             return outcome

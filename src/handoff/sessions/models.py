@@ -164,6 +164,15 @@ class Session(Document):
                 ],
                 name="idle_by_status",
             ),
+            # Retention (handoff.retention): a workspace's ended sessions by when they ended, oldest first.
+            IndexModel(
+                [
+                    ("workspace_id", pymongo.ASCENDING),
+                    ("status", pymongo.ASCENDING),
+                    ("ended_at", pymongo.ASCENDING),
+                ],
+                name="ended_by_status",
+            ),
             # Quotas (handoff.quotas): a workspace's stored bytes summed from the index alone (covered).
             IndexModel([("workspace_id", pymongo.ASCENDING), ("payload_bytes", pymongo.ASCENDING)], name="usage"),
             # Analytics (handoff.analytics.pipelines): summary, agents and activity are answered from this index

@@ -21,7 +21,7 @@ from pymongo import DESCENDING, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
-from handoff import clock
+from handoff import clock, quotas
 from handoff.blobs import service as blobs
 from handoff.config import Settings
 from handoff.errors import Conflict, FieldError, Invalid
@@ -109,8 +109,10 @@ async def _idempotent(
     )
 
 
-async def _open(principal: Principal, session_id: str, *, now: datetime, **fields: Any) -> Created:
-    """Insert a new active session of the caller's (or find the one its id or external id already names)."""
+async def _open(principal: Principal, session_id: str, *, now: datetime, settings: Settings, **fields: Any) -> Created:
+    """Insert a new active session of the caller's (or find the one its id or external id already names), within
+    the workspace's quotas."""
+    await quotas.check_can_create(principal.workspace_id, adds_bytes=fields.get("payload_bytes", 0), settings=settings)
     session = Session(
         id=session_key(principal.workspace_id, session_id),
         workspace_id=principal.workspace_id,
@@ -152,6 +154,7 @@ async def create_session(
         principal,
         session_id,
         now=clock.now(),
+        settings=settings,
         external_id=data.external_id,
         plan=data.plan,
         agent_type=data.agent_type,
@@ -184,6 +187,7 @@ async def replay_session(
         principal,
         new_id,
         now=now,
+        settings=settings,
         plan=original.get("plan"),
         agent_type=agent_type or original.get("agent_type"),
         payload_bytes=size,
