@@ -86,9 +86,8 @@ def main() -> None:
                         saver.close()
             print(machine(mongod.url))
             for name, samples in times.items():
-                print(
-                    f"{name:>9}: {median(samples) * 1000:.2f} ms/step (rounds: {', '.join(f'{s * 1000:.2f}' for s in samples)})"
-                )
+                rounds = ", ".join(f"{sample * 1000:.2f}" for sample in samples)
+                print(f"{name:>9}: {median(samples) * 1000:.2f} ms/step (rounds: {rounds})")
             ratio = median(times["handoff"]) / median(times["official"])
             print(f"ratio handoff/official: {ratio:.2f} (goal <= 1.5)")
 
