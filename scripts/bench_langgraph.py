@@ -8,7 +8,7 @@ It starts a bundled mongod of its own and ``handoff serve`` (one worker) on it, 
 ``HandoffCheckpointSaver`` (HTTP through ``handoff.client``) and with ``langgraph-checkpoint-mongodb``'s
 ``MongoDBSaver`` (PyMongo straight to the same mongod, its own database), each on a new thread per round.
 It prints the time per step of each side (median over rounds) and the ratio handoff / official.
-Needs the extras: ``pip install -e '.[langgraph,adapters-test]'``.
+Needs the extras: ``pip install -e '.[dev,langgraph]'``.
 """
 
 from __future__ import annotations
