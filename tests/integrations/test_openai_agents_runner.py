@@ -4,11 +4,11 @@ handoff by a second process that sees the whole history, and read back as a pers
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import textwrap
 import uuid
 
+import anyio
 from agents import Agent, Runner
 from agents.testing import ScriptedModel
 from openai.types.responses import ResponseOutputMessage, ResponseOutputText
@@ -61,15 +61,11 @@ async def test_runner_turns_resumed_in_a_second_process(live_service: LiveServic
         assert result.final_output == answer
     assert len(await session.get_items()) == 4
 
-    resumed = subprocess.run(
-        [sys.executable, "-c", SECOND_PROCESS, chat],
-        env={**os.environ, **live_service.env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    final, seen = resumed.stdout.strip().splitlines()[-2:]
+    with anyio.fail_after(120):
+        resumed = await anyio.run_process(
+            [sys.executable, "-c", SECOND_PROCESS, chat], env={**os.environ, **live_service.env}, check=True
+        )
+    final, seen = resumed.stdout.decode().strip().splitlines()[-2:]
     assert final == "You asked about the login bug, then the tests."
     assert "'Fix the login bug'" in seen
     assert "'Run the tests'" in seen
