@@ -23,10 +23,12 @@ from litestar import Litestar, get
 from handoff.app import create_app
 from handoff.config import Settings
 from handoff.db import MongoClient, MongoDatabase, create_client, init_database
-from handoff.errors import handle_exception
+from handoff.errors import Unavailable, handle_exception
 from handoff.localdb import MongodProcess, start_mongod
+from handoff.mcp.backend import ServiceBackend
 from handoff.ops import NO_DEADLINE
 from handoff.ops.deadline import DeadlineMiddleware
+from handoff.workspaces.schemas import Principal
 from tests.api import ok, problem
 from tests.factories import Tenant, make_tenant
 from tests.inprocess import in_process
@@ -150,3 +152,21 @@ async def test_a_route_that_streams_is_not_cut_by_the_deadline(mongo_client: Mon
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         problem(await http.get("/bounded"), 503)  # the deadline ran out while it slept: 503, not a late answer
         assert ok(await http.get("/stream"))["ok"] == 1
+
+
+async def test_an_mcp_tool_call_on_a_frozen_primary_is_unavailable_within_the_deadline(
+    own_mongod: MongodProcess, frozen_client: httpx.AsyncClient
+) -> None:
+    """MCP tools run in the session manager's tasks, outside the deadline middleware: the backend applies it."""
+    tenant = await make_tenant("frozen-mcp")
+    settings = Settings(mongodb_url=own_mongod.url, request_timeout_seconds=DEADLINE_SECONDS)
+    backend = ServiceBackend(Principal(workspace_id=tenant.workspace.workspace_id, api_key_id=tenant.key_id), settings)
+    session = await backend.create_session(agent_type="mcp")
+    os.kill(own_mongod.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(Unavailable):  # a TimeoutError here instead: past the deadline
+            await asyncio.wait_for(
+                backend.log_work(session.session_id, "during", id="during"), DEADLINE_SECONDS + MARGIN_SECONDS
+            )
+    finally:
+        os.kill(own_mongod.pid, signal.SIGCONT)

@@ -262,7 +262,7 @@ def handle_exception(  # noqa: PLR0911 - one branch per kind of error, each a re
         return problem_response(exc.status_code, exc.detail, headers=exc.headers)
     if isinstance(exc, PyMongoError):
         metrics.mongodb_error(type(exc).__name__)
-    if _unavailable(exc):
+    if is_unavailable(exc):
         logger.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
         return problem_response(
             503,
@@ -273,7 +273,7 @@ def handle_exception(  # noqa: PLR0911 - one branch per kind of error, each a re
     return _internal_error(request, exc)
 
 
-def _unavailable(exc: Exception) -> bool:
+def is_unavailable(exc: Exception) -> bool:
     """The database cannot serve now: unreachable, no primary, busy, or out of the request's time."""
     if isinstance(exc, UNAVAILABLE_ERRORS):
         return True
@@ -310,5 +310,6 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "handle_exception",
+    "is_unavailable",
     "problem_response",
 ]

@@ -18,7 +18,9 @@ from contextlib import contextmanager
 from os import PathLike
 from typing import IO, Any, Literal, Protocol, TypeVar, cast
 
+import pymongo
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from pymongo.errors import PyMongoError
 
 from handoff.analytics import service as analytics
 from handoff.analytics.schemas import HandoffList
@@ -26,7 +28,7 @@ from handoff.blobs import service as blobs
 from handoff.blobs.schemas import BlobRead
 from handoff.client.errors import HandoffClientError
 from handoff.config import Settings
-from handoff.errors import UNAVAILABLE_ERRORS, FieldError, HandoffError, Invalid, Unavailable
+from handoff.errors import FieldError, HandoffError, Invalid, Unavailable, is_unavailable
 from handoff.schemas import FreeForm
 from handoff.sessions import queries, service, views
 from handoff.sessions.models import SessionStatus
@@ -185,7 +187,7 @@ class ServiceBackend:
             context_summary=dict(context_summary) if context_summary is not None else None,
             external_id=external_id,
         )
-        with _unavailable():
+        with _unavailable(self.settings):
             created = await service.create_session(
                 self.principal, data, idempotency_key=idempotency_key, settings=self.settings
             )
@@ -201,7 +203,7 @@ class ServiceBackend:
         id: str | None = None,
     ) -> TypedEntry:
         request = _validated(WorkLogCreate, message=message, type=type, data=_plain(data), id=id)
-        with _unavailable():
+        with _unavailable(self.settings):
             entry, _ = await service.log_work(self._workspace, session_id, request, settings=self.settings)
         return cast(TypedEntry, views.work_log_entry(entry))
 
@@ -209,7 +211,7 @@ class ServiceBackend:
         self, session_id: str, action: str, *, details: Mapping[str, Any] | None = None, id: str | None = None
     ) -> ActionEntry:
         request = _validated(ActionCreate, action=action, details=_plain(details), id=id)
-        with _unavailable():
+        with _unavailable(self.settings):
             entry, _ = await service.log_action(self._workspace, session_id, request, settings=self.settings)
         return cast(ActionEntry, views.work_log_entry(entry))
 
@@ -226,7 +228,7 @@ class ServiceBackend:
         request = _validated(
             ArtifactCreate, path=path, action=action, metadata=_plain(metadata), id=id, blob_id=blob_id
         )
-        with _unavailable():
+        with _unavailable(self.settings):
             entry, _ = await service.record_artifact(self._workspace, session_id, request, settings=self.settings)
         return Artifact.model_validate(entry)
 
@@ -239,7 +241,7 @@ class ServiceBackend:
         async def body() -> AsyncIterator[bytes]:
             yield source
 
-        with _unavailable():
+        with _unavailable(self.settings):
             return await blobs.upload_blob(
                 self._workspace,
                 session_id,
@@ -251,7 +253,7 @@ class ServiceBackend:
 
     async def download_blob(self, session_id: str, blob_id: str, *, to: IO[bytes]) -> int:
         written = 0
-        with _unavailable():
+        with _unavailable(self.settings):
             download = await blobs.download(self._workspace, session_id, blob_id, range_header=None)
             async for chunk in download.body():
                 to.write(chunk)
@@ -259,7 +261,7 @@ class ServiceBackend:
         return written
 
     async def delete_blob(self, session_id: str, blob_id: str) -> None:
-        with _unavailable():
+        with _unavailable(self.settings):
             await blobs.delete_blob(self._workspace, session_id, blob_id)
 
     async def update_context(
@@ -269,7 +271,7 @@ class ServiceBackend:
             checked = _FREE_FORM.validate_python(dict(context))
         except ValidationError as exc:
             raise Invalid(str(exc.errors()[0]["msg"]), errors=[FieldError("context", "invalid object")]) from exc
-        with _unavailable():
+        with _unavailable(self.settings):
             return await service.set_context(self._workspace, session_id, checked, replace=replace)
 
     async def handoff(
@@ -288,26 +290,26 @@ class ServiceBackend:
             blockers=list(blockers) if blockers is not None else None,
             context_for_next=_plain(context_for_next),
         )
-        with _unavailable():
+        with _unavailable(self.settings):
             return await service.record_handoff(self._workspace, session_id, notes)
 
     async def get_handoff_context(self, session_id: str) -> HandoffContext:
-        with _unavailable():
+        with _unavailable(self.settings):
             return await queries.handoff_context(self._workspace, session_id)
 
     async def get_replay_context(self, session_id: str) -> ReplayContext:
-        with _unavailable():
+        with _unavailable(self.settings):
             return await queries.replay_context(self._workspace, session_id)
 
     async def get_mcp_context(self, session_id: str) -> McpContext:
-        with _unavailable():
+        with _unavailable(self.settings):
             return await queries.mcp_context(self._workspace, session_id)
 
     async def replay_session(
         self, session_id: str, *, agent_type: str | None = None, idempotency_key: str | None = None
     ) -> SessionRead:
         request = _validated(ReplayRequest, agent_type=agent_type)
-        with _unavailable():
+        with _unavailable(self.settings):
             created = await service.replay_session(
                 self.principal,
                 session_id,
@@ -319,18 +321,18 @@ class ServiceBackend:
 
     async def complete_session(self, session_id: str, summary: str | None = None) -> SessionRead:
         request = _validated(CompleteRequest, summary=summary)
-        with _unavailable():
+        with _unavailable(self.settings):
             return await service.end(
                 self._workspace, session_id, status=SessionStatus.COMPLETED, summary=request.summary
             )
 
     async def fail_session(self, session_id: str, reason: str | None = None) -> SessionRead:
         request = _validated(FailRequest, reason=reason)
-        with _unavailable():
+        with _unavailable(self.settings):
             return await service.end(self._workspace, session_id, status=SessionStatus.FAILED, summary=request.reason)
 
     async def list_waiting_handoffs(self, *, limit: int = 100) -> HandoffList:
-        with _unavailable():
+        with _unavailable(self.settings):
             return await analytics.handoffs(self._workspace, limit=limit)
 
 
@@ -339,11 +341,16 @@ def _plain(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 
 @contextmanager
-def _unavailable() -> Iterator[None]:
-    """Turn PyMongo's "no primary / no server" errors into the 503 the REST API would answer."""
+def _unavailable(settings: Settings) -> Iterator[None]:
+    """Run a tool's database work under the request deadline (MCP calls run in the session manager's own tasks,
+    outside the deadline middleware), and turn "no primary / no server / out of time" into the 503 the REST
+    API would answer."""
     try:
-        yield
-    except UNAVAILABLE_ERRORS as exc:
+        with pymongo.timeout(settings.request_timeout_seconds):
+            yield
+    except PyMongoError as exc:
+        if not is_unavailable(exc):
+            raise
         raise Unavailable(
             "The database is unavailable or electing a primary; retry the call (appends are idempotent by id)."
         ) from exc
