@@ -339,18 +339,21 @@ def migrate_command() -> None:
     """Move every session stored before the paged log into it (each is also moved by its next write)."""
     import sys  # noqa: PLC0415 - only this command needs these
 
-    from rich.progress import Progress  # noqa: PLC0415
-
+    from handoff.progress import counting  # noqa: PLC0415
     from handoff.sessions import migration, misses  # noqa: PLC0415
 
     settings = _settings()
 
     async def migrate() -> int:
-        with Progress(console=err_console, disable=not sys.stderr.isatty()) as progress:
-            task = progress.add_task("migrating", total=await migration.count_legacy())
-            return await migration.migrate_workspaces(
-                bounds=misses.page_bounds(settings), on_session=lambda: progress.advance(task)
-            )
+        migrated = 0
+        with counting(sys.stderr, "migrating", total=await migration.count_legacy()) as moved_to:
+
+            def one_more() -> None:
+                nonlocal migrated
+                migrated += 1
+                moved_to(migrated)
+
+            return await migration.migrate_workspaces(bounds=misses.page_bounds(settings), on_session=one_more)
 
     click.echo(f"migrated {run_with_database(migrate, settings)} sessions")
 
@@ -365,8 +368,8 @@ def prune_command(workspace_slug: str, ended_before: str, dry_run: bool, batch_s
     import sys  # noqa: PLC0415 - only this command needs these
 
     from handoff.analytics.service import parse_instant  # noqa: PLC0415
+    from handoff.progress import counting  # noqa: PLC0415
     from handoff.retention import service as retention  # noqa: PLC0415
-    from handoff.retention.progress import prune_progress  # noqa: PLC0415
 
     settings = _settings()
     try:
@@ -381,7 +384,7 @@ def prune_command(workspace_slug: str, ended_before: str, dry_run: bool, batch_s
         click.echo(f"{found:,} ended sessions of {workspace_slug} ended before {cutoff.isoformat()}")
         if dry_run or not found:
             return retention.PruneResult(found=found)
-        with prune_progress(sys.stderr, total=found) as after_batch:
+        with counting(sys.stderr, "pruning", total=found) as after_batch:
             return await retention.prune(
                 workspace.workspace_id,
                 ended_before=cutoff,
