@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 import httpx
 import pydantic_core
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from handoff.analytics.schemas import Lineage
 from handoff.blobs.schemas import BlobPage, BlobRead
@@ -403,10 +403,65 @@ def log_work_batch(session_id: str, entries: Sequence[WorkLogCreate | Mapping[st
 
 
 def get_work_log(
-    session_id: str, *, type: str | None, offset: int, limit: int, order: Literal["asc", "desc"]
+    session_id: str,
+    *,
+    type: str | None,
+    offset: int,
+    limit: int,
+    order: Literal["asc", "desc"],
+    id_prefix: str | None = None,
+    after: str | None = None,
+    before: str | None = None,
 ) -> Call[WorkLogPage]:
-    spec = _get(_session(session_id, "/work-log"), type=type, offset=offset, limit=limit, order=order)
+    spec = _get(
+        _session(session_id, "/work-log"),
+        type=type,
+        offset=offset,
+        limit=limit,
+        order=order,
+        id_prefix=id_prefix,
+        after=after,
+        before=before,
+    )
     return Call(spec, _model(WorkLogPage))
+
+
+LogKind = Literal["work-log", "artifacts"]
+
+
+_WORK_LOG_ENTRY: TypeAdapter[WorkLogEntry] = TypeAdapter(WorkLogEntry)
+
+
+def work_log_entry(response: httpx.Response) -> WorkLogEntry:
+    """A work-log entry of either shape, as the entry routes answer it."""
+    return _WORK_LOG_ENTRY.validate_json(response.content)
+
+
+def artifact(response: httpx.Response) -> Artifact:
+    return Artifact.model_validate_json(response.content)
+
+
+def get_entry(session_id: str, kind: LogKind, entry_id: str, parse: Callable[[httpx.Response], T]) -> Call[T]:
+    return Call(_get(_session(session_id, f"/{kind}/{_seg(entry_id)}")), parse)
+
+
+def delete_entry(session_id: str, kind: LogKind, entry_id: str) -> Call[None]:
+    """A retried delete whose first attempt landed meets a 404: the entry is gone, which is what was asked."""
+    spec = RequestSpec("DELETE", _session(session_id, f"/{kind}/{_seg(entry_id)}"))
+    return Call(spec, _nothing, settle=Settle(status=404))
+
+
+def pop_entry(session_id: str, kind: LogKind, parse: Callable[[httpx.Response], T]) -> Call[T | None]:
+    """Not retried: a pop whose answer was lost removed an entry nobody saw, and a retry would remove another."""
+    return Call(
+        _post(_session(session_id, f"/{kind}/pop")),
+        lambda response: None if response.status_code == 204 else parse(response),
+        retry=False,
+    )
+
+
+def clear_entries(session_id: str, kind: LogKind) -> Call[None]:
+    return Call(RequestSpec("DELETE", _session(session_id, f"/{kind}")), _nothing)
 
 
 def recent_actions(session_id: str, *, limit: int) -> Call[list[WorkLogEntry]]:
@@ -429,9 +484,9 @@ def record_artifact(
     return Call(_post(_session(session_id, "/artifacts"), body), _model(Artifact))
 
 
-def list_artifacts(session_id: str, *, action: str | None) -> Call[list[Artifact]]:
+def list_artifacts(session_id: str, *, action: str | None, offset: int = 0, limit: int = 1000) -> Call[list[Artifact]]:
     return Call(
-        _get(_session(session_id, "/artifacts"), action=action),
+        _get(_session(session_id, "/artifacts"), action=action, offset=offset, limit=limit),
         lambda response: ArtifactList.model_validate_json(response.content).items,
     )
 

@@ -282,9 +282,40 @@ class HandoffClient:
         offset: int = 0,
         limit: int = 100,
         order: Literal["asc", "desc"] = "asc",
+        id_prefix: str | None = None,
+        after: str | None = None,
+        before: str | None = None,
     ) -> WorkLogPage:
-        """A page of the work log, optionally of one entry type, with the matching total."""
-        return self._run(_core.get_work_log(session_id, type=type, offset=offset, limit=limit, order=order))
+        """A page of the work log with the matching total: of one entry type, of ids starting with ``id_prefix``,
+        after or before (exclusive) the entry of that id; ``offset`` counts from there. Each is an index read."""
+        return self._run(
+            _core.get_work_log(
+                session_id,
+                type=type,
+                offset=offset,
+                limit=limit,
+                order=order,
+                id_prefix=id_prefix,
+                after=after,
+                before=before,
+            )
+        )
+
+    def get_work_log_entry(self, session_id: str, entry_id: str) -> WorkLogEntry:
+        """One work-log entry by id (``NotFound`` when absent)."""
+        return self._run(_core.get_entry(session_id, "work-log", entry_id, _core.work_log_entry))
+
+    def delete_work_log_entry(self, session_id: str, entry_id: str) -> None:
+        """Erase one work-log entry; the counters move back with it (``NotFound`` when absent)."""
+        self._run(_core.delete_entry(session_id, "work-log", entry_id))
+
+    def pop_work_log(self, session_id: str) -> WorkLogEntry | None:
+        """Remove and return the newest work-log entry atomically; None when the log is empty. Never retried."""
+        return self._run(_core.pop_entry(session_id, "work-log", _core.work_log_entry))
+
+    def clear_work_log(self, session_id: str) -> None:
+        """Remove every work-log entry; the session stays, its log counters at zero."""
+        self._run(_core.clear_entries(session_id, "work-log"))
 
     def recent_actions(self, session_id: str, *, limit: int = 10) -> list[WorkLogEntry]:
         """The newest work-log entries, newest first."""
@@ -304,9 +335,27 @@ class HandoffClient:
         call = _core.record_artifact(session_id, path=path, action=action, metadata=metadata, id=id, blob_id=blob_id)
         return self._run(call)
 
-    def list_artifacts(self, session_id: str, *, action: ArtifactActionName | None = None) -> list[Artifact]:
-        """The session's artifacts in the order they were recorded."""
-        return self._run(_core.list_artifacts(session_id, action=action))
+    def list_artifacts(
+        self, session_id: str, *, action: ArtifactActionName | None = None, offset: int = 0, limit: int = 1000
+    ) -> list[Artifact]:
+        """The session's artifacts in the order they were recorded (``limit`` 1..1000 from ``offset``)."""
+        return self._run(_core.list_artifacts(session_id, action=action, offset=offset, limit=limit))
+
+    def get_artifact(self, session_id: str, entry_id: str) -> Artifact:
+        """One artifact by id (``NotFound`` when absent)."""
+        return self._run(_core.get_entry(session_id, "artifacts", entry_id, _core.artifact))
+
+    def delete_artifact(self, session_id: str, entry_id: str) -> None:
+        """Erase one artifact; ``artifact_count`` moves back with it (``NotFound`` when absent)."""
+        self._run(_core.delete_entry(session_id, "artifacts", entry_id))
+
+    def pop_artifact(self, session_id: str) -> Artifact | None:
+        """Remove and return the newest artifact atomically; None when there is none. Never retried."""
+        return self._run(_core.pop_entry(session_id, "artifacts", _core.artifact))
+
+    def clear_artifacts(self, session_id: str) -> None:
+        """Remove every artifact; the session stays, ``artifact_count`` at zero."""
+        self._run(_core.clear_entries(session_id, "artifacts"))
 
     # Blobs ---------------------------------------------------------------------------------------------------
 
