@@ -23,6 +23,7 @@ from handoff.db import DOCUMENT_MODELS, MongoClient, MongoDatabase, create_clien
 from handoff.localdb import MongodProcess, start_mongod
 from tests.factories import Tenant, make_tenant
 from tests.inprocess import in_process
+from tests.live_service import LiveService, run_service
 
 
 @pytest.fixture(scope="session")
@@ -103,3 +104,9 @@ async def tenant(database: MongoDatabase) -> Tenant:
 async def other_tenant(database: MongoDatabase) -> Tenant:
     """A second workspace, to prove nothing crosses between tenants."""
     return await make_tenant("globex")
+
+
+@pytest.fixture(scope="session")
+def live_service(mongod: MongodProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
+    """A real ``handoff serve`` process on this run's mongod (a database of its own), with a workspace key."""
+    yield from run_service(mongod, Path(tmp_path_factory.mktemp("live")))
