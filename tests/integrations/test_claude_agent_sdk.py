@@ -49,9 +49,12 @@ def assistant(*blocks: dict[str, Any]) -> dict[str, Any]:
 
 
 async def handoff_session(client: AsyncHandoffClient, store: HandoffSessionStore, key: SessionKey) -> str:
-    session_id = await store._session(client, key, create=False)
-    assert session_id is not None
-    return session_id
+    """The handoff session of a main transcript, found as anyone would: the project's listing by agent type."""
+    page = await client.list_sessions(agent_type=f"claude-agent-sdk:{store.prefix}/{key['project_key']}")
+    (session,) = [
+        s for s in page.items if (s.context_summary or {})["claude_agent_sdk"]["session_id"] == key["session_id"]
+    ]
+    return session.session_id
 
 
 async def test_the_sdk_conformance_suite_passes_with_every_optional_method(live_service: LiveService) -> None:
