@@ -79,7 +79,8 @@ def create_app(
     settings = settings or get_settings()
     configure_logging(settings)
     ops = Operations(settings, tracer_provider=tracer_provider)
-    from handoff.mcp.http import McpEndpoint  # noqa: PLC0415 - imports the domain services, like _v1_router
+    from handoff import ui  # noqa: PLC0415 - imports the domain services, like _v1_router
+    from handoff.mcp.http import McpEndpoint  # noqa: PLC0415
 
     mcp = McpEndpoint(settings)
     limiter = limiter_for(settings)
@@ -103,7 +104,8 @@ def create_app(
             yield
 
     app = Litestar(
-        route_handlers=[HealthController, _v1_router(), mcp.route(), *ops.route_handlers],
+        route_handlers=[HealthController, _v1_router(), mcp.route(), *ops.route_handlers, *ui.routers(settings)],
+        template_config=ui.template_config(),
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
         middleware=[

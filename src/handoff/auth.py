@@ -5,7 +5,8 @@ where the ``principal`` dependency picks it up. Lookups are cached for at most
 ``Settings.api_key_cache_seconds`` (5 s by default), so a revocation takes effect within that time while the
 hot path of an agent appending dozens of entries a minute costs no extra query. When an entry expires under
 load, the requests that miss together share one lookup instead of each making its own. Hits and misses are
-counted in ``handoff_api_key_cache_total``.
+counted in ``handoff_api_key_cache_total``. The dashboard (``handoff.ui``) resolves its browser sessions through
+the same cache, by the key's hash, so a revoked key signs the browser out within the same window.
 """
 
 from __future__ import annotations
@@ -43,11 +44,21 @@ def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     return token.strip()
 
 
+async def resolve_key(connection: ASGIConnection[Any, Any, Any, Any], token: str) -> Principal:
+    """The principal a presented key opens, through the key cache; 401 for every kind of bad key."""
+    cache: KeyCache = connection.app.state.key_cache
+    return await cache.resolve(workspaces.hash_key(token), lambda: workspaces.authenticate(token))
+
+
+async def resolve_key_hash(connection: ASGIConnection[Any, Any, Any, Any], key_hash: str) -> Principal:
+    """The same, from the key's hash (the dashboard keeps only that): one cache entry per key, shared with /v1."""
+    cache: KeyCache = connection.app.state.key_cache
+    return await cache.resolve(key_hash, lambda: workspaces.authenticate_hash(key_hash))
+
+
 async def api_key_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Admit requests with a valid key and record who made them."""
-    token = bearer_token(connection)
-    cache: KeyCache = connection.app.state.key_cache
-    connection.state.principal = await cache.resolve(workspaces.hash_key(token), lambda: workspaces.authenticate(token))
+    connection.state.principal = await resolve_key(connection, bearer_token(connection))
 
 
 def provide_principal(request: ASGIConnection[Any, Any, Any, Any]) -> Principal:

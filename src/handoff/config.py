@@ -142,6 +142,16 @@ class Settings(BaseSettings):
         default=100, ge=1, le=10_000, description="Sessions deleted per batch, by the background and handoff prune."
     )
 
+    # Web dashboard (/ui) -------------------------------------------------------------------------------------
+    ui_secret: SecretStr | None = Field(
+        default=None,
+        min_length=32,
+        description="Seals the dashboard's cookies (sign-in, CSRF); unset: generated once into <data_dir>/ui-secret.",
+    )
+    ui_session_hours: float = Field(
+        default=12.0, gt=0, le=24 * 30, description="How long a dashboard sign-in lasts before the key is asked again."
+    )
+
     @property
     def rate_limit_policy_burst(self) -> int:
         """The burst in force: the configured one, else one second's worth of requests."""

@@ -123,8 +123,13 @@ async def authenticate(secret: str) -> Principal:
     """Resolve a presented key to its workspace, or fail with the same 401 for every kind of bad key."""
     if not secret.startswith(KEY_PREFIX):
         raise Unauthorized("a valid API key is required")
+    return await authenticate_hash(hash_key(secret))
+
+
+async def authenticate_hash(key_hash: str) -> Principal:
+    """Resolve a key by its stored hash: what the dashboard's browser session keeps instead of the key itself."""
     at = clock.now()
-    key = await ApiKey.find_one(ApiKey.secret_sha256 == hash_key(secret))
+    key = await ApiKey.find_one(ApiKey.secret_sha256 == key_hash)
     if key is None or not key_is_usable(key, at):
         raise Unauthorized("a valid API key is required")
     if key.last_used_at is None or clock.as_utc(key.last_used_at) < at - LAST_USED_RESOLUTION:

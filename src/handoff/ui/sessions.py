@@ -1,0 +1,177 @@
+"""The Sessions and Session pages and the session's lifecycle buttons: thin handlers over the domain services.
+
+Each handler reads its query, calls the functions the REST routes call (``sessions.service``/``queries``,
+``analytics.service.lineage``, ``plans.service``), and renders; nothing here queries MongoDB itself. The log is
+read one page at a time through ``queries.work_log_page`` however long it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from litestar import Controller, Request, get, post
+from litestar.params import FromPath, FromQuery
+from litestar.response import Redirect, Template
+
+from handoff.analytics import service as analytics
+from handoff.auth import CurrentPrincipal
+from handoff.errors import FieldError, Invalid
+from handoff.plans import service as plans
+from handoff.plans import views as plan_views
+from handoff.sessions import queries, service
+from handoff.sessions.models import EntryType, SessionStatus
+from handoff.sessions.queries import Order
+from handoff.ui import views
+from handoff.ui.auth import signed_in
+from handoff.ui.render import flash, page
+
+SessionId = FromPath[str]
+
+
+def _choice(value: str | None, field: str, allowed: type[SessionStatus] | type[EntryType]) -> Any:
+    """An optional enum from a form: empty means no filter; anything not in the enum is a 422 naming the field."""
+    if not value:
+        return None
+    try:
+        return allowed(value)
+    except ValueError:
+        names = ", ".join(member.value for member in allowed)
+        raise Invalid(f"{field} must be one of {names}", errors=[FieldError(field, "unknown value")]) from None
+
+
+def _text(value: str | None) -> str | None:
+    return value.strip() or None if value is not None else None
+
+
+class SessionPages(Controller):
+    """Sessions, one session, and its lifecycle."""
+
+    path = "/sessions"
+    guards = [signed_in]
+    include_in_schema = False
+
+    @get("/")
+    async def sessions(
+        self,
+        request: Request[Any, Any, Any],
+        principal: CurrentPrincipal,
+        status: FromQuery[str | None] = None,
+        agent_type: FromQuery[str | None] = None,
+        plan: FromQuery[str | None] = None,
+        external_id: FromQuery[str | None] = None,
+        cursor: FromQuery[str | None] = None,
+    ) -> Template:
+        """The workspace's sessions, newest first, filtered, a keyset page at a time."""
+        filters = {
+            "status": _choice(status, "status", SessionStatus),
+            "agent_type": _text(agent_type),
+            "plan": _text(plan),
+            "external_id": _text(external_id),
+        }
+        (items, next_cursor), plan_list = await asyncio.gather(
+            service.list_sessions(
+                principal.workspace_id, **filters, limit=views.SESSIONS_PAGE_SIZE, cursor=_text(cursor)
+            ),
+            plans.list_plans(principal.workspace_id),
+        )
+        return page(
+            request,
+            "sessions.html.j2",
+            nav="sessions",
+            sessions=items,
+            next_cursor=next_cursor,
+            paged=bool(_text(cursor)),
+            filters={
+                name: value.value if isinstance(value, SessionStatus) else value for name, value in filters.items()
+            },
+            statuses=list(SessionStatus),
+            plans=[p.slug for p in plan_list],
+        )
+
+    @get("/{session_id:str}")
+    async def session(
+        self,
+        request: Request[Any, Any, Any],
+        principal: CurrentPrincipal,
+        session_id: SessionId,
+        type: FromQuery[str | None] = None,
+        order: FromQuery[str | None] = None,
+    ) -> Template:
+        """One session: its timeline a page at a time, artifacts, context, handoff notes, plan, lineage."""
+        workspace_id = principal.workspace_id
+        session = await service.get_session(workspace_id, session_id)  # 404 before anything else is read
+        entry_type = _choice(type, "type", EntryType)
+        log_order: Order = "asc" if order == "asc" else "desc"
+        number = views.page_number(request.query_params.get("page"))  # not a parameter: it would hide page()
+        size = views.LOG_PAGE_SIZE
+        (entries, total), artifacts, lineage, plan = await asyncio.gather(
+            queries.work_log_page(
+                workspace_id, session_id, entry_type=entry_type, offset=(number - 1) * size, limit=size, order=log_order
+            ),
+            queries.list_artifacts(workspace_id, session_id, action=None),
+            analytics.lineage(workspace_id, session_id),
+            plans.find_plan(workspace_id, session.plan),
+        )
+        pager = views.Pager(page=number, size=size, total=total)
+        if number > pager.pages:  # past the end (the log is shorter than the link said): show the last page
+            pager = views.Pager(page=pager.pages, size=size, total=total)
+            entries, total = await queries.work_log_page(
+                workspace_id, session_id, entry_type=entry_type, offset=pager.offset, limit=size, order=log_order
+            )
+        return page(
+            request,
+            "session.html.j2",
+            nav="sessions",
+            session=session,
+            timeline=[views.timeline_item(entry) for entry in entries],
+            pager=pager,
+            log_filters={"type": entry_type.value if entry_type else None, "order": log_order},
+            entry_types=list(EntryType),
+            kinds=views.KINDS,
+            artifact_groups=views.artifact_groups(artifacts),
+            lineage=lineage,
+            plan=plan_views.plan_with_progress(plan) if plan else None,
+            buttons=views.lifecycle_buttons(session.status),
+        )
+
+    # Lifecycle: POST (CSRF-checked by the middleware), then back to the session page ----------------------------
+
+    @post("/{session_id:str}/pause")
+    async def pause(
+        self, request: Request[Any, Any, Any], principal: CurrentPrincipal, session_id: SessionId
+    ) -> Redirect:
+        """Pause the session."""
+        await service.pause(principal.workspace_id, session_id)
+        return _back(request, session_id, "Session paused.")
+
+    @post("/{session_id:str}/resume")
+    async def resume(
+        self, request: Request[Any, Any, Any], principal: CurrentPrincipal, session_id: SessionId
+    ) -> Redirect:
+        """Resume the session."""
+        await service.resume(principal.workspace_id, session_id)
+        return _back(request, session_id, "Session resumed.")
+
+    @post("/{session_id:str}/complete")
+    async def complete(
+        self, request: Request[Any, Any, Any], principal: CurrentPrincipal, session_id: SessionId
+    ) -> Redirect:
+        """End the session as completed, with the summary typed in the confirmation."""
+        summary = _text(str((await request.form()).get("summary") or ""))
+        await service.end(principal.workspace_id, session_id, status=SessionStatus.COMPLETED, summary=summary)
+        return _back(request, session_id, "Session completed.")
+
+    @post("/{session_id:str}/fail")
+    async def fail(
+        self, request: Request[Any, Any, Any], principal: CurrentPrincipal, session_id: SessionId
+    ) -> Redirect:
+        """End the session as failed, with the reason typed in the confirmation."""
+        reason = _text(str((await request.form()).get("reason") or ""))
+        await service.end(principal.workspace_id, session_id, status=SessionStatus.FAILED, summary=reason)
+        return _back(request, session_id, "Session marked as failed.")
+
+
+def _back(request: Request[Any, Any, Any], session_id: str, message: str) -> Redirect:
+    flash(request, message)
+    return Redirect(f"/ui/sessions/{session_id}", status_code=303)
