@@ -110,3 +110,11 @@ async def other_tenant(database: MongoDatabase) -> Tenant:
 def live_service(mongod: MongodProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
     """A real ``handoff serve`` process on this run's mongod (a database of its own), with a workspace key."""
     yield from run_service(mongod, Path(tmp_path_factory.mktemp("live")))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    """Leave each phase's report on the test item, so a fixture's teardown can tell that its test failed."""
+    report: pytest.TestReport = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

@@ -1,7 +1,9 @@
 """The analytics page's charts as geometry: pure functions from figures to the rectangles and labels of an SVG.
 
 The templates only draw what these return, so every chart is rendered on the server (no chart library, no
-script) and tested without a browser. Charts are readable without colour: each bar carries its number as text
+script) and tested without a browser. Horizontal positions are percentages of the chart's width and vertical
+ones pixels, so a chart fills any screen while its text keeps the page's size (a scaled ``viewBox`` would
+shrink the labels on a phone and blow them up on a wide screen). Charts are readable without colour: each bar carries its number as text
 (and a ``<title>``), each series has its own chart, title and pattern.
 """
 
@@ -22,10 +24,10 @@ MAX_COLUMNS = 400
 
 @dataclass(frozen=True, slots=True)
 class Column:
-    x: float
-    y: float
-    width: float
-    height: float
+    x: float  # % of the width
+    y: float  # px
+    width: float  # % of the width
+    height: float  # px
     value: int
     label: str  # "2026-12-01: 14"
 
@@ -37,7 +39,6 @@ class ColumnChart:
     series: str
     total: int
     columns: list[Column]
-    width: int
     height: int
     baseline: float
     peak: int
@@ -85,13 +86,13 @@ def _floor(value: datetime, step: timedelta) -> datetime:
 
 
 def column_chart(
-    series: str, points: Sequence[tuple[datetime, int]], *, hourly: bool, width: int = 640, height: int = 170
+    series: str, points: Sequence[tuple[datetime, int]], *, hourly: bool, height: int = 170
 ) -> ColumnChart:
     """One series as columns: the tallest reaches the top, a zero is a hairline so the day still shows."""
     top, bottom = 22.0, 22.0  # room for the numbers above and the dates below
     plot = height - top - bottom
     peak = max((value for _, value in points), default=0)
-    slot = width / max(1, len(points))
+    slot = 100 / max(1, len(points))
     fmt = "%m-%d %H:00" if hourly else "%Y-%m-%d"
     columns = []
     for n, (at, value) in enumerate(points):
@@ -99,9 +100,9 @@ def column_chart(
         bar = max(bar, 1.0)
         columns.append(
             Column(
-                x=round(n * slot + slot * 0.12, 2),
+                x=round(n * slot + slot * 0.12, 3),
                 y=round(top + plot - bar, 2),
-                width=round(max(1.0, slot * 0.76), 2),
+                width=round(slot * 0.76, 3),
                 height=round(bar, 2),
                 value=value,
                 label=f"{at:{fmt}}: {value}",
@@ -111,7 +112,6 @@ def column_chart(
         series=series,
         total=sum(value for _, value in points),
         columns=columns,
-        width=width,
         height=height,
         baseline=top + plot,
         peak=peak,
@@ -124,8 +124,8 @@ def column_chart(
 class Row:
     label: str
     text: str  # the figure as words, drawn after the bar: "82 % (41 of 50 ended)"
-    y: float
-    width: float
+    y: float  # px
+    width: float  # % of the chart's width
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +133,6 @@ class BarList:
     """Horizontal bars, one a row, each with its label above it and its figure after it."""
 
     rows: list[Row]
-    width: int
     height: int
     bar_height: int
 
@@ -142,9 +141,9 @@ ROW_HEIGHT = 44
 BAR_HEIGHT = 16
 
 
-def bar_list(items: Sequence[tuple[str, float, str]], *, scale: float | None = None, width: int = 640) -> BarList:
+def bar_list(items: Sequence[tuple[str, float, str]], *, scale: float | None = None) -> BarList:
     """``(label, value, text)`` rows; bars are ``value / scale`` of the room left for them (scale: the largest)."""
-    room = width * 0.62  # the rest of the row holds the figure's text
+    room = 60.0  # % of the width; the rest of the row holds the figure's text
     largest = scale if scale is not None else max((value for _, value, _ in items), default=0.0)
     rows = [
         Row(
@@ -155,4 +154,4 @@ def bar_list(items: Sequence[tuple[str, float, str]], *, scale: float | None = N
         )
         for n, (label, value, text) in enumerate(items)
     ]
-    return BarList(rows=rows, width=width, height=max(ROW_HEIGHT, len(rows) * ROW_HEIGHT), bar_height=BAR_HEIGHT)
+    return BarList(rows=rows, height=max(ROW_HEIGHT, len(rows) * ROW_HEIGHT), bar_height=BAR_HEIGHT)

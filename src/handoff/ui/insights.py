@@ -95,6 +95,10 @@ def _activity_charts(activity: Activity, window: Window, *, now: Any, hourly: bo
     ]
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}{'es' if noun.endswith('ch') else 's'}"
+
+
 def _agent_name(agent_type: str | None) -> str:
     return agent_type or "(no agent type)"
 
@@ -118,6 +122,7 @@ def _duration_chart(agents: AgentList) -> charts.BarList:
 
 def _churn_chart(paths: PathList) -> charts.BarList:
     rows = [
-        (item.path, float(item.touches), f"{item.touches} touches in {item.sessions} sessions") for item in paths.items
+        (item.path, float(item.touches), f"{_count(item.touches, 'touch')} in {_count(item.sessions, 'session')}")
+        for item in paths.items
     ]
     return charts.bar_list(rows)
