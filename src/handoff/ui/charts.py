@@ -3,8 +3,8 @@
 The templates only draw what these return, so every chart is rendered on the server (no chart library, no
 script) and tested without a browser. Horizontal positions are percentages of the chart's width and vertical
 ones pixels, so a chart fills any screen while its text keeps the page's size (a scaled ``viewBox`` would
-shrink the labels on a phone and blow them up on a wide screen). Charts are readable without colour: each bar carries its number as text
-(and a ``<title>``), each series has its own chart, title and pattern.
+shrink the labels on a phone and blow them up on a wide screen). Charts are readable without colour: each bar
+carries its number as text (and a ``<title>``), each series has its own chart, title and pattern.
 """
 
 from __future__ import annotations
