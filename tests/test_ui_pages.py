@@ -225,3 +225,40 @@ async def test_csrf_token_of_one_browser_does_not_sign_in_another(ui: httpx.Asyn
     response = await ui.post("/ui/sign-in", data={"key": tenant.secret, "_csrf_token": token})
 
     assert response.status_code == 403
+
+
+async def test_artifact_content_is_served_from_the_signed_in_workspace_inline_only_when_it_cannot_script(
+    ui: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    async def blob(who: Tenant, sid: str, data: bytes, content_type: str) -> str:
+        headers = {**who.headers, "content-type": content_type}
+        response = await ui.post(f"/v1/sessions/{sid}/blobs", headers=headers, content=data)
+        assert response.status_code == 201, response.text
+        return str(response.json()["blob_id"])
+
+    sid = str((await ui.post("/v1/sessions", headers=tenant.headers, json={})).json()["session_id"])
+    text_id = await blob(tenant, sid, b"plain notes", "text/plain")
+    html_id = await blob(tenant, sid, b"<script>alert(1)</script>", "text/html")
+    for path, blob_id in (("notes.txt", text_id), ("page.html", html_id)):
+        body = {"path": path, "action": "created", "blob_id": blob_id}
+        assert (await ui.post(f"/v1/sessions/{sid}/artifacts", headers=tenant.headers, json=body)).status_code == 201
+    theirs = str((await ui.post("/v1/sessions", headers=other_tenant.headers, json={})).json()["session_id"])
+    their_blob = await blob(other_tenant, theirs, b"secret", "text/plain")
+    await sign_in(ui, tenant.secret)
+
+    shown = await ui.get(f"/ui/sessions/{sid}")
+    assert f'href="/ui/sessions/{sid}/blobs/{text_id}"' in shown.text
+    assert f'href="/ui/sessions/{sid}/blobs/{html_id}"' in shown.text
+
+    text = await ui.get(f"/ui/sessions/{sid}/blobs/{text_id}")
+    assert text.status_code == 200
+    assert text.content == b"plain notes"
+    assert not text.headers.get("content-disposition", "").startswith("attachment")
+    html = await ui.get(f"/ui/sessions/{sid}/blobs/{html_id}")
+    assert html.status_code == 200
+    assert html.headers["content-disposition"].startswith("attachment")
+    assert html.headers["x-content-type-options"] == "nosniff"
+    assert html.headers["content-security-policy"] == "default-src 'none'; sandbox"
+
+    assert (await ui.get(f"/ui/sessions/{theirs}/blobs/{their_blob}")).status_code == 404
+    assert (await ui.get(f"/ui/sessions/{sid}/blobs/{their_blob}")).status_code == 404

@@ -53,17 +53,19 @@ def test_artifacts_are_grouped_by_action_in_recorded_order() -> None:
     def artifact(path: str, action: ArtifactAction) -> Artifact:
         return Artifact(id=path, path=path, action=action, metadata=None, timestamp=AT)
 
+    created = [artifact("a", ArtifactAction.CREATED)]
+    modified = [artifact("b", ArtifactAction.MODIFIED), artifact("c", ArtifactAction.MODIFIED)]
     groups = views.artifact_groups(
         [
-            artifact("b", ArtifactAction.MODIFIED),
-            artifact("a", ArtifactAction.CREATED),
-            artifact("c", ArtifactAction.MODIFIED),
+            (ArtifactAction.CREATED, (created, 1)),
+            (ArtifactAction.MODIFIED, (modified, 7)),
+            (ArtifactAction.DELETED, ([], 0)),
         ]
     )
 
-    assert [(action.value, [a.path for a in items]) for action, items in groups] == [
-        ("created", ["a"]),
-        ("modified", ["b", "c"]),
+    assert [(g.action.value, [a.path for a in g.artifacts], g.total) for g in groups] == [
+        ("created", ["a"], 1),
+        ("modified", ["b", "c"], 7),
     ]
 
 

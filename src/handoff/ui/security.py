@@ -37,15 +37,16 @@ CSRF_COOKIE = "handoff_ui_csrf"
 COOKIE_PATH = "/ui"
 
 #: Sent with every dashboard page: nothing but the service's own scripts, styles and images; no framing; the
-#: pages (a workspace's data) are never cached or sent as a referrer to another origin.
+#: pages (a workspace's data) are never cached or sent as a referrer to another origin. Lower-case like the blob
+#: routes' headers, so that a blob served through the dashboard keeps its own (sandboxing) policy in their place.
 SECURITY_HEADERS = {
-    "Content-Security-Policy": (
+    "content-security-policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
     ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "cache-control": "no-store",
 }
 
 

@@ -12,15 +12,16 @@ from typing import Any
 
 from litestar import Controller, Request, get, post
 from litestar.params import FromPath, FromQuery
-from litestar.response import Redirect, Template
+from litestar.response import Redirect, Stream, Template
 
 from handoff.analytics import service as analytics
 from handoff.auth import CurrentPrincipal
+from handoff.blobs import service as blobs
 from handoff.errors import FieldError, Invalid
 from handoff.plans import service as plans
 from handoff.plans import views as plan_views
 from handoff.sessions import queries, service
-from handoff.sessions.models import EntryType, SessionStatus
+from handoff.sessions.models import ArtifactAction, EntryType, SessionStatus
 from handoff.sessions.queries import Order
 from handoff.ui import views
 from handoff.ui.auth import signed_in
@@ -109,7 +110,12 @@ class SessionPages(Controller):
             queries.work_log_page(
                 workspace_id, session_id, entry_type=entry_type, offset=(number - 1) * size, limit=size, order=log_order
             ),
-            queries.list_artifacts(workspace_id, session_id, action=None),
+            asyncio.gather(
+                *(
+                    queries.artifacts_page(workspace_id, session_id, action=action, limit=views.ARTIFACTS_PER_ACTION)
+                    for action in ArtifactAction
+                )
+            ),
             analytics.lineage(workspace_id, session_id),
             plans.find_plan(workspace_id, session.plan),
         )
@@ -129,11 +135,18 @@ class SessionPages(Controller):
             log_filters={"type": entry_type.value if entry_type else None, "order": log_order},
             entry_types=list(EntryType),
             kinds=views.KINDS,
-            artifact_groups=views.artifact_groups(artifacts),
+            artifact_groups=views.artifact_groups(zip(ArtifactAction, artifacts, strict=True)),
             lineage=lineage,
             plan=plan_views.plan_with_progress(plan) if plan else None,
             buttons=views.lifecycle_buttons(session.status),
         )
+
+    @get("/{session_id:str}/blobs/{blob_id:str}")
+    async def blob(self, principal: CurrentPrincipal, session_id: SessionId, blob_id: FromPath[str]) -> Stream:
+        """An artifact's content, from the signed-in workspace only (404 otherwise), with the REST route's headers:
+        inline only for types that cannot script (``blobs.delivery.INLINE_TYPES``), an attachment for the rest."""
+        found = await blobs.download(principal.workspace_id, session_id, blob_id, range_header=None)
+        return Stream(found.body(), status_code=found.status, headers=found.headers)
 
     # Lifecycle: POST (CSRF-checked by the middleware), then back to the session page ----------------------------
 

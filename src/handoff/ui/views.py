@@ -23,6 +23,8 @@ from handoff.sessions.schemas import ActionEntry, Artifact, WorkLogEntry
 #: Entries per page of the timeline, and sessions per page of the list.
 LOG_PAGE_SIZE = 50
 SESSIONS_PAGE_SIZE = 50
+#: How many artifacts of each action the session page lists (the count says how many there are in all).
+ARTIFACTS_PER_ACTION = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,12 +114,18 @@ def page_number(value: str | None) -> int:
         return 1
 
 
-def artifact_groups(artifacts: Iterable[Artifact]) -> list[tuple[ArtifactAction, list[Artifact]]]:
-    """The artifacts by action (created, modified, deleted), each group in recorded order; empty groups left out."""
-    groups: dict[ArtifactAction, list[Artifact]] = {action: [] for action in ArtifactAction}
-    for artifact in artifacts:
-        groups[artifact.action].append(artifact)
-    return [(action, items) for action, items in groups.items() if items]
+@dataclass(frozen=True, slots=True)
+class ArtifactGroup:
+    """The artifacts of one action shown on the session page: the first of them and how many there are."""
+
+    action: ArtifactAction
+    artifacts: list[Artifact]
+    total: int
+
+
+def artifact_groups(pages: Iterable[tuple[ArtifactAction, tuple[list[Artifact], int]]]) -> list[ArtifactGroup]:
+    """One group per action from its first page of artifacts (created, modified, deleted); empty ones left out."""
+    return [ArtifactGroup(action, items, total) for action, (items, total) in pages if total]
 
 
 @dataclass(frozen=True, slots=True)
