@@ -22,7 +22,7 @@ import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, Playwright, async_playwright, expect
 from pydantic import SecretStr
 
-from handoff import auth
+from handoff import cache
 from handoff.app import create_app
 from handoff.config import Settings
 from handoff.db import MongoDatabase
@@ -311,7 +311,7 @@ async def test_a_revoked_key_ends_the_browser_session(
     visit: Visit, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake = FakeMonotonic()
-    monkeypatch.setattr(auth, "time", SimpleNamespace(monotonic=fake.monotonic))
+    monkeypatch.setattr(cache, "time", SimpleNamespace(monotonic=fake.monotonic))  # the key cache is a TtlCache
     await _sign_in(visit, tenant)
 
     await workspaces.revoke_api_key(tenant.key_id)
