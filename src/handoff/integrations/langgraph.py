@@ -83,6 +83,8 @@ class _Store:
     def __init__(self, saver: HandoffCheckpointSaver, client: AsyncHandoffClient) -> None:
         self.saver = saver
         self.client = client
+        # LangGraph saves a step's writes and its checkpoint concurrently: one creation per thread, not one each.
+        self._creating = asyncio.Lock()
 
     # Sessions ------------------------------------------------------------------------------------------------
 
@@ -92,17 +94,20 @@ class _Store:
         if cached is not None:
             return cached
         external_id = _entries.external_id(AGENT_TYPE, thread_id)
-        if create:
-            found = await self.client.create_session(
-                agent_type=AGENT_TYPE, external_id=external_id, context_summary={"langgraph_thread_id": thread_id}
-            )
-        else:
+        if not create:
             page = await self.client.list_sessions(external_id=external_id, limit=1)
             if not page.items:
                 return None
-            found = page.items[0]
-        self.saver._sessions[thread_id] = found.session_id
-        return found.session_id
+            self.saver._sessions[thread_id] = page.items[0].session_id
+            return page.items[0].session_id
+        async with self._creating:
+            cached = self.saver._sessions.get(thread_id)
+            if cached is None:
+                found = await self.client.create_session(
+                    agent_type=AGENT_TYPE, external_id=external_id, context_summary={"langgraph_thread_id": thread_id}
+                )
+                cached = self.saver._sessions[thread_id] = found.session_id
+            return cached
 
     async def threads(self) -> AsyncIterator[tuple[str, str]]:
         """Every LangGraph thread of the workspace as ``(thread_id, session_id)``: a scan, for cross-thread calls."""
