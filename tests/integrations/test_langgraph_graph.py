@@ -14,7 +14,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, interrupt
 
-from handoff.client import AsyncHandoffClient
+from handoff.client import AsyncHandoffClient, HandoffClient
 from handoff.integrations.langgraph import HandoffCheckpointSaver
 from tests.live_service import LiveService
 
@@ -93,9 +93,10 @@ async def test_interrupt_resume_history_and_fork(live_service: LiveService) -> N
 
 
 def test_sync_graph_and_a_large_state(live_service: LiveService) -> None:
-    """A sync graph uses the sync methods; a state over 64 KiB is stored in parts and read back whole."""
+    """A sync graph uses the sync methods; a state over 64 KiB is one blob, read back whole, also from a copy."""
     big = "x" * 300_000
-    config: Any = {"configurable": {"thread_id": f"s-{uuid.uuid4().hex[:8]}"}}
+    thread_id, copy_id = f"s-{uuid.uuid4().hex[:8]}", f"c-{uuid.uuid4().hex[:8]}"
+    config: Any = {"configurable": {"thread_id": thread_id}}
     with HandoffCheckpointSaver(base_url=live_service.url, api_key=live_service.api_key) as saver:
         app = _graph(saver)
         app.invoke({"steps": [big], "answer": ""}, config)
@@ -103,5 +104,29 @@ def test_sync_graph_and_a_large_state(live_service: LiveService) -> None:
         state = app.get_state(config)
         assert state.values["steps"] == [big, "draft", "ask", "finish:ok"]
         assert len(list(app.get_state_history(config))) == 5
-        saver.delete_thread(config["configurable"]["thread_id"])
+
+        with HandoffClient(live_service.url, live_service.api_key) as client:
+            session = client.list_sessions(external_id=f"langgraph:{thread_id}").items[0]
+            blobs = client.list_blobs(session.session_id)
+            assert blobs.total >= 1
+            assert all(blob.content_type == "application/octet-stream" for blob in blobs.items)
+            entries = client.get_work_log(session.session_id, limit=1000).items
+            assert not [entry for entry in entries if entry.id.startswith("pt.")]  # no part entries any more
+            latest = client.get_work_log(session.session_id, type="checkpoint", order="desc", limit=1).items[0]
+            assert latest.blob_id in {blob.blob_id for blob in blobs.items}
+
+            # A copy gets blobs of its own session (an entry may only name a blob of its session).
+            saver.copy_thread(thread_id, copy_id)
+            copy_config: Any = {"configurable": {"thread_id": copy_id}}
+            assert app.get_state(copy_config).values["steps"] == [big, "draft", "ask", "finish:ok"]
+            copy = client.list_sessions(external_id=f"langgraph:{copy_id}").items[0]
+            assert client.list_blobs(copy.session_id).total == blobs.total
+
+            # Pruning to the latest checkpoint removes the blobs of the ones it drops.
+            saver.prune([thread_id], strategy="keep_latest")
+            assert 1 <= client.list_blobs(session.session_id).total < blobs.total
+            assert app.get_state(config).values["steps"] == [big, "draft", "ask", "finish:ok"]
+
+        saver.delete_thread(thread_id)
+        saver.delete_thread(copy_id)
         assert saver.get_tuple(config) is None

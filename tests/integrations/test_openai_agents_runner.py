@@ -79,3 +79,20 @@ async def test_runner_turns_resumed_in_a_second_process(live_service: LiveServic
         log = await client.get_work_log(found.session_id)
         messages = [entry.message for entry in log.items]  # type: ignore[union-attr]
         assert messages[:2] == ["user: Fix the login bug", "assistant: Found it in auth.py"]
+
+
+async def test_a_large_item_is_one_blob_removed_with_it(live_service: LiveService) -> None:
+    """An item over 64 KiB is uploaded as one blob its entry names; popping or clearing removes the blob too."""
+    session = HandoffSession(f"big-{uuid.uuid4().hex[:8]}", base_url=live_service.url, api_key=live_service.api_key)
+    big = {"role": "user", "content": "y" * 200_000}
+    await session.add_items([{"role": "user", "content": "small"}, big])  # type: ignore[list-item]
+    assert await session.get_items() == [{"role": "user", "content": "small"}, big]
+    async with AsyncHandoffClient(live_service.url, live_service.api_key) as client:
+        found = (await client.list_sessions(external_id=f"openai-agents:{session.session_id}")).items[0]
+        assert (await client.list_blobs(found.session_id)).total == 1
+        assert await session.pop_item() == big
+        assert (await client.list_blobs(found.session_id)).total == 0
+        await session.add_items([big])  # type: ignore[list-item]
+        await session.clear_session()
+        assert (await client.list_blobs(found.session_id)).total == 0
+        assert await session.get_items() == []

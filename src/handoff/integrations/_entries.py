@@ -1,24 +1,27 @@
-"""Shared by the adapters: deterministic entry ids, values split into parts, paging through a log by anchors.
+"""Shared by the adapters: deterministic entry ids, values inline or as blobs, paging through a log by anchors.
 
 Entry ids are at most 64 characters of ``[A-Za-z0-9_.:-]`` (the REST contract), so a framework's own keys are
-hashed into them where they do not fit. A value is stored base64 inside its entry while it fits well under the
-service's 64 KiB per-entry payload bound; a larger one is split into ``info`` entries of ``PART_CHARS`` that
-share an id prefix, read back with one ``id_prefix`` query (the blobs routes, once on main, are the place for
-them instead).
+hashed into them where they do not fit. A serialized value is stored base64 inside its entry while it fits well
+under the service's 64 KiB per-entry payload bound; a larger one is uploaded first as one blob of the session
+(``application/octet-stream``) and the entry carries its ``blob_id``, so the service refuses an entry whose blob
+is not stored and a reader never meets a value that is half there.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import io
 import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
-from handoff.client import AsyncHandoffClient
+from handoff.client import AsyncHandoffClient, NotFound
 from handoff.sessions.schemas import TypedEntry
 
-PART_CHARS = 48_000  # base64 characters per entry: under HANDOFF_MAX_PAYLOAD_BYTES (64 KiB) with its JSON around it
+INLINE_CHARS = 48_000  # base64 characters in an entry: under HANDOFF_MAX_PAYLOAD_BYTES (64 KiB) with its JSON around it
+BLOB_CONTENT_TYPE = "application/octet-stream"  # serde output is opaque bytes; its type is in the entry
 BATCH_CHARS = 700_000  # base64 characters per batch request: under the 1 MiB request body limit
 BATCH_ENTRIES = 1000  # the batch route's bound
 PAGE = 1000  # the work-log route's largest page
@@ -47,45 +50,76 @@ def external_id(framework: str, key: str) -> str:
     return f"{framework}:sha256:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
-def pack(key: str, kind: str, payload: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """A serialized value as an entry field, and the part entries to store before it when it is large."""
+async def pack(client: AsyncHandoffClient, session_id: str, kind: str, payload: bytes) -> dict[str, Any]:
+    """A serialized value as an entry field: inline when small, else uploaded as a blob the field names."""
     text = base64.b64encode(payload).decode("ascii")
-    if len(text) <= PART_CHARS:
-        return {"type": kind, "b64": text}, []
-    prefix = part_prefix(key)
-    chunks = [text[i : i + PART_CHARS] for i in range(0, len(text), PART_CHARS)]
-    parts = [
-        {
-            "id": f"{prefix}{n:05d}",
-            "type": "info",
-            "message": f"part {n + 1} of {len(chunks)} of a large value",
-            "data": {"b64": chunk},
-        }
-        for n, chunk in enumerate(chunks)
-    ]
-    return {"type": kind, "parts": len(chunks), "key": key}, parts
-
-
-def part_prefix(key: str) -> str:
-    return f"pt.{digest(key, 24)}."
+    if len(text) <= INLINE_CHARS:
+        return {"type": kind, "b64": text}
+    blob = await client.upload_blob(session_id, payload, content_type=BLOB_CONTENT_TYPE)
+    return {"type": kind, "blob_id": blob.blob_id}
 
 
 async def unpack(client: AsyncHandoffClient, session_id: str, value: dict[str, Any]) -> tuple[str, bytes]:
-    """The ``(type, bytes)`` a :func:`pack` field stands for, reading its parts in one prefix query when split."""
+    """The ``(type, bytes)`` a :func:`pack` field stands for, downloading its blob when it has one."""
     if "b64" in value:
         return value["type"], base64.b64decode(value["b64"])
-    chunks = [entry.data["b64"] async for entry in entries(client, session_id, id_prefix=part_prefix(value["key"]))]
-    if len(chunks) != value["parts"]:
-        raise ValueError(f"a stored value has {len(chunks)} of its {value['parts']} parts")
-    return value["type"], base64.b64decode("".join(chunks))
+    buffer = io.BytesIO()
+    await client.download_blob(session_id, value["blob_id"], to=buffer)
+    return value["type"], buffer.getvalue()
 
 
-def part_ids(value: dict[str, Any]) -> list[str]:
-    """The ids of the part entries a packed field was split into (none when inline)."""
-    if "parts" not in value:
-        return []
-    prefix = part_prefix(value["key"])
-    return [f"{prefix}{n:05d}" for n in range(value["parts"])]
+def _packed(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The fields of an entry's ``data`` that :func:`pack` made."""
+    return {
+        key: value
+        for key, value in data.items()
+        if isinstance(value, dict) and "type" in value and ("b64" in value or "blob_id" in value)
+    }
+
+
+def blob_ids(data: dict[str, Any]) -> list[str]:
+    """The blobs an entry's values stand on (none when all are inline)."""
+    return [value["blob_id"] for value in _packed(data).values() if "blob_id" in value]
+
+
+def referencing(entry: dict[str, Any], value: dict[str, Any]) -> dict[str, Any]:
+    """``entry`` with the ``blob_id`` of its main value, so the service checks the blob is stored and readers see it."""
+    return {**entry, "blob_id": value["blob_id"]} if "blob_id" in value else entry
+
+
+async def delete_blobs(client: AsyncHandoffClient, session_id: str, ids: Sequence[str]) -> None:
+    """Remove blobs no entry stands on any more (one already gone is fine: the client settles its 404)."""
+    for blob_id in ids:
+        await client.delete_blob(session_id, blob_id)
+
+
+async def remove(client: AsyncHandoffClient, session_id: str, removed: Sequence[TypedEntry]) -> None:
+    """Delete entries, then the blobs their values stood on (entries first, so nobody reads a missing blob)."""
+    for entry in removed:
+        with contextlib.suppress(NotFound):
+            await client.delete_work_log_entry(session_id, entry.id)
+    await delete_blobs(client, session_id, [blob for entry in removed for blob in blob_ids(entry.data)])
+
+
+async def delete_all_blobs(client: AsyncHandoffClient, session_id: str) -> None:
+    """Remove every blob of a session whose log was cleared (the session itself stays)."""
+    while True:
+        page = await client.list_blobs(session_id, limit=PAGE)
+        await delete_blobs(client, session_id, [blob.blob_id for blob in page.items])
+        if len(page.items) < PAGE:
+            return
+
+
+async def copied(client: AsyncHandoffClient, source: str, target: str, entry: TypedEntry) -> dict[str, Any]:
+    """An entry of ``source`` to append to ``target``: each of its blobs uploaded there (a blob is per session)."""
+    data = dict(entry.data)
+    renamed: dict[str, str] = {}
+    for key, value in _packed(entry.data).items():
+        if "blob_id" in value:
+            data[key] = await pack(client, target, *await unpack(client, source, value))
+            renamed[value["blob_id"]] = data[key]["blob_id"]
+    item = {"id": entry.id, "type": entry.type, "message": entry.message, "data": data}
+    return {**item, "blob_id": renamed[entry.blob_id]} if entry.blob_id in renamed else item
 
 
 async def entries(
@@ -118,8 +152,7 @@ async def entries(
 async def append_in_batches(client: AsyncHandoffClient, session_id: str, items: Sequence[dict[str, Any]]) -> None:
     """Append entries in order, in as few batch requests as the body and batch bounds allow.
 
-    Each batch is atomic; callers put the entry that makes a value visible last, so a reader never finds a
-    checkpoint whose parts are not all stored.
+    Each batch is atomic; the order of the entries is kept across batches.
     """
     batch: list[dict[str, Any]] = []
     size = 0

@@ -6,8 +6,10 @@ it; a pending write is an entry next to it (``error`` for a node's error, ``warn
 otherwise). Their ids are deterministic, so reads are index reads, never scans:
 
 - checkpoint: ``cp.<ns>.<checkpoint_id>`` (``<ns>`` is ``r`` for the root namespace, else a hash of it);
-- its writes: ``wr.<ns>.<checkpoint_id>.<hash of task_id and index>``;
-- parts of a large value: ``pt.<hash>.<n>`` (see :mod:`handoff.integrations._entries`).
+- its writes: ``wr.<ns>.<checkpoint_id>.<hash of task_id and index>``.
+
+A value too large for its entry is one blob of the session that the entry names (its ``blob_id``, see
+:mod:`handoff.integrations._entries`); removing a checkpoint removes its writes and their blobs.
 
 ``get_tuple`` by id is ``GET .../work-log/{id}`` plus one ``id_prefix`` read of its writes; the latest
 checkpoint and ``list(before=, limit=)`` are ``id_prefix`` reads in descending log order from an anchor id.
@@ -81,6 +83,8 @@ class _Store:
     def __init__(self, saver: HandoffCheckpointSaver, client: AsyncHandoffClient) -> None:
         self.saver = saver
         self.client = client
+        # LangGraph saves a step's writes and its checkpoint concurrently: one creation per thread, not one each.
+        self._creating = asyncio.Lock()
 
     # Sessions ------------------------------------------------------------------------------------------------
 
@@ -90,17 +94,20 @@ class _Store:
         if cached is not None:
             return cached
         external_id = _entries.external_id(AGENT_TYPE, thread_id)
-        if create:
-            found = await self.client.create_session(
-                agent_type=AGENT_TYPE, external_id=external_id, context_summary={"langgraph_thread_id": thread_id}
-            )
-        else:
+        if not create:
             page = await self.client.list_sessions(external_id=external_id, limit=1)
             if not page.items:
                 return None
-            found = page.items[0]
-        self.saver._sessions[thread_id] = found.session_id
-        return found.session_id
+            self.saver._sessions[thread_id] = page.items[0].session_id
+            return page.items[0].session_id
+        async with self._creating:
+            cached = self.saver._sessions.get(thread_id)
+            if cached is None:
+                found = await self.client.create_session(
+                    agent_type=AGENT_TYPE, external_id=external_id, context_summary={"langgraph_thread_id": thread_id}
+                )
+                cached = self.saver._sessions[thread_id] = found.session_id
+            return cached
 
     async def threads(self) -> AsyncIterator[tuple[str, str]]:
         """Every LangGraph thread of the workspace as ``(thread_id, session_id)``: a scan, for cross-thread calls."""
@@ -289,32 +296,36 @@ class _Store:
         checkpoint_id = checkpoint["id"]
         merged = get_checkpoint_metadata(config, metadata)
         entry_id = checkpoint_entry_id(checkpoint_ns, checkpoint_id)
-        value, parts = _entries.pack(entry_id, *self.saver.serde.dumps_typed(checkpoint))
-        meta, meta_parts = _entries.pack(entry_id + ":metadata", *self.saver.serde.dumps_typed(merged))
+        serialized = self.saver.serde.dumps_typed(checkpoint), self.saver.serde.dumps_typed(merged)
         ran = self.saver._ran.pop((thread_id, checkpoint_ns, parent_id or ""), None)
-        entry = {
-            "id": entry_id,
-            "type": "checkpoint",
-            "message": _describe(merged, checkpoint_ns, ran, checkpoint.get("updated_channels") or list(new_versions)),
-            "data": {
-                "checkpoint_ns": checkpoint_ns,
-                "checkpoint_id": checkpoint_id,
-                "parent_id": parent_id,
-                "step": merged.get("step"),
-                "source": merged.get("source"),
-                "run_id": merged.get("run_id"),
-                "checkpoint": value,
-                "metadata": meta,
-            },
-        }
+        message = _describe(merged, checkpoint_ns, ran, checkpoint.get("updated_channels") or list(new_versions))
 
         async def write(session_id: str) -> None:
+            value = await _entries.pack(self.client, session_id, *serialized[0])
+            meta = await _entries.pack(self.client, session_id, *serialized[1])
+            entry = {
+                "id": entry_id,
+                "type": "checkpoint",
+                "message": message,
+                "data": {
+                    "checkpoint_ns": checkpoint_ns,
+                    "checkpoint_id": checkpoint_id,
+                    "parent_id": parent_id,
+                    "step": merged.get("step"),
+                    "source": merged.get("source"),
+                    "run_id": merged.get("run_id"),
+                    "checkpoint": value,
+                    "metadata": meta,
+                },
+            }
             try:
-                await _entries.append_in_batches(self.client, session_id, [*parts, *meta_parts, entry])
+                await self.client.log_work_batch(session_id, [_entries.referencing(entry, value)])
             except Invalid:  # the same checkpoint id stored with other content: this put replaces it
                 with contextlib.suppress(NotFound):
-                    await self.client.delete_work_log_entry(session_id, entry_id)
-                await _entries.append_in_batches(self.client, session_id, [*parts, *meta_parts, entry])
+                    stored = await self.client.get_work_log_entry(session_id, entry_id)
+                    if isinstance(stored, TypedEntry):
+                        await _entries.remove(self.client, session_id, [stored])
+                await self.client.log_work_batch(session_id, [_entries.referencing(entry, value)])
 
         await self._writing(thread_id, write)
         return {
@@ -328,17 +339,20 @@ class _Store:
         checkpoint_id = str(config["configurable"]["checkpoint_id"])
         node = _node(task_path)
         prefix = writes_prefix(checkpoint_ns, checkpoint_id)
-        items: list[dict[str, Any]] = []
-        replaced: list[str] = []
+        serialized: list[tuple[str, str, int, tuple[str, bytes], Any]] = []
         for position, (channel, value) in enumerate(writes):
             index = WRITES_IDX_MAP.get(channel, position)
             entry_id = prefix + _entries.digest(f"{task_id}|{index}", 10)
-            packed, parts = _entries.pack(entry_id, *self.saver.serde.dumps_typed(value))
-            if index < 0:  # errors, interrupts and the like replace an earlier write of the task
-                replaced.append(entry_id)
-            items += [
-                *parts,
-                _write_entry(
+            serialized.append((entry_id, channel, index, self.saver.serde.dumps_typed(value), value))
+        # Errors, interrupts and the like (negative indexes) replace an earlier write of the task.
+        replaced = [entry_id for entry_id, _, index, _, _ in serialized if index < 0]
+        self.saver._ran.setdefault((thread_id, checkpoint_ns, checkpoint_id), []).append(node)
+
+        async def write(session_id: str) -> None:
+            items = []
+            for entry_id, channel, index, payload, value in serialized:
+                packed = await _entries.pack(self.client, session_id, *payload)
+                entry = _write_entry(
                     entry_id,
                     node=node,
                     channel=channel,
@@ -347,20 +361,21 @@ class _Store:
                     task_path=task_path,
                     index=index,
                     packed=packed,
-                ),
-            ]
-        self.saver._ran.setdefault((thread_id, checkpoint_ns, checkpoint_id), []).append(node)
-
-        async def write(session_id: str) -> None:
+                )
+                items.append(_entries.referencing(entry, packed))
             for entry_id in replaced:
                 with contextlib.suppress(NotFound):
-                    await self.client.delete_work_log_entry(session_id, entry_id)
+                    stored = await self.client.get_work_log_entry(session_id, entry_id)
+                    if isinstance(stored, TypedEntry):
+                        await _entries.remove(self.client, session_id, [stored])
             try:
                 await _entries.append_in_batches(self.client, session_id, items)
             except Invalid:  # a (task, index) stored before with another value: LangGraph keeps the first
                 for item in items:
-                    with contextlib.suppress(Invalid):
+                    try:
                         await self.client.log_work_batch(session_id, [item])
+                    except Invalid:  # kept the stored one: the blob uploaded for this one stands on nothing
+                        await _entries.delete_blobs(self.client, session_id, _entries.blob_ids(item["data"]))
 
         await self._writing(thread_id, write)
 
@@ -377,15 +392,15 @@ class _Store:
         source = await self.session(source_thread_id, create=False)
         if source is None:
             return
-        copied = [
-            {"id": entry.id, "type": entry.type, "message": entry.message, "data": entry.data}
-            async for entry in _entries.entries(self.client, source)
-        ]
-        if copied:
-            await self._writing(
-                target_thread_id,
-                lambda session_id: _entries.append_in_batches(self.client, session_id, copied),
-            )
+
+        async def write(target: str) -> None:
+            copied = [
+                await _entries.copied(self.client, source, target, e)
+                async for e in _entries.entries(self.client, source)
+            ]
+            await _entries.append_in_batches(self.client, target, copied)
+
+        await self._writing(target_thread_id, write)
 
     async def prune(self, thread_ids: Sequence[str], strategy: str) -> None:
         if strategy not in {"keep_latest", "delete"}:
@@ -396,6 +411,7 @@ class _Store:
                 continue
             if strategy == "delete":
                 await self.client.clear_work_log(session_id)
+                await _entries.delete_all_blobs(self.client, session_id)
                 continue
             latest: set[str] = set()
             async for entry in _entries.entries(self.client, session_id, id_prefix="cp.", order="desc"):
@@ -419,7 +435,7 @@ class _Store:
                 await self._erase(session_id, entry)
 
     async def _erase(self, session_id: str, entry: TypedEntry) -> None:
-        """Remove a checkpoint, its parts, its writes and theirs; the checkpoint first, so nobody reads half."""
+        """Remove a checkpoint, its writes and their blobs; the checkpoint first, so nobody reads half of it."""
         data = entry.data
         writes = [
             write
@@ -427,12 +443,7 @@ class _Store:
                 self.client, session_id, id_prefix=writes_prefix(data["checkpoint_ns"], data["checkpoint_id"])
             )
         ]
-        doomed = [entry.id, *_entries.part_ids(data["checkpoint"]), *_entries.part_ids(data["metadata"])]
-        for write in writes:
-            doomed += [write.id, *_entries.part_ids(write.data["value"])]
-        for entry_id in doomed:
-            with contextlib.suppress(NotFound):
-                await self.client.delete_work_log_entry(session_id, entry_id)
+        await _entries.remove(self.client, session_id, [entry, *writes])
 
 
 def _describe(metadata: CheckpointMetadata, checkpoint_ns: str, ran: list[str] | None, updated: Sequence[str]) -> str:

@@ -4,7 +4,7 @@ One SDK session is one handoff session (``external_id`` ``openai-agents:<session
 ``openai-agents``), created on the first ``add_items``; reads of a session never written return nothing and
 create nothing. Each conversation item is an ``info`` entry (``error`` for a failed tool output) whose message
 is what a person reads (``user: fix the login bug``, ``tool call get_weather``), the item itself in its data
-(split into part entries when large, as :mod:`handoff.integrations._entries` does). ``add_items`` is one batch
+(one blob of the session when large, as :mod:`handoff.integrations._entries` does). ``add_items`` is one batch
 append, atomic and in order (up to the batch route's bounds: 1,000 entries, 1 MiB); ``pop_item`` is the
 service's atomic pop; ``clear_session`` its clear; ``get_items(limit)`` reads the newest ``limit`` in one
 descending index read and returns them in chronological order, ``session_settings.limit`` applying when no
@@ -126,25 +126,32 @@ class HandoffSession(SessionABC):
                 return []
 
     async def add_items(self, items: list[TResponseInputItem]) -> None:
-        """Append the items in order, as one atomic batch (with their parts, when some are large)."""
+        """Append the items in order, as one atomic batch (the large ones' blobs uploaded first)."""
         if not items:
             return
-        prepared: list[dict[str, Any]] = []
-        for item in items:
-            entry_id = f"{ITEM_PREFIX}{uuid.uuid4().hex}"
-            packed, parts = _entries.pack(entry_id, "json", json.dumps(item, separators=(",", ":")).encode())
-            kind, message = describe(item)
-            prepared += [*parts, {"id": entry_id, "type": kind, "message": message or "item", "data": {"item": packed}}]
+        serialized = [(f"{ITEM_PREFIX}{uuid.uuid4().hex}", item) for item in items]
+
+        async def write(client: AsyncHandoffClient, session_id: str) -> None:
+            prepared = []
+            for entry_id, item in serialized:
+                packed = await _entries.pack(
+                    client, session_id, "json", json.dumps(item, separators=(",", ":")).encode()
+                )
+                kind, message = describe(item)
+                entry = {"id": entry_id, "type": kind, "message": message or "item", "data": {"item": packed}}
+                prepared.append(_entries.referencing(entry, packed))
+            await _entries.append_in_batches(client, session_id, prepared)
+
         async with self._client() as client:
             session_id = await self._session(client, create=True)
             assert session_id is not None
             try:
-                await _entries.append_in_batches(client, session_id, prepared)
+                await write(client, session_id)
             except NotFound:  # the session was deleted meanwhile: start a new one
                 self._handoff_id = None
                 session_id = await self._session(client, create=True)
                 assert session_id is not None
-                await _entries.append_in_batches(client, session_id, prepared)
+                await write(client, session_id)
 
     async def pop_item(self) -> TResponseInputItem | None:
         """Remove and return the newest item, atomically (two racing pops never return the same item)."""
@@ -161,9 +168,7 @@ class HandoffSession(SessionABC):
                 return None
             data: dict[str, Any] = entry.data
             item = await self._item(client, session_id, data)
-            for part in _entries.part_ids(data["item"]):
-                with contextlib.suppress(NotFound):
-                    await client.delete_work_log_entry(session_id, part)
+            await _entries.delete_blobs(client, session_id, _entries.blob_ids(data))
             return item
 
     async def clear_session(self) -> None:
@@ -173,5 +178,6 @@ class HandoffSession(SessionABC):
             if session_id is not None:
                 try:
                     await client.clear_work_log(session_id)
+                    await _entries.delete_all_blobs(client, session_id)
                 except NotFound:
                     self._handoff_id = None
