@@ -264,14 +264,14 @@ class HandoffSessionService(BaseSessionService):
                 )
             kind, message = describe(event)
             entry_id = EVENT_PREFIX + _entries.safe_token(event.id, 60)
-            field, parts = _entries.pack(f"{stored.session_id}/{event.id}", "event", event.model_dump_json().encode())
+            field = await _entries.pack(client, stored.session_id, "event", event.model_dump_json().encode())
             entry = {
                 "id": entry_id,
                 "type": kind,
                 "message": message,
                 "data": {"event": field, "delta": deltas["session"]},
             }
-            await _entries.append_in_batches(client, stored.session_id, [*parts, entry])
+            await _entries.append_in_batches(client, stored.session_id, [entry])
             await self._write_shared(client, session.app_name, session.user_id, deltas)
             state = {
                 k: v
