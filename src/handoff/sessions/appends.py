@@ -215,12 +215,13 @@ async def append(
     # than queueing for the half page each seal frees.
     bounds = misses.page_bounds(settings)
     room = bounds
+    sizes = {entry["id"]: stored_size(entry) for entry in pending}  # one encoding per entry, whatever the retries
     if pending:
-        await quotas.check_can_write(workspace_id, adds_bytes=sum(map(stored_size, pending)), settings=settings)
+        await quotas.check_can_write(workspace_id, adds_bytes=sum(sizes.values()), settings=settings)
     for _ in range(MAX_ATTEMPTS):
         if not pending:
             return outcome
-        size = sum(stored_size(entry) for entry in pending)
+        size = sum(sizes[entry["id"]] for entry in pending)
         if settings.max_session_bytes and size > settings.max_session_bytes:
             raise store.full(session_id, settings.max_session_bytes)
         ids = [entry["id"] for entry in pending]
@@ -238,9 +239,10 @@ async def append(
                 known_versions.remember(workspace_id, session_id, checked.version)
             outcome.appended = pending
             metrics.entries_appended(array, len(pending))
-            if len(pending) > 1:
-                # A batch may take a page that had room for one entry far past its bounds; seal it now rather than
-                # leave every read until the next single append to work through the oversized open page.
+            if paging.is_full(2 * len(pending), 2 * size, bounds):
+                # A batch of half a page or more may take a page that had room for one entry far past its bounds;
+                # seal it now rather than leave every read until the next append to work through the oversized
+                # open page. A smaller batch overshoots by less than half a page, which the next append seals.
                 await seals.seal_full_page(workspace_id, session_id, array, bounds=bounds)
             return outcome
         checked, pending = await _diagnose(
