@@ -5,27 +5,26 @@ gets its own exact answer: 201 once per stored entry, 200 for an id stored befor
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from litestar import Litestar
-from pymongo import AsyncMongoClient, monitoring
+from pymongo import monitoring
 
 from handoff.app import create_app
 from handoff.config import Settings
-from handoff.db import MongoDatabase, init_database
+from handoff.db import MongoDatabase
 from handoff.localdb import MongodProcess
 from handoff.sessions import group_commit
 from tests.api import Api, ok
 from tests.factories import Tenant
+from tests.listening import StartedCommands, listened_database
 
 
-class UpdateCommands(monitoring.CommandListener):
+class UpdateCommands(StartedCommands):
     """How many ``update`` commands reached each collection, and how many updates they carried."""
 
     def __init__(self) -> None:
@@ -37,12 +36,6 @@ class UpdateCommands(monitoring.CommandListener):
             self.commands[event.command["update"]] += 1
             self.updates[event.command["update"]] += len(event.command.get("updates", []))
 
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
 
 @pytest.fixture(scope="module")
 def seen() -> UpdateCommands:
@@ -52,11 +45,8 @@ def seen() -> UpdateCommands:
 @pytest.fixture(scope="module")
 async def database(mongod: MongodProcess, seen: UpdateCommands) -> AsyncIterator[MongoDatabase]:
     """This module's database, reached through a client that counts update commands."""
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongod.url, tz_aware=True, event_listeners=[seen])
-    name = f"t_group_commit_{secrets.token_hex(3)}"
-    yield await init_database(client, name)
-    await client.drop_database(name)
-    await client.close()
+    async with listened_database(mongod.url, seen, "t_group_commit") as database:
+        yield database
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ migration of an old-layout session, deletion) and the test fails on any filter t
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,15 +17,16 @@ from typing import Any
 import httpx
 import pytest
 from litestar import Litestar
-from pymongo import AsyncMongoClient, monitoring
+from pymongo import monitoring
 
 from handoff.app import create_app
 from handoff.config import Settings
-from handoff.db import MongoDatabase, init_database
+from handoff.db import MongoDatabase
 from handoff.localdb import MongodProcess
 from tests.api import Api, ok
 from tests.factories import make_tenant
 from tests.inprocess import in_process
+from tests.listening import StartedCommands, listened_database
 from tests.test_sessions_legacy import make_legacy
 
 SHARDED = frozenset({"sessions", "log_pages"})
@@ -52,7 +52,7 @@ def _pipeline_matches(pipeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return found
 
 
-class Recorder(monitoring.CommandListener):
+class Recorder(StartedCommands):
     def __init__(self) -> None:
         self.commands: list[tuple[str, dict[str, Any]]] = []
         self.paused = False
@@ -74,12 +74,6 @@ class Recorder(monitoring.CommandListener):
         if name in FILTERS and collection in SHARDED:
             self.commands.append((name, dict(event.command)))
 
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
 
 @pytest.fixture(scope="module")
 def recorder() -> Recorder:
@@ -89,11 +83,8 @@ def recorder() -> Recorder:
 @pytest.fixture(scope="module")
 async def database(mongod: MongodProcess, recorder: Recorder) -> AsyncIterator[MongoDatabase]:
     """This module's database, reached through a client that records commands."""
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongod.url, tz_aware=True, event_listeners=[recorder])
-    name = f"t_sharding_{secrets.token_hex(3)}"
-    yield await init_database(client, name)
-    await client.drop_database(name)
-    await client.close()
+    async with listened_database(mongod.url, recorder, "t_sharding") as database:
+        yield database
 
 
 @pytest.fixture
