@@ -42,10 +42,10 @@ from handoff import clock, metrics, quotas
 from handoff.blobs import service as blobs
 from handoff.config import Settings
 from handoff.errors import Conflict, FieldError, Invalid
-from handoff.sessions import group_commit, misses, paging, seals, store, views
+from handoff.sessions import group_commit, log_reads, misses, paging, seals, store, views
 from handoff.sessions.lifecycle import Operation, accepted_statuses, is_ended
 from handoff.sessions.limits import check_entry, stored_size
-from handoff.sessions.models import ENTRY_ID_INDEX, session_key
+from handoff.sessions.models import session_key
 from handoff.sessions.paging import Kind, PageBounds
 
 #: MongoDB's codes for "the write is too large": the document would pass 16 MiB (10334, 17419, 17420), or one
@@ -208,7 +208,8 @@ async def append(
     outcome = AppendOutcome(repeats=repeats)
     version = known_versions.get(workspace_id, session_id)
     if version:  # the session has pages: look the ids up there first, at the version the filter will check
-        pending = _settle_stored(pending, outcome, await _in_pages(workspace_id, session_id, array, pending))
+        sealed = await log_reads.in_sealed_pages(workspace_id, session_id, array, [entry["id"] for entry in pending])
+        pending = _settle_stored(pending, outcome, sealed)
     checked = Checked(version=version)
     # The first attempt wants room under the page's bounds; a miss there seals the page. Retries accept up to
     # twice the bounds, so that many writers finding one page full all get in while one of them seals it, rather
@@ -255,19 +256,6 @@ async def append(
 def _sessions() -> group_commit.Collection:
     """The sessions collection, looked up at each write (not captured once per process)."""
     return store.sessions()
-
-
-async def _in_pages(
-    workspace_id: str, session_id: str, kind: Kind, entries: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """The stored entries among the sealed pages that have these entries' ids (an entry-id index read)."""
-    ids = [entry["id"] for entry in entries]
-    cursor = store.pages().find(
-        {**store.page_key(workspace_id, session_id, kind), "entries.id": {"$in": ids}},
-        {"_id": 0, "found": {"$filter": {"input": "$entries", "cond": {"$in": ["$$this.id", ids]}}}},
-        hint=ENTRY_ID_INDEX,
-    )
-    return [entry async for page in cursor for entry in page["found"]]
 
 
 def _settle_stored(

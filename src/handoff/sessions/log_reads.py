@@ -431,19 +431,25 @@ async def newest(
     return head, entries
 
 
+async def in_sealed_pages(workspace_id: str, session_id: str, kind: Kind, ids: list[str]) -> list[Doc]:
+    """The entries with these ids among a session's sealed pages (a read of the pages' entry-id index)."""
+    cursor = store.pages().find(
+        {**store.page_key(workspace_id, session_id, kind), "entries.id": {"$in": ids}},
+        {"_id": 0, "found": {"$filter": {"input": "$entries", "cond": {"$in": ["$$this.id", ids]}}}},
+        hint=ENTRY_ID_INDEX,
+    )
+    return [entry async for page in cursor for entry in page["found"]]
+
+
 async def find_entry(workspace_id: str, session_id: str, kind: Kind, entry_id: str) -> Doc:
     """One entry by id (the open page and the pages' entry-id index, read side by side); 404 for a missing
     session or entry."""
     matching = {"$filter": {"input": _open(kind), "cond": {"$eq": ["$$this.id", entry_id]}}}
     in_open, in_pages = await _gather(
         _head(workspace_id, session_id, {"found": matching}),
-        store.pages().find_one(
-            {**store.page_key(workspace_id, session_id, kind), "entries.id": entry_id},
-            {"_id": 0, "found": {"$filter": {"input": "$entries", "cond": {"$eq": ["$$this.id", entry_id]}}}},
-            hint=ENTRY_ID_INDEX,
-        ),
+        in_sealed_pages(workspace_id, session_id, kind, [entry_id]),
     )
-    found: list[dict[str, Any]] = [*in_open["found"], *(in_pages or {}).get("found", [])]
+    found: list[dict[str, Any]] = [*in_open["found"], *in_pages]
     if not found:
         raise NotFound(f"entry {entry_id} not found in session {session_id}")
     return found[0]
