@@ -36,7 +36,7 @@ def test_appends_are_in_log_order_whatever_the_key_order() -> None:
         }
     )
     assert [e.data["entry"]["id"] for e in events_of(change, NOW)] == ["a", "b"]
-    first = update({"artifacts": [{"id": "x", "path": "p", "action": "created", "timestamp": NOW}]})
+    first = update({"artifacts": [{"id": "x", "path": "p", "action": "created", "metadata": {}, "timestamp": NOW}]})
     assert types(first) == ["artifact.recorded"]
 
 
