@@ -26,6 +26,7 @@ from handoff.auth import KeyCache, api_key_guard, provide_principal
 from handoff.config import Settings, get_settings
 from handoff.db import MongoDatabase, create_client, init_database, mongodb_url
 from handoff.errors import handle_exception
+from handoff.events import running as events_running
 from handoff.health import HealthController
 from handoff.ops import Operations
 from handoff.ops.logs import configure_logging
@@ -57,12 +58,13 @@ class JsonRequest(Request[Any, Any, State]):
 def _v1_router() -> Router:
     from handoff.analytics.controller import AnalyticsController  # noqa: PLC0415 - avoids an import cycle at load
     from handoff.blobs.controller import BlobController  # noqa: PLC0415
+    from handoff.events.controller import EventController  # noqa: PLC0415
     from handoff.plans.controller import PlanController  # noqa: PLC0415
     from handoff.sessions.controller import SessionController  # noqa: PLC0415
 
     return Router(
         path="/v1",
-        route_handlers=[SessionController, BlobController, PlanController, AnalyticsController],
+        route_handlers=[SessionController, BlobController, PlanController, AnalyticsController, EventController],
         guards=[api_key_guard],
         dependencies={"principal": Provide(provide_principal, sync_to_thread=False)},
         security=[{"bearer": []}],
@@ -101,6 +103,7 @@ def create_app(
                 app.state.database = database
             await stack.enter_async_context(mcp.running())
             await stack.enter_async_context(retention.running(settings))
+            await stack.enter_async_context(events_running(app, settings))
             yield
 
     app = Litestar(

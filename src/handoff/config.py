@@ -152,6 +152,17 @@ class Settings(BaseSettings):
         default=12.0, gt=0, le=24 * 30, description="How long a dashboard sign-in lasts before the key is asked again."
     )
 
+    # Server-sent events (handoff.events) -------------------------------------------------------------------
+    max_streams_per_key: int = Field(
+        default=32, ge=1, description="Event streams one API key may hold open at once on a worker (429 above)."
+    )
+    events_queue_size: int = Field(
+        default=1_000, ge=1, description="Events buffered per subscriber; a consumer further behind is disconnected."
+    )
+    events_heartbeat_seconds: float = Field(
+        default=15, gt=0, le=15, description="Longest silence on an event stream before a comment line is sent."
+    )
+
     @property
     def rate_limit_policy_burst(self) -> int:
         """The burst in force: the configured one, else one second's worth of requests."""

@@ -7,6 +7,7 @@ Domain code raises values with a status; it never builds HTTP responses. The tre
     ├── Unauthorized                 401  no key, an unknown, revoked or expired key
     ├── NotFound                     404  absent, or in another workspace (indistinguishable on purpose)
     ├── RequestTimeout               408  the request body did not arrive in time
+    ├── Gone                         410  an event stream's Last-Event-ID is too old (or not one) to resume from
     ├── Conflict                     409  the resource's state forbids the operation
     │   ├── SessionEnded             409  completed/failed sessions accept nothing more
     │   ├── SessionFull              409  the document would pass MongoDB's 16 MiB limit
@@ -14,7 +15,8 @@ Domain code raises values with a status; it never builds HTTP responses. The tre
     ├── TooLarge                     413  a body or a field over its configured limit
     ├── RangeNotSatisfiable          416  a Range that no byte of the blob satisfies (with Content-Range)
     ├── Invalid                      422  well-formed but invalid input (optionally with field errors)
-    ├── RateLimited                  429  the key is over HANDOFF_RATE_LIMIT (Retry-After, RateLimit-* headers)
+    ├── RateLimited                  429  the key is over HANDOFF_RATE_LIMIT (Retry-After, RateLimit-* headers),
+    │                                     or holds HANDOFF_MAX_STREAMS_PER_KEY event streams already
     └── Unavailable                  503  no primary, no server, a timeout: retry later
 
 PyMongo's connection-level errors, and its timeouts (the request deadline of ``handoff.ops.deadline`` running
@@ -110,6 +112,13 @@ class RequestTimeout(HandoffError):
     title = "Request timeout"
     #: The rest of the body may still arrive: the connection cannot carry another request, so it is closed.
     headers: ClassVar[Mapping[str, str]] = {"Connection": "close"}
+
+
+class Gone(HandoffError):
+    """What the client asked to continue from no longer exists (an event stream's resume point past the oplog)."""
+
+    status_code = 410
+    title = "Gone"
 
 
 class Conflict(HandoffError):

@@ -20,9 +20,11 @@ _DESCRIPTIONS = {
     404: "Not found in this workspace",
     408: "The request body did not arrive in time",
     409: "The resource's state forbids the operation",
+    410: "Last-Event-ID can no longer be resumed from: re-read and subscribe afresh",
     413: "Body or field too large",
     416: "No byte of the blob is in the requested Range",
     422: "Invalid input",
+    429: "Too many requests, or too many event streams for this key",
     503: "Database unavailable; retry after the Retry-After seconds",
 }
 

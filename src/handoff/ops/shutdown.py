@@ -68,6 +68,7 @@ async def until_shutdown(source: AsyncIterator[T], shutdown: ShutdownSignal) -> 
     A shutdown does not wait for the next item (a stream may be idle for minutes): the pending read is cancelled.
     """
     stopping = asyncio.ensure_future(shutdown.wait())
+    item: asyncio.Future[T] | None = None
     try:
         while not shutdown.is_set():
             item = asyncio.ensure_future(anext(source))
@@ -83,6 +84,10 @@ async def until_shutdown(source: AsyncIterator[T], shutdown: ShutdownSignal) -> 
                 return
     finally:
         stopping.cancel()
+        if item is not None and not item.done():  # cancelled from outside (the client left) mid-read
+            item.cancel()
+            with suppress(asyncio.CancelledError, StopAsyncIteration):
+                await item
         aclose: Callable[[], Any] | None = getattr(source, "aclose", None)
         if aclose is not None:
             await aclose()

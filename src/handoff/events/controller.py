@@ -1,0 +1,174 @@
+"""The events routes: one session's stream and the workspace's, as server-sent events.
+
+Everything that can fail (an unknown session, the per-key limit, an unusable ``Last-Event-ID``) fails before the
+response starts, as a problem+json; once it has, the stream runs until the client leaves, the consumer falls too
+far behind (a final ``event: error``), or the server shuts down (a ``retry:`` hint).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+
+from litestar import Controller, Request, get
+from litestar.datastructures import State
+from litestar.params import FromPath, HeaderParameter, QueryParameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from handoff import metrics
+from handoff.auth import CurrentPrincipal
+from handoff.errors import Gone, Invalid
+from handoff.events.hub import GONE_DETAIL, Hub, Selection, Subscriber
+from handoff.events.mapping import EVENT_TYPES, Position
+from handoff.openapi import problems
+from handoff.ops import NO_DEADLINE
+from handoff.ops.shutdown import RETRY_AFTER_SHUTDOWN_MS, shutdown_signal, until_shutdown
+from handoff.sessions import service, store
+
+LastEventId = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Last-Event-ID",
+        required=False,
+        max_length=8192,
+        description="Resume after this event: every later one, exactly once, in order.",
+    ),
+]
+Types = Annotated[
+    str | None,
+    QueryParameter(description="Comma-separated event types to receive (default: all).", max_length=1000),
+]
+RESPONSES = problems(404, 410, 429)
+
+
+def _json(value: Any) -> str:
+    def default(item: Any) -> Any:
+        if isinstance(item, datetime):
+            return item.isoformat().replace("+00:00", "Z")
+        return str(item)
+
+    return json.dumps(value, default=default, separators=(",", ":"))
+
+
+def _types(types: str | None) -> frozenset[str] | None:
+    if types is None or not types.strip():
+        return None
+    wanted = frozenset(name.strip() for name in types.split(",") if name.strip())
+    if unknown := sorted(wanted - EVENT_TYPES):
+        raise Invalid(f"unknown event types {unknown}; known: {sorted(EVENT_TYPES)}")
+    return wanted
+
+
+class AgentTypes:
+    """The agent type of each session a stream filtered by ``agent_type`` meets, looked up once per session."""
+
+    def __init__(self, workspace_id: str) -> None:
+        self.workspace_id = workspace_id
+        self.known: dict[str, str | None] = {}
+
+    async def of(self, session_id: str, data: dict[str, Any]) -> str | None:
+        if session_id not in self.known:
+            if "session" in data:
+                self.known[session_id] = data["session"].get("agent_type")
+            else:
+                doc = await store.sessions().find_one(store.key(self.workspace_id, session_id), {"agent_type": 1})
+                self.known[session_id] = None if doc is None else doc.get("agent_type")
+        return self.known[session_id]
+
+
+async def _messages(
+    subscriber: Subscriber, *, heartbeat: float, agent_type: str | None
+) -> AsyncIterator[ServerSentEventMessage]:
+    """The subscriber's events as SSE messages, a comment after each ``heartbeat`` of silence, and a final
+    ``event: error`` when it was dropped (too slow, or the server stopping)."""
+    agents = AgentTypes(subscriber.selection.workspace_id) if agent_type is not None else None
+    with metrics.subscribed():
+        yield ServerSentEventMessage(comment="subscribed")
+        while True:
+            try:
+                delivery = await asyncio.wait_for(subscriber.queue.get(), heartbeat)
+            except TimeoutError:
+                yield ServerSentEventMessage(comment="keep-alive")
+                continue
+            if delivery is None:
+                yield ServerSentEventMessage(event="error", data=_json({"type": "error", "detail": subscriber.reason}))
+                return
+            event = delivery.event
+            if agents is not None and await agents.of(event.session_id, event.data) != agent_type:
+                continue
+            metrics.event_streamed(event.type)
+            yield ServerSentEventMessage(id=delivery.position.encode(), event=event.type, data=_json(event.data))
+
+
+class EventController(Controller):
+    """Live events of a workspace's sessions (server-sent events)."""
+
+    tags = ["events"]
+
+    async def _stream(
+        self,
+        request: Request[Any, Any, State],
+        api_key_id: str,
+        selection: Selection,
+        last_event_id: str | None,
+        agent_type: str | None = None,
+    ) -> ServerSentEvent:
+        hub: Hub = request.app.state.events
+        release = hub.admit(api_key_id)
+        try:
+            if last_event_id:
+                position = Position.decode(last_event_id)
+                if position is None:
+                    raise Gone(GONE_DETAIL)
+                subscriber = await hub.resume(selection, position)
+            else:
+                subscriber = await hub.subscribe(selection)
+        except BaseException:
+            release()
+            raise
+        heartbeat = request.app.state.settings.events_heartbeat_seconds
+
+        async def stream() -> AsyncIterator[ServerSentEventMessage]:
+            try:
+                messages = _messages(subscriber, heartbeat=heartbeat, agent_type=agent_type)
+                async for message in until_shutdown(messages, shutdown_signal(request)):
+                    yield message
+                if subscriber.reason is None:
+                    yield ServerSentEventMessage(comment="server restarting", retry=RETRY_AFTER_SHUTDOWN_MS)
+            finally:
+                hub.unsubscribe(subscriber)
+                release()
+
+        return ServerSentEvent(stream(), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @get("/sessions/{session_id:str}/events", opt={NO_DEADLINE: True}, responses=RESPONSES)
+    async def session_events(
+        self,
+        request: Request[Any, Any, State],
+        principal: CurrentPrincipal,
+        session_id: FromPath[str],
+        types: Types = None,
+        last_event_id: LastEventId = None,
+    ) -> ServerSentEvent:
+        """One session's events as they happen (``text/event-stream``); resume with ``Last-Event-ID``."""
+        selected = _types(types)
+        await service.get_session(principal.workspace_id, session_id)  # the 404 of every session route
+        selection = Selection(principal.workspace_id, session_id, selected)
+        return await self._stream(request, principal.api_key_id, selection, last_event_id)
+
+    @get("/events", opt={NO_DEADLINE: True}, responses=RESPONSES)
+    async def workspace_events(
+        self,
+        request: Request[Any, Any, State],
+        principal: CurrentPrincipal,
+        session_id: Annotated[str | None, QueryParameter(max_length=200)] = None,
+        agent_type: Annotated[str | None, QueryParameter(max_length=200)] = None,
+        types: Types = None,
+        last_event_id: LastEventId = None,
+    ) -> ServerSentEvent:
+        """The workspace's events as they happen, optionally of one session, agent type or some event types."""
+        selection = Selection(principal.workspace_id, session_id, _types(types))
+        return await self._stream(request, principal.api_key_id, selection, last_event_id, agent_type)
