@@ -142,6 +142,11 @@ class Settings(BaseSettings):
         default=100, ge=1, le=10_000, description="Sessions deleted per batch, by the background and handoff prune."
     )
 
+    # Handoff claims (issue 15) ----------------------------------------------------------------------------------
+    claim_lease_seconds: int = Field(
+        default=300, ge=10, le=86400, description="A claim's lease when the claim does not name one, in seconds."
+    )
+
     @property
     def rate_limit_policy_burst(self) -> int:
         """The burst in force: the configured one, else one second's worth of requests."""
