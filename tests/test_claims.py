@@ -196,3 +196,16 @@ async def test_claims_list_pages_newest_first(client: httpx.AsyncClient, tenant:
     assert [item["claim_id"] for item in first["items"] + second["items"]] == made[::-1]
     assert second["next_cursor"] is None
     problem(await claims_call(client, tenant, "GET", "", params={"cursor": "nonsense"}), 422)
+
+
+async def test_a_repeated_idempotency_key_returns_the_same_claim(
+    client: httpx.AsyncClient, tenant: Tenant, api: Api
+) -> None:
+    await waiting_handoff(api)
+    await waiting_handoff(api)
+    headers = {**tenant.headers, "Idempotency-Key": "claim-1"}
+    first = ok(await client.post("/v1/handoffs/claim", json={}, headers=headers), 201)
+    again = ok(await client.post("/v1/handoffs/claim", json={}, headers=headers), 200)
+    assert again["claim_id"] == first["claim_id"]
+    assert again["session"]["session_id"] == first["session"]["session_id"]
+    assert len(ok(await claims_call(client, tenant, "GET"))["items"]) == 1

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
-from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from handoff.auth import CurrentPrincipal
 from handoff.claims import service
@@ -15,6 +15,7 @@ from handoff.claims.models import ClaimState
 from handoff.claims.schemas import ClaimCreated, ClaimList, ClaimRead, ClaimRequest, Heartbeat, ReleaseRequest
 from handoff.config import Settings
 from handoff.openapi import problems
+from handoff.sessions.controller import IdempotencyKey
 
 CLAIM = "/claims/{claim_id:str}"
 
@@ -27,15 +28,21 @@ class ClaimController(Controller):
 
     @post("/handoffs/claim", responses=problems(body=True))
     async def claim_handoff(
-        self, request: Request[Any, Any, State], principal: CurrentPrincipal, data: JSONBody[ClaimRequest | None]
+        self,
+        request: Request[Any, Any, State],
+        principal: CurrentPrincipal,
+        data: JSONBody[ClaimRequest | None],
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[ClaimCreated | None]:
         """Claim the oldest waiting handoff (optionally of an agent type or plan) and open its replay; 204 when
         nothing waits."""
         settings: Settings = request.app.state.settings
-        created = await service.claim_handoff(principal, data or ClaimRequest(), settings=settings)
-        if created is None:
+        claim, made = await service.claim_handoff(
+            principal, data or ClaimRequest(), idempotency_key=idempotency_key, settings=settings
+        )
+        if claim is None:
             return Response(None, status_code=HTTP_204_NO_CONTENT)
-        return Response(created, status_code=HTTP_201_CREATED)
+        return Response(claim, status_code=HTTP_201_CREATED if made else HTTP_200_OK)
 
     @get("/claims", responses=problems())
     async def list_claims(

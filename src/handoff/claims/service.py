@@ -26,10 +26,12 @@ from handoff.claims.models import Claim, ClaimState
 from handoff.claims.schemas import ClaimCreated, ClaimRead, ClaimRequest, Heartbeat
 from handoff.config import Settings
 from handoff.errors import Conflict, FieldError, Invalid, NotFound
+from handoff.idempotency import service as idempotency
 from handoff.sessions import service as sessions
 from handoff.sessions import store
 from handoff.sessions.lifecycle import Operation, accepted_statuses
 from handoff.sessions.models import SessionStatus
+from handoff.sessions.schemas import SessionRead
 from handoff.workspaces.schemas import Principal
 
 #: How many times a claimer searches again after another claimer took the handoff it chose.
@@ -170,7 +172,7 @@ async def _end_claim(claim: dict[str, Any], state: ClaimState, reason: str, txn:
 
 
 async def _claim_once(
-    principal: Principal, data: ClaimRequest, settings: Settings, txn: AsyncClientSession
+    principal: Principal, data: ClaimRequest, claim_id: str, settings: Settings, txn: AsyncClientSession
 ) -> tuple[dict[str, Any], sessions.Created, dict[str, Any] | None] | None:
     """The claim transaction's body: ``(claim, replay, lapsed claim ended)``, or ``None`` when nothing waits."""
     candidate = await _find_waiting(principal.workspace_id, data, txn)
@@ -183,7 +185,7 @@ async def _claim_once(
         await _end_claim(candidate.lapsed, state, reason, txn)
     now = clock.now()
     claim = Claim(
-        claim_id=new_claim_id(),
+        claim_id=claim_id,
         workspace_id=principal.workspace_id,
         handoff_session_id=candidate.handoff_session_id,
         agent_type=data.agent_type,
@@ -204,30 +206,57 @@ async def _claim_once(
     return stored, replay, candidate.lapsed
 
 
-async def claim_handoff(principal: Principal, data: ClaimRequest, *, settings: Settings) -> ClaimCreated | None:
-    """Claim the oldest waiting handoff matching ``data`` and open its replay, or ``None`` when nothing waits."""
+def _created(claim: dict[str, Any], session: SessionRead) -> ClaimCreated:
+    return ClaimCreated(
+        claim_id=claim["claim_id"],
+        handoff_session_id=claim["handoff_session_id"],
+        session=session,
+        lease_expires_at=views.lease_expires_at(claim, {"last_active_at": session.last_active_at}),
+    )
+
+
+async def _made_earlier(workspace_id: str, claim_id: str) -> ClaimCreated | None:
+    """The claim an earlier request with the same Idempotency-Key made, if it committed."""
+    claim = await claims().find_one({"workspace_id": workspace_id, "claim_id": claim_id}, {"_id": 0})
+    if claim is None or claim.get("session_id") is None:
+        return None
+    return _created(claim, await sessions.get_session(workspace_id, claim["session_id"]))
+
+
+async def claim_handoff(
+    principal: Principal, data: ClaimRequest, *, idempotency_key: str | None = None, settings: Settings
+) -> tuple[ClaimCreated | None, bool]:
+    """Claim the oldest waiting handoff matching ``data`` and open its replay: ``(claim, made by this call)``, or
+    ``(None, False)`` when nothing waits. A repeated ``Idempotency-Key`` returns the claim it made (``False``)."""
+    claim_id = new_claim_id()
+    if idempotency_key is not None:
+        claim_id = await idempotency.claim(
+            principal.workspace_id,
+            scope="claim",
+            key=idempotency_key,
+            body=data.model_dump(mode="json"),
+            proposed_session_id=claim_id,
+            ttl_hours=settings.idempotency_ttl_hours,
+        )
     client = store.sessions().database.client
     for _ in range(CLAIM_ATTEMPTS):
+        if idempotency_key is not None and (earlier := await _made_earlier(principal.workspace_id, claim_id)):
+            return earlier, False
         try:
             async with client.start_session() as txn:
-                done = await txn.with_transaction(lambda txn: _claim_once(principal, data, settings, txn))
-        except DuplicateKeyError:  # another claimer committed this handoff first: look again
+                done = await txn.with_transaction(lambda txn: _claim_once(principal, data, claim_id, settings, txn))
+        except DuplicateKeyError:  # another claimer committed this handoff (or this claim id) first: look again
             continue
         if done is None:
             metrics.claim("empty")
-            return None
+            return None, False
         claim, replay, lapsed = done
         if lapsed is not None:
             metrics.claim("expired" if lapsed["derived_state"] == "expired" else "released")
             publish_claim_event("handoff.released", lapsed)
         metrics.claim("claimed")
         publish_claim_event("handoff.claimed", claim)
-        return ClaimCreated(
-            claim_id=claim["claim_id"],
-            handoff_session_id=claim["handoff_session_id"],
-            session=replay.session,
-            lease_expires_at=views.lease_expires_at(claim, {"last_active_at": replay.session.last_active_at}),
-        )
+        return _created(claim, replay.session), True
     raise Conflict("too many claimers raced for the same handoffs; retry the claim")
 
 
