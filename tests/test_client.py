@@ -559,3 +559,16 @@ def test_ids_in_paths_are_escaped() -> None:
     call = _core.get_session("../plans?x=1")
 
     assert call.spec.path == "/v1/sessions/..%2Fplans%3Fx%3D1"
+
+
+async def test_an_agent_loop_claims_beats_and_completes_through_the_client(handoff: AsyncHandoffClient) -> None:
+    assert await handoff.claim_handoff() is None
+    waiting = await handoff.create_session(agent_type="coder")
+    await handoff.handoff(waiting.session_id, "over to you")
+    made = await handoff.claim_handoff(agent_type="coder", lease_seconds=60)
+    assert made is not None
+    assert made.handoff_session_id == waiting.session_id
+    assert (await handoff.heartbeat_claim(made.claim_id)).claim_id == made.claim_id
+    await handoff.complete_session(made.session.session_id, "done")
+    assert (await handoff.get_claim(made.claim_id)).state == "completed"
+    assert [claim.claim_id for claim in (await handoff.list_claims(state="completed")).items] == [made.claim_id]

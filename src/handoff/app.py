@@ -58,13 +58,21 @@ class JsonRequest(Request[Any, Any, State]):
 def _v1_router() -> Router:
     from handoff.analytics.controller import AnalyticsController  # noqa: PLC0415 - avoids an import cycle at load
     from handoff.blobs.controller import BlobController  # noqa: PLC0415
+    from handoff.claims.controller import ClaimController  # noqa: PLC0415
     from handoff.events.controller import EventController  # noqa: PLC0415
     from handoff.plans.controller import PlanController  # noqa: PLC0415
     from handoff.sessions.controller import SessionController  # noqa: PLC0415
 
     return Router(
         path="/v1",
-        route_handlers=[SessionController, BlobController, PlanController, AnalyticsController, EventController],
+        route_handlers=[
+            SessionController,
+            BlobController,
+            PlanController,
+            AnalyticsController,
+            EventController,
+            ClaimController,
+        ],
         guards=[api_key_guard],
         dependencies={"principal": Provide(provide_principal, sync_to_thread=False)},
         security=[{"bearer": []}],

@@ -163,6 +163,11 @@ class Settings(BaseSettings):
         default=15, gt=0, le=15, description="Longest silence on an event stream before a comment line is sent."
     )
 
+    # Handoff claims (handoff.claims) -----------------------------------------------------------------------
+    claim_lease_seconds: int = Field(
+        default=300, ge=10, le=86400, description="A claim's lease when the claim does not name one, in seconds."
+    )
+
     @property
     def rate_limit_policy_burst(self) -> int:
         """The burst in force: the configured one, else one second's worth of requests."""

@@ -17,6 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.monitoring import CommandListener
 
 from handoff.blobs.models import BlobChunk, BlobFile
+from handoff.claims.models import Claim
 from handoff.config import Settings
 from handoff.idempotency.models import IdempotencyRecord
 from handoff.plans.models import Plan
@@ -36,6 +37,7 @@ DOCUMENT_MODELS: list[type[Document]] = [
     Lease,
     BlobFile,
     BlobChunk,
+    Claim,
 ]
 
 MongoDatabase = AsyncDatabase[dict[str, Any]]

@@ -353,8 +353,8 @@ def stale(workspace_id: str, window: Window, *, now: datetime, idle_minutes: int
 
 
 def handoffs(workspace_id: str, window: Window, limit: int) -> Pipeline:
-    """Paused sessions with handoff notes that no session continues yet (none has them as ``replayed_from``),
-    the longest waiting first (by ``paused_at``)."""
+    """Paused sessions with handoff notes that no session continues yet (none has them as ``replayed_from``) and no
+    claim holds, the longest waiting first (by ``paused_at``)."""
     return [
         match_sessions(
             workspace_id,
@@ -363,12 +363,36 @@ def handoffs(workspace_id: str, window: Window, limit: int) -> Pipeline:
             handoff_notes={"$type": "object"},
         ),
         {"$sort": {"paused_at": 1, "session_id": 1}},
+        # A claim that holds the handoff hides it; the replays of claims that let go of it do not continue it.
+        {
+            "$lookup": {
+                "from": "claims",
+                "localField": "session_id",
+                "foreignField": "handoff_session_id",
+                "pipeline": [
+                    {"$match": {"workspace_id": workspace_id}},
+                    {"$project": {"_id": 0, "session_id": 1, "holds": 1}},
+                ],
+                "as": "claims",
+            }
+        },
+        {"$match": {"claims.holds": {"$ne": True}}},
         {
             "$lookup": {
                 "from": "sessions",
                 "localField": "session_id",
                 "foreignField": "replayed_from",
-                "pipeline": [{"$match": {"workspace_id": workspace_id}}, {"$limit": 1}, {"$project": {"_id": 1}}],
+                "let": {"claim_replays": "$claims.session_id"},
+                "pipeline": [
+                    {
+                        "$match": {
+                            "workspace_id": workspace_id,
+                            "$expr": {"$not": {"$in": ["$session_id", "$$claim_replays"]}},
+                        }
+                    },
+                    {"$limit": 1},
+                    {"$project": {"_id": 1}},
+                ],
                 "as": "continued",
             }
         },

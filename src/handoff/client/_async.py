@@ -43,6 +43,7 @@ from handoff.analytics.schemas import (
     Summary,
 )
 from handoff.blobs.schemas import BlobPage, BlobRead
+from handoff.claims.schemas import ClaimCreated, ClaimList, ClaimRead, Heartbeat
 from handoff.client import _core
 from handoff.client._core import (
     ArtifactActionName,
@@ -453,6 +454,30 @@ class AsyncHandoffClient:
     ) -> SessionRead:
         """Continue the session (any status) in a new active one; retry-safe with a generated Idempotency-Key."""
         return await self._run(_core.replay_session(session_id, agent_type=agent_type, idempotency_key=idempotency_key))
+
+    # Handoff claims ------------------------------------------------------------------------------------------
+
+    async def claim_handoff(
+        self, *, agent_type: str | None = None, plan: str | None = None, lease_seconds: int | None = None
+    ) -> ClaimCreated | None:
+        """Claim the oldest waiting handoff and get its replay session to work in; ``None`` when nothing waits."""
+        return await self._run(_core.claim_handoff(agent_type=agent_type, plan=plan, lease_seconds=lease_seconds))
+
+    async def list_claims(self, *, state: str | None = None, limit: int = 50, cursor: str | None = None) -> ClaimList:
+        """A page of the workspace's claims, newest first."""
+        return await self._run(_core.list_claims(state=state, limit=limit, cursor=cursor))
+
+    async def get_claim(self, claim_id: str) -> ClaimRead:
+        """One claim, its state as of now."""
+        return await self._run(_core.get_claim(claim_id))
+
+    async def heartbeat_claim(self, claim_id: str) -> Heartbeat:
+        """Renew a claim's lease from now (any write to its replay session renews it too)."""
+        return await self._run(_core.heartbeat_claim(claim_id))
+
+    async def release_claim(self, claim_id: str, *, reason: str | None = None) -> ClaimRead:
+        """Give the handoff back: the replay session fails, saying why, and the handoff waits again."""
+        return await self._run(_core.release_claim(claim_id, reason=reason))
 
     # Plans ---------------------------------------------------------------------------------------------------
 

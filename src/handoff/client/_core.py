@@ -32,6 +32,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from handoff.analytics.schemas import Lineage
 from handoff.blobs.schemas import BlobPage, BlobRead
+from handoff.claims.schemas import ClaimCreated, ClaimList, ClaimRead, Heartbeat
 from handoff.client.errors import HandoffClientError, Unavailable, error_from_problem
 from handoff.plans.schemas import PlanList, PlanRead
 from handoff.sessions.schemas import (
@@ -556,6 +557,36 @@ def replay_session(session_id: str, *, agent_type: str | None, idempotency_key: 
     headers = {"Idempotency-Key": idempotency_key or new_idempotency_key()}
     spec = _post(_session(session_id, "/replay"), _body(agent_type=agent_type), headers=headers)
     return Call(spec, _model(SessionRead))
+
+
+# Handoff claims
+
+
+def claim_handoff(*, agent_type: str | None, plan: str | None, lease_seconds: int | None) -> Call[ClaimCreated | None]:
+    """Not retried: a claim whose answer was lost holds a handoff nobody works on (until its lease runs out)."""
+    body = _body(agent_type=agent_type, plan=plan, lease_seconds=lease_seconds)
+    return Call(
+        _post("/v1/handoffs/claim", body),
+        lambda response: None if response.status_code == 204 else ClaimCreated.model_validate_json(response.content),
+        retry=False,
+    )
+
+
+def list_claims(*, state: str | None, limit: int, cursor: str | None) -> Call[ClaimList]:
+    return Call(_get("/v1/claims", **_body(state=state, limit=limit, cursor=cursor)), _model(ClaimList))
+
+
+def get_claim(claim_id: str) -> Call[ClaimRead]:
+    return Call(_get(f"/v1/claims/{_seg(claim_id)}"), _model(ClaimRead))
+
+
+def heartbeat_claim(claim_id: str) -> Call[Heartbeat]:
+    return Call(_post(f"/v1/claims/{_seg(claim_id)}/heartbeat"), _model(Heartbeat))
+
+
+def release_claim(claim_id: str, *, reason: str | None) -> Call[ClaimRead]:
+    """Not retried: a repeat of a release that landed would meet a 409."""
+    return Call(_post(f"/v1/claims/{_seg(claim_id)}/release", _body(reason=reason)), _model(ClaimRead), retry=False)
 
 
 # Plans

@@ -29,6 +29,7 @@ from handoff.analytics.schemas import (
     Summary,
 )
 from handoff.blobs.schemas import BlobPage, BlobRead
+from handoff.claims.schemas import ClaimCreated, ClaimList, ClaimRead, Heartbeat
 from handoff.client import _core
 from handoff.client._core import (
     ArtifactActionName,
@@ -435,6 +436,30 @@ class HandoffClient:
     ) -> SessionRead:
         """Continue the session (any status) in a new active one; retry-safe with a generated Idempotency-Key."""
         return self._run(_core.replay_session(session_id, agent_type=agent_type, idempotency_key=idempotency_key))
+
+    # Handoff claims ------------------------------------------------------------------------------------------
+
+    def claim_handoff(
+        self, *, agent_type: str | None = None, plan: str | None = None, lease_seconds: int | None = None
+    ) -> ClaimCreated | None:
+        """Claim the oldest waiting handoff and get its replay session to work in; ``None`` when nothing waits."""
+        return self._run(_core.claim_handoff(agent_type=agent_type, plan=plan, lease_seconds=lease_seconds))
+
+    def list_claims(self, *, state: str | None = None, limit: int = 50, cursor: str | None = None) -> ClaimList:
+        """A page of the workspace's claims, newest first."""
+        return self._run(_core.list_claims(state=state, limit=limit, cursor=cursor))
+
+    def get_claim(self, claim_id: str) -> ClaimRead:
+        """One claim, its state as of now."""
+        return self._run(_core.get_claim(claim_id))
+
+    def heartbeat_claim(self, claim_id: str) -> Heartbeat:
+        """Renew a claim's lease from now (any write to its replay session renews it too)."""
+        return self._run(_core.heartbeat_claim(claim_id))
+
+    def release_claim(self, claim_id: str, *, reason: str | None = None) -> ClaimRead:
+        """Give the handoff back: the replay session fails, saying why, and the handoff waits again."""
+        return self._run(_core.release_claim(claim_id, reason=reason))
 
     # Plans ---------------------------------------------------------------------------------------------------
 

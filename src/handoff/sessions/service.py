@@ -68,10 +68,12 @@ def _read(doc: dict[str, Any]) -> SessionRead:
 # Creation ----------------------------------------------------------------------------------------------------
 
 
-async def _insert_or_find(session: Session) -> tuple[dict[str, Any], bool]:
-    """Insert; if the id (reserved by an idempotency key) or the external id is taken, return that session."""
+async def _insert_or_find(session: Session, txn: AsyncClientSession | None = None) -> tuple[dict[str, Any], bool]:
+    """Insert; if the id (reserved by an idempotency key) or the external id is taken, return that session.
+
+    ``txn``: the transaction the insert belongs to (a handoff claim's), which the read back must see too."""
     try:
-        await session.insert()
+        await session.insert(session=txn)
     except DuplicateKeyError:
         existing = await store.sessions().find_one(
             {
@@ -84,7 +86,12 @@ async def _insert_or_find(session: Session) -> tuple[dict[str, Any], bool]:
         if existing is None:  # pragma: no cover - a duplicate that vanished (deleted) in between
             raise
         return existing, False
-    return await store.load(session.workspace_id, session.session_id), True
+    doc = await store.sessions().find_one(
+        store.key(session.workspace_id, session.session_id), store.SESSION_PROJECTION, session=txn
+    )
+    if doc is None:  # pragma: no cover - deleted between the insert and the read
+        raise store.not_found(session.session_id)
+    return doc, True
 
 
 async def _idempotent(
@@ -109,7 +116,15 @@ async def _idempotent(
     )
 
 
-async def _open(principal: Principal, session_id: str, *, now: datetime, settings: Settings, **fields: Any) -> Created:
+async def _open(
+    principal: Principal,
+    session_id: str,
+    *,
+    now: datetime,
+    settings: Settings,
+    txn: AsyncClientSession | None = None,
+    **fields: Any,
+) -> Created:
     """Insert a new active session of the caller's (or find the one its id or external id already names), within
     the workspace's quotas."""
     await quotas.check_can_create(principal.workspace_id, adds_bytes=fields.get("payload_bytes", 0), settings=settings)
@@ -124,7 +139,7 @@ async def _open(principal: Principal, session_id: str, *, now: datetime, setting
         updated_at=now,
         **fields,
     )
-    doc, inserted = await _insert_or_find(session)
+    doc, inserted = await _insert_or_find(session, txn)
     # Whoever inserts answers 201: the first request, or a repeat completing a first one that died after its
     # claim. Racing requests with one key then see exactly one 201, whichever of them reaches the insert first.
     return Created(_read(doc), created=inserted)
@@ -169,8 +184,11 @@ async def replay_session(
     agent_type: str | None,
     idempotency_key: str | None = None,
     settings: Settings,
+    txn: AsyncClientSession | None = None,
 ) -> Created:
-    """Continue a session (any status) in a new active one that starts from its last checkpoint."""
+    """Continue a session (any status) in a new active one that starts from its last checkpoint.
+
+    ``txn``: a transaction the new session's insert joins (a handoff claim opens its replay in its own)."""
     original = await queries.replay_view(principal.workspace_id, session_id, with_lists=False)
     now = clock.now()
     new_id = await _idempotent(
@@ -193,6 +211,7 @@ async def replay_session(
         payload_bytes=size,
         stored_bytes={"work_log": size, "artifacts": 0, "blobs": 0},
         open_bytes={"work_log": size, "artifacts": 0},
+        txn=txn,
         **seed,
     )
 

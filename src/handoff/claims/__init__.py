@@ -1,0 +1,1 @@
+"""Handoff claims: a queue of waiting handoffs that agents take exactly once, under a lease (api.md)."""
