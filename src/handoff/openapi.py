@@ -99,6 +99,30 @@ def binary(description: str) -> ResponseSpec:
     return ResponseSpec(data_container=bytes, description=description, media_type=OCTET_STREAM, generate_examples=False)
 
 
+EVENT_STREAM = "text/event-stream"
+
+
+@dataclass
+class ServerSentEventMessage:
+    """One message of a ``text/event-stream`` body as a reader parses it (``data`` is the event's JSON as text)."""
+
+    event: str | None = None
+    data: str | None = None
+    id: str | None = None
+    retry: int | None = None
+
+
+def event_stream(description: str) -> ResponseSpec:
+    """A ``200`` of server-sent events: the schema is the one of each message (what SSE readers and OpenAPI
+    3.2's ``itemSchema`` describe), not of the body as a whole."""
+    return ResponseSpec(
+        data_container=ServerSentEventMessage,
+        description=description,
+        media_type=EVENT_STREAM,
+        generate_examples=False,
+    )
+
+
 @dataclass
 class BinaryBodyOperation(Operation):
     """An operation whose body is raw bytes of any type, streamed by the handler rather than parsed (blob uploads).

@@ -14,7 +14,7 @@ from handoff.claims import service
 from handoff.claims.models import ClaimState
 from handoff.claims.schemas import ClaimCreated, ClaimList, ClaimRead, ClaimRequest, Heartbeat, ReleaseRequest
 from handoff.config import Settings
-from handoff.openapi import problems
+from handoff.openapi import no_content, problems, retried
 from handoff.sessions.controller import IdempotencyKey
 
 CLAIM = "/claims/{claim_id:str}"
@@ -26,7 +26,14 @@ class ClaimController(Controller):
     path = "/"
     tags = ["claims"]
 
-    @post("/handoffs/claim", responses=problems(body=True))
+    @post(
+        "/handoffs/claim",
+        responses={
+            **retried(ClaimCreated, "The claim an earlier request with the same Idempotency-Key made"),
+            **no_content("No handoff is waiting (none matches the filters)"),
+            **problems(body=True),
+        },
+    )
     async def claim_handoff(
         self,
         request: Request[Any, Any, State],

@@ -23,7 +23,7 @@ from handoff.auth import CurrentPrincipal
 from handoff.errors import Gone, Invalid
 from handoff.events.hub import GONE_DETAIL, Hub, Selection, Subscriber
 from handoff.events.mapping import EVENT_TYPES, Position
-from handoff.openapi import problems
+from handoff.openapi import event_stream, problems
 from handoff.ops import NO_DEADLINE
 from handoff.ops.shutdown import RETRY_AFTER_SHUTDOWN_MS, shutdown_signal, until_shutdown
 from handoff.sessions import service, store
@@ -41,7 +41,10 @@ Types = Annotated[
     str | None,
     QueryParameter(description="Comma-separated event types to receive (default: all).", max_length=1000),
 ]
-RESPONSES = problems(404, 410, 429)
+RESPONSES = {
+    200: event_stream("The events, each with its resume token as `id:`, until the client leaves"),
+    **problems(404, 410, 429),
+}
 
 
 def _json(value: Any) -> str:
