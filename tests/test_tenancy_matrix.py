@@ -46,7 +46,14 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/plans"): {"slug": "matrix-plan", "title": "Matrix"},
     ("PATCH", "/v1/plans/{slug}"): {"title": "taken over"},
     ("PATCH", "/v1/plans/{slug}/tasks"): {"phase": "build", "task": "write code", "status": "completed"},
+    ("POST", "/v1/handoffs/claim"): {"agent_type": "matrix"},
+    ("POST", "/v1/claims/{claim_id}/release"): {"reason": "taken over"},
 }
+#: Routes with no id whose right answer is "nothing here for you" rather than a 200 (nothing of this workspace waits).
+EMPTY_ANSWERS = {("POST", "/v1/handoffs/claim"): 204}
+#: Event streams of this workspace never end by themselves, and the in-process client reads a body whole: their
+#: tenancy is tested over a socket in tests/test_events_api.py (test_no_event_crosses_workspaces).
+STREAMS = {("GET", "/v1/events")}
 
 #: Query strings that aim a listing at the other workspace's values (filled in per workspace).
 LISTING_FILTERS = ("external_id", "plan", "agent_type")
@@ -71,6 +78,7 @@ ABSENT_SESSION = "sess_00000000-0000-4000-8000-000000000000"
 ABSENT_SLUG = "no-such-plan"
 ENTRY = "step-1"  # the id of a work-log entry and of an artifact of every session the tests populate
 ABSENT_BLOB = "blob_00000000000000000000000000000000"
+ABSENT_CLAIM = "clm_000000000000000000000000"
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 NO_ID_MCP_TOOLS = {"start_session", "list_waiting_handoffs"}
 
@@ -87,6 +95,8 @@ class Holdings:
     slug: str
     external_id: str
     blob_id: str  # a blob of ``session_id``, its bytes carrying the marker
+    claim_id: str  # a claim of a second handoff (a third one still waits)
+    waiting_id: str
 
     @property
     def secrets(self) -> list[str]:
@@ -97,6 +107,8 @@ class Holdings:
             self.ended_id,
             self.replay_id,
             self.blob_id,
+            self.claim_id,
+            self.waiting_id,
             self.tenant.workspace.workspace_id,
         ]
 
@@ -146,8 +158,26 @@ async def _populate(client: httpx.AsyncClient, tenant: Tenant, marker: str) -> H
     replay = await _ok(await client.post(f"{base}/replay", headers=headers, json={}))
     ended = await _ok(await client.post("/v1/sessions", headers=headers, json={"agent_type": f"agent-{marker}"}))
     await _ok(await client.post(f"/v1/sessions/{ended['session_id']}/fail", headers=headers, json={"reason": marker}))
+    handed = []
+    for _ in range(2):
+        other = await _ok(await client.post("/v1/sessions", headers=headers, json={"agent_type": f"agent-{marker}"}))
+        handoff = {"summary": f"queued {marker}"}
+        await _ok(await client.post(f"/v1/sessions/{other['session_id']}/handoff", headers=headers, json=handoff))
+        handed.append(other["session_id"])
+    claim = await client.post("/v1/handoffs/claim", headers=headers, json={})
+    assert claim.status_code == 201, claim.text
+    assert claim.json()["handoff_session_id"] == handed[0]  # the oldest; the other one waits
     return Holdings(
-        tenant, marker, sid, ended["session_id"], replay["session_id"], slug, f"ext-{marker}", blob["blob_id"]
+        tenant,
+        marker,
+        sid,
+        ended["session_id"],
+        replay["session_id"],
+        slug,
+        f"ext-{marker}",
+        blob["blob_id"],
+        claim.json()["claim_id"],
+        handed[1],
     )
 
 
@@ -166,12 +196,12 @@ def _takes_body(app: Litestar, method: str, template: str) -> bool:
     return "data" in handler.parsed_fn_signature.parameters
 
 
-def _fill(template: str, *, session_id: str, slug: str, blob_id: str) -> str:
+def _fill(template: str, *, session_id: str, slug: str, blob_id: str, claim_id: str) -> str:
     names = set(re.findall(r"{(\w+)}", template))
-    known = {"session_id", "slug", "entry_id", "blob_id"}
+    known = {"session_id", "slug", "entry_id", "blob_id", "claim_id"}
     assert names <= known, f"no value for the path parameters of {template}: {names}"
     filled = template.replace("{session_id}", session_id).replace("{slug}", slug).replace("{entry_id}", ENTRY)
-    return filled.replace("{blob_id}", blob_id)
+    return filled.replace("{blob_id}", blob_id).replace("{claim_id}", claim_id)
 
 
 def _leaks(text: str, owner: Holdings, *, sent: str = "") -> list[str]:
@@ -182,7 +212,7 @@ def _leaks(text: str, owner: Holdings, *, sent: str = "") -> list[str]:
 async def _snapshot(database: MongoDatabase, workspace_id: str) -> list[dict[str, Any]]:
     """Every document of a workspace, in a stable order."""
     docs: list[dict[str, Any]] = []
-    for collection in ("sessions", "log_pages", "plans", "api_keys", "workspaces"):
+    for collection in ("sessions", "log_pages", "plans", "api_keys", "workspaces", "claims"):
         docs += await database[collection].find({"workspace_id": workspace_id}).sort("_id", 1).to_list(None)
     files = await database["fs.files"].find({"metadata.workspace_id": workspace_id}).sort("_id", 1).to_list(None)
     chunks = database["fs.chunks"].find({"files_id": {"$in": [file["_id"] for file in files]}}).sort("_id", 1)
@@ -207,8 +237,12 @@ async def test_every_route_keeps_the_other_workspace_out(
 
     outcomes: list[str] = []
     for method, template in routes:
-        for session_id in (theirs.session_id, theirs.ended_id, theirs.replay_id):
-            path = _fill(template, session_id=session_id, slug=theirs.slug, blob_id=theirs.blob_id)
+        if (method, template) in STREAMS:
+            continue
+        for session_id in (theirs.session_id, theirs.ended_id, theirs.replay_id, theirs.waiting_id):
+            path = _fill(
+                template, session_id=session_id, slug=theirs.slug, blob_id=theirs.blob_id, claim_id=theirs.claim_id
+            )
             body = BODIES.get((method, template))
             response = await client.request(method, path, headers=mine.tenant.headers, json=body)
             leaked = _leaks(response.text, theirs, sent=path)
@@ -218,13 +252,16 @@ async def test_every_route_keeps_the_other_workspace_out(
                 assert response.status_code == 404, outcomes[-1] + f" {response.text[:300]}"
                 assert response.headers["content-type"].startswith(PROBLEM_JSON)
                 # Exactly the answer for an id that exists nowhere.
-                absent = _fill(template, session_id=ABSENT_SESSION, slug=ABSENT_SLUG, blob_id=ABSENT_BLOB)
+                absent = _fill(
+                    template, session_id=ABSENT_SESSION, slug=ABSENT_SLUG, blob_id=ABSENT_BLOB, claim_id=ABSENT_CLAIM
+                )
                 nowhere = await client.request(method, absent, headers=mine.tenant.headers, json=body)
                 swapped = nowhere.text.replace(ABSENT_SESSION, session_id).replace(ABSENT_SLUG, theirs.slug)
-                swapped = swapped.replace(ABSENT_BLOB, theirs.blob_id)
+                swapped = swapped.replace(ABSENT_BLOB, theirs.blob_id).replace(ABSENT_CLAIM, theirs.claim_id)
                 assert (nowhere.status_code, swapped) == (404, response.text), outcomes[-1]
             else:
-                assert response.status_code in (200, 201), outcomes[-1] + f" {response.text[:300]}"
+                expected = (EMPTY_ANSWERS[method, template],) if (method, template) in EMPTY_ANSWERS else (200, 201)
+                assert response.status_code in expected, outcomes[-1] + f" {response.text[:300]}"
             if "{session_id}" not in template:
                 break  # one call is enough where the session id plays no part
     # Listings aimed at the other workspace's values find nothing.
@@ -322,7 +359,7 @@ async def test_revoked_expired_unknown_and_missing_keys_get_the_same_401_everywh
     reference: dict[str, Any] | None = None
 
     for method, template in [*_http_routes(app), ("POST", "/mcp")]:
-        path = _fill(template, session_id=mine.session_id, slug=mine.slug, blob_id=mine.blob_id)
+        path = _fill(template, session_id=mine.session_id, slug=mine.slug, blob_id=mine.blob_id, claim_id=mine.claim_id)
         body = BODIES.get((method, template))
         for kind, headers in credentials.items():
             if template == "/mcp":
