@@ -40,17 +40,19 @@ ALL_TIME = Window()
 """No window: every session of the workspace."""
 
 
-def match_sessions(workspace_id: str, window: Window, **conditions: Any) -> Stage:
-    """The first stage of every pipeline: one workspace, the time window, and any further conditions."""
-    query: dict[str, Any] = {"workspace_id": workspace_id, **conditions}
+def window_conditions(window: Window) -> dict[str, Any]:
+    """The ``started_at`` condition of the window (none for all time)."""
     started: dict[str, datetime] = {}
     if window.since is not None:
         started["$gte"] = window.since
     if window.until is not None:
         started["$lt"] = window.until
-    if started:
-        query["started_at"] = started
-    return {"$match": query}
+    return {"started_at": started} if started else {}
+
+
+def match_sessions(workspace_id: str, window: Window, **conditions: Any) -> Stage:
+    """The first stage of every pipeline: one workspace, the time window, and any further conditions."""
+    return {"$match": {"workspace_id": workspace_id, **conditions, **window_conditions(window)}}
 
 
 def is_(field: str, value: str) -> dict[str, Any]:

@@ -7,8 +7,8 @@ Every pipeline starts with a ``$match`` on ``workspace_id`` (plus the ``started_
   (no document is fetched); ``artifacts`` filters on its ``artifact_count`` key before fetching;
 - ``errors`` walks the partial index ``analytics_with_errors`` (sessions whose ``error_count`` is positive), most
   recently active first, and the sealed pages holding errors;
-- ``stale`` walks ``idle_by_status`` longest idle first, ``handoffs`` the partial ``analytics_waiting_handoffs``
-  longest waiting first, probing ``lineage`` once per candidate;
+- ``stale`` walks ``idle_by_status`` longest idle first, ``handoffs`` the partial ``waiting_handoffs`` longest
+  waiting first, a keyset page at a time, probing ``lineage`` once per candidate (``handoff.claims.waiting``);
 - ``lineage`` follows ``replayed_from`` with ``$graphLookup`` over ``workspace_session_unique`` and ``lineage``.
 
 Percentiles are computed in the pipeline without ``$percentile`` (MongoDB 7.0+): the durations are pushed into one
@@ -37,7 +37,9 @@ from handoff.analytics.expressions import (
     nearest_rank,
     pairs_to_object,
     round2,
+    window_conditions,
 )
+from handoff.claims import waiting
 from handoff.sessions.models import ArtifactAction, EntryType, LogPage, Session, SessionStatus
 
 
@@ -353,63 +355,11 @@ def stale(workspace_id: str, window: Window, *, now: datetime, idle_minutes: int
 
 
 def handoffs(workspace_id: str, window: Window, limit: int) -> Pipeline:
-    """Paused sessions with handoff notes that no session continues yet (none has them as ``replayed_from``) and no
-    claim holds, the longest waiting first (by ``paused_at``)."""
-    return [
-        match_sessions(
-            workspace_id,
-            window,
-            status=SessionStatus.PAUSED.value,
-            handoff_notes={"$type": "object"},
-        ),
-        {"$sort": {"paused_at": 1, "session_id": 1}},
-        # A claim that holds the handoff hides it; the replays of claims that let go of it do not continue it.
-        {
-            "$lookup": {
-                "from": "claims",
-                "localField": "session_id",
-                "foreignField": "handoff_session_id",
-                "pipeline": [
-                    {"$match": {"workspace_id": workspace_id}},
-                    {"$project": {"_id": 0, "session_id": 1, "holds": 1}},
-                ],
-                "as": "claims",
-            }
-        },
-        {"$match": {"claims.holds": {"$ne": True}}},
-        {
-            "$lookup": {
-                "from": "sessions",
-                "localField": "session_id",
-                "foreignField": "replayed_from",
-                "let": {"claim_replays": "$claims.session_id"},
-                "pipeline": [
-                    {
-                        "$match": {
-                            "workspace_id": workspace_id,
-                            "$expr": {"$not": {"$in": ["$session_id", "$$claim_replays"]}},
-                        }
-                    },
-                    {"$limit": 1},
-                    {"$project": {"_id": 1}},
-                ],
-                "as": "continued",
-            }
-        },
-        {"$match": {"continued": {"$size": 0}}},
-        {"$limit": limit},
-        {
-            "$project": {
-                "_id": 0,
-                "session_id": 1,
-                "agent_type": 1,
-                "summary": {"$ifNull": ["$handoff_notes.summary", ""]},
-                "next_steps": {"$ifNull": ["$handoff_notes.next_steps", []]},
-                "blockers": {"$ifNull": ["$handoff_notes.blockers", []]},
-                "paused_since": {"$ifNull": ["$paused_at", "$updated_at"]},
-            }
-        },
-    ]
+    """The first keyset page of the waiting handoffs no claim marks (``handoff.claims.waiting``, the definition the
+    claim search shares), longest waiting first: what the route reads first, and what ``explain`` looks at. The
+    route itself runs ``waiting.find``, which adds the handoffs whose claim lapsed and reads further pages when
+    some candidates are continued."""
+    return waiting.unclaimed_page(workspace_id, window_conditions(window), size=limit)
 
 
 #: What a lineage row shows of each session found along ``replayed_from``.

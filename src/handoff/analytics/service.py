@@ -12,7 +12,7 @@ from typing import Any
 
 from handoff import clock
 from handoff.analytics import pipelines
-from handoff.analytics.expressions import ALL_TIME, Bucket, Pipeline, Window
+from handoff.analytics.expressions import ALL_TIME, Bucket, Pipeline, Window, window_conditions
 from handoff.analytics.schemas import (
     Activity,
     AgentList,
@@ -24,7 +24,9 @@ from handoff.analytics.schemas import (
     PathList,
     StaleList,
     Summary,
+    WaitingHandoff,
 )
+from handoff.claims import waiting
 from handoff.errors import FieldError, Invalid, NotFound
 from handoff.sessions.models import Session, SessionStatus
 
@@ -132,8 +134,25 @@ async def stale(workspace_id: str, *, idle_minutes: int = 30, limit: int = 100, 
 
 
 async def handoffs(workspace_id: str, *, limit: int = 100, window: Window = ALL_TIME) -> HandoffList:
-    """Paused sessions with handoff notes that no replay continues yet."""
-    return HandoffList.model_validate({"items": await _rows(pipelines.handoffs(workspace_id, window, limit))})
+    """Paused sessions with handoff notes that no replay continues yet and no claim holds now (the claim search's
+    own definition, ``handoff.claims.waiting``: a claim whose lease ran out hides nothing)."""
+    found = await waiting.find(
+        workspace_id, limit=limit, now=clock.now(), match=window_conditions(window), max_time_ms=MAX_TIME_MS
+    )
+    return HandoffList(items=[waiting_handoff(item.handoff) for item in found])
+
+
+def waiting_handoff(handoff: dict[str, Any]) -> WaitingHandoff:
+    """A waiting handoff's row."""
+    notes = handoff.get("handoff_notes") or {}
+    return WaitingHandoff(
+        session_id=handoff["session_id"],
+        agent_type=handoff.get("agent_type"),
+        summary=notes.get("summary") or "",
+        next_steps=notes.get("next_steps") or [],
+        blockers=notes.get("blockers") or [],
+        paused_since=handoff.get("paused_at") or handoff["updated_at"],
+    )
 
 
 async def lineage(workspace_id: str, session_id: str) -> Lineage:

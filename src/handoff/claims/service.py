@@ -1,17 +1,23 @@
 """Claiming a waiting handoff exactly once, renewing and releasing the lease, and reading claims.
 
-A claim is one transaction (the bundled mongod is a replica set): find the oldest waiting handoff, end any
-lapsed claim of it, insert the new claim (the unique ``one_holding_claim_per_handoff`` index makes a second
-claimer of the same handoff conflict), and open the replay session through ``sessions.service.replay_session``.
-If anything fails in between, nothing is committed and the handoff is still waiting. Racing claimers conflict on
-the index; ``with_transaction`` retries the transient write conflicts, and a duplicate key (the other claim
-committed first) starts the search again, so every claimer ends with a distinct handoff or with nothing.
+A claim is one transaction (the bundled mongod is a replica set): find the oldest waiting handoff (``waiting``,
+the definition analytics shares), end any lapsed claim of it, insert the new claim (the unique
+``one_holding_claim_per_handoff`` index makes a second claimer of the same handoff conflict), open the replay
+session through ``sessions.service.replay_session``, and mark the handoff's document with the claim
+(``Session.claim``, guarded by the mark the search saw). If anything fails in between, nothing is committed and
+the handoff is still waiting. Racing claimers conflict on the index or the mark; ``with_transaction`` retries the
+transient write conflicts, and a duplicate key or a moved mark starts the search again, so every claimer ends
+with a distinct handoff or with nothing.
+
+Ending a claim (release, an expired lease, the sweep) clears the mark and writes ``Session.last_claim`` in the
+same transaction; the change stream turns those two fields into ``handoff.claimed``, ``handoff.released`` and
+``handoff.waiting`` (``events.mapping``), so every worker streams them, resumably, and nothing is published here.
 """
 
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from contextlib import suppress
 from datetime import datetime
 from typing import Any
 
@@ -21,23 +27,20 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from handoff import clock, metrics
-from handoff.claims import views
-from handoff.claims.models import Claim, ClaimState
+from handoff.claims import views, waiting
+from handoff.claims.models import Claim, ClaimState, EndedState
 from handoff.claims.schemas import ClaimCreated, ClaimRead, ClaimRequest, Heartbeat
 from handoff.config import Settings
-from handoff.errors import Conflict, FieldError, Invalid, NotFound
+from handoff.errors import Conflict, FieldError, Invalid, NotFound, SessionEnded
 from handoff.idempotency import service as idempotency
 from handoff.sessions import service as sessions
 from handoff.sessions import store
-from handoff.sessions.lifecycle import Operation, accepted_statuses
 from handoff.sessions.models import SessionStatus
 from handoff.sessions.schemas import SessionRead
 from handoff.workspaces.schemas import Principal
 
 #: How many times a claimer searches again after another claimer took the handoff it chose.
 CLAIM_ATTEMPTS = 100
-#: The replay session's fields a claim's state is derived from.
-_REPLAY_FIELDS = {"_id": 0, "session_id": 1, "status": 1, "last_active_at": 1, "ended_at": 1}
 
 
 def claims() -> AsyncCollection[dict[str, Any]]:
@@ -49,145 +52,84 @@ def new_claim_id() -> str:
     return f"clm_{secrets.token_hex(12)}"
 
 
-def publish_claim_event(event_type: str, claim: dict[str, Any]) -> None:
-    """The hook where ``handoff.claimed`` / ``handoff.released`` / ``handoff.waiting`` events are published.
-
-    A no-op until the events half of issue 15 lands: it is called after the change is committed, with the
-    stored claim document, so the events code can fan it out (or watch the ``claims`` collection instead).
-    """
-    del event_type, claim
+class _Taken(Exception):
+    """The handoff chosen is no longer the one the search saw (another claimer marked it first): look again."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Candidate:
-    handoff_session_id: str
-    lapsed: dict[str, Any] | None  # the holding claim whose lease ran out (or whose replay failed), to end
-
-
-def _waiting_pipeline(workspace_id: str, data: ClaimRequest) -> list[dict[str, Any]]:
-    """Paused sessions with handoff notes, oldest pause first, with their claims (and each claim's replay) and the
-    sessions that continue them; which of these still wait is decided in :func:`_waiting`."""
-    match: dict[str, Any] = {"workspace_id": workspace_id, "status": "paused", "handoff_notes": {"$type": "object"}}
+def _filters(data: ClaimRequest) -> dict[str, Any]:
+    match: dict[str, Any] = {}
     if data.agent_type is not None:
         match["agent_type"] = data.agent_type
     if data.plan is not None:
         match["plan"] = data.plan
-    return [
-        {"$match": match},
-        {"$sort": {"paused_at": 1, "session_id": 1}},
-        {"$project": {"_id": 0, "session_id": 1}},
-        {
-            "$lookup": {
-                "from": "claims",
-                "localField": "session_id",
-                "foreignField": "handoff_session_id",
-                "pipeline": [
-                    {"$match": {"workspace_id": workspace_id}},
-                    {
-                        "$lookup": {
-                            "from": "sessions",
-                            "localField": "session_id",
-                            "foreignField": "session_id",
-                            "pipeline": [{"$match": {"workspace_id": workspace_id}}, {"$project": _REPLAY_FIELDS}],
-                            "as": "replay",
-                        }
-                    },
-                ],
-                "as": "claims",
-            }
-        },
-        {
-            "$lookup": {
-                "from": "sessions",
-                "localField": "session_id",
-                "foreignField": "replayed_from",
-                "pipeline": [{"$match": {"workspace_id": workspace_id}}, {"$project": {"_id": 0, "session_id": 1}}],
-                "as": "continued",
-            }
-        },
-    ]
+    return match
 
 
-def _waiting(row: dict[str, Any], now: datetime) -> _Candidate | None:
-    """The handoff of ``row`` if it waits: no replay but its claims' continues it, and no claim holds it now."""
-    claim_replays = {claim.get("session_id") for claim in row["claims"]}
-    if any(other["session_id"] not in claim_replays for other in row["continued"]):
-        return None
-    lapsed = None
-    for claim in row["claims"]:
-        if not claim["holds"]:
-            continue
-        replay = claim["replay"][0] if claim["replay"] else None
-        state = views.derive(claim, replay, now).state
-        if state in ("active", "completed"):
-            return None
-        lapsed = {**claim, "derived_state": state}
-    return _Candidate(row["session_id"], lapsed)
-
-
-async def _find_waiting(workspace_id: str, data: ClaimRequest, txn: AsyncClientSession) -> _Candidate | None:
-    now = clock.now()
-    cursor = await store.sessions().aggregate(_waiting_pipeline(workspace_id, data), session=txn)
-    async for row in cursor:
-        candidate = _waiting(row, now)
-        if candidate is not None:
-            await cursor.close()
-            return candidate
-    return None
+def _mark(claim: dict[str, Any]) -> dict[str, Any]:
+    """What the handoff's document keeps of the claim that holds it (``Session.claim``)."""
+    return {name: claim.get(name) for name in ("claim_id", "session_id", "agent_type", "claimed_at", "lease_seconds")}
 
 
 async def _fail_replay(workspace_id: str, session_id: str | None, summary: str, txn: AsyncClientSession) -> None:
-    """End a lapsed or released claim's replay session as failed, saying why (when it is still open)."""
+    """End a lapsed or released claim's replay session as ``POST /fail`` would, saying why (when still open)."""
     if session_id is None:
         return
-    now = clock.now()
-    await store.sessions().update_one(
-        {**store.key(workspace_id, session_id), "status": {"$in": accepted_statuses(Operation.END)}},
-        {
-            "$set": {
-                "status": SessionStatus.FAILED.value,
-                "final_summary": summary,
-                "ended_at": now,
-                "updated_at": now,
-                "paused_at": None,
-            }
-        },
-        session=txn,
-    )
+    with suppress(SessionEnded, NotFound):  # the agent ended it (or erased it) itself: nothing left to fail
+        await sessions.end(workspace_id, session_id, status=SessionStatus.FAILED, summary=summary, txn=txn)
 
 
-async def _end_claim(claim: dict[str, Any], state: ClaimState, reason: str, txn: AsyncClientSession) -> bool:
-    """Stop ``claim`` holding its handoff (as ``expired`` or ``released``) and fail its replay; false if it no
-    longer held it."""
+async def _end_claim(
+    claim: dict[str, Any],
+    replay: dict[str, Any] | None,
+    state: EndedState,
+    reason: str,
+    txn: AsyncClientSession,
+    *,
+    let_go: bool = True,
+) -> dict[str, Any] | None:
+    """Stop ``claim`` holding its handoff (as ``expired`` or ``released``) and fail its replay: the claim as it
+    ended (``Session.last_claim``), or ``None`` if it no longer held it. ``let_go``: also clear the handoff's mark
+    (a claim of it again sets the mark itself, in the same update)."""
     now = clock.now()
+    workspace_id = claim["workspace_id"]
     result = await claims().update_one(
-        {"workspace_id": claim["workspace_id"], "claim_id": claim["claim_id"], "holds": True},
+        {"workspace_id": workspace_id, "claim_id": claim["claim_id"], "holds": True, "ended_state": None},
         {"$set": {"holds": False, "ended_state": state, "ended_at": now, "reason": reason}},
         session=txn,
     )
     if result.modified_count == 0:
-        return False
-    await _fail_replay(claim["workspace_id"], claim.get("session_id"), reason, txn)
-    return True
+        return None
+    await _fail_replay(workspace_id, claim.get("session_id"), reason, txn)
+    ended_claim = {**claim, "ended_state": state, "ended_at": now}
+    ended = views.claim_read(ended_claim, replay, now).model_dump() | {"reason": reason}
+    if let_go:
+        await store.sessions().update_one(
+            {**store.key(workspace_id, claim["handoff_session_id"]), "claim.claim_id": claim["claim_id"]},
+            {"$set": {"last_claim": ended}, "$unset": {"claim": ""}},
+            session=txn,
+        )
+    return ended
 
 
 async def _claim_once(
     principal: Principal, data: ClaimRequest, claim_id: str, settings: Settings, txn: AsyncClientSession
-) -> tuple[dict[str, Any], sessions.Created, dict[str, Any] | None] | None:
-    """The claim transaction's body: ``(claim, replay, lapsed claim ended)``, or ``None`` when nothing waits."""
-    candidate = await _find_waiting(principal.workspace_id, data, txn)
-    if candidate is None:
+) -> tuple[dict[str, Any], sessions.Created, waiting.Waiting] | None:
+    """The claim transaction's body: ``(claim, replay, the handoff it took)``, or ``None`` when nothing waits."""
+    found = await waiting.find(principal.workspace_id, limit=1, now=clock.now(), match=_filters(data), txn=txn)
+    if not found:
         return None
+    candidate = found[0]
+    ended = None
     if candidate.lapsed is not None:
-        why = "lease expired" if candidate.lapsed["derived_state"] == "expired" else "replay session failed"
-        state: ClaimState = "expired" if candidate.lapsed["derived_state"] == "expired" else "released"
+        why = "lease expired" if candidate.lapsed_state == "expired" else "replay session failed"
+        state: EndedState = "expired" if candidate.lapsed_state == "expired" else "released"
         reason = f"claim {candidate.lapsed['claim_id']} ended ({why}); the handoff was claimed again"
-        await _end_claim(candidate.lapsed, state, reason, txn)
+        ended = await _end_claim(candidate.lapsed, candidate.replay, state, reason, txn, let_go=False)
     now = clock.now()
     claim = Claim(
         claim_id=claim_id,
         workspace_id=principal.workspace_id,
-        handoff_session_id=candidate.handoff_session_id,
+        handoff_session_id=candidate.session_id,
         agent_type=data.agent_type,
         claimed_at=now,
         renewed_at=now,
@@ -195,7 +137,7 @@ async def _claim_once(
     )
     await claim.insert(session=txn)
     replay = await sessions.replay_session(
-        principal, candidate.handoff_session_id, agent_type=data.agent_type, settings=settings, txn=txn
+        principal, candidate.session_id, agent_type=data.agent_type, settings=settings, txn=txn
     )
     await claims().update_one(
         {"workspace_id": principal.workspace_id, "claim_id": claim.claim_id},
@@ -203,7 +145,21 @@ async def _claim_once(
         session=txn,
     )
     stored = claim.model_dump(exclude={"id", "revision_id"}) | {"session_id": replay.session.session_id}
-    return stored, replay, candidate.lapsed
+    # The mark on the handoff, guarded by the one the search saw: a claimer that marked it since makes this match
+    # nothing (or conflict), and the search starts again. No updated_at: the handoff's Session body is unchanged.
+    marked = await store.sessions().update_one(
+        {
+            **store.key(principal.workspace_id, candidate.session_id),
+            "status": SessionStatus.PAUSED.value,
+            "claim.claim_id": candidate.marked_by,
+            "claim.completed_at": None,
+        },
+        {"$set": {"claim": _mark(stored), **({"last_claim": ended} if ended else {})}},
+        session=txn,
+    )
+    if marked.matched_count == 0:
+        raise _Taken
+    return stored, replay, candidate
 
 
 def _created(claim: dict[str, Any], session: SessionRead) -> ClaimCreated:
@@ -245,17 +201,15 @@ async def claim_handoff(
         try:
             async with client.start_session() as txn:
                 done = await txn.with_transaction(lambda txn: _claim_once(principal, data, claim_id, settings, txn))
-        except DuplicateKeyError:  # another claimer committed this handoff (or this claim id) first: look again
+        except (DuplicateKeyError, _Taken):  # another claimer committed this handoff (or claim id) first: look again
             continue
         if done is None:
             metrics.claim("empty")
             return None, False
-        claim, replay, lapsed = done
-        if lapsed is not None:
-            metrics.claim("expired" if lapsed["derived_state"] == "expired" else "released")
-            publish_claim_event("handoff.released", lapsed)
+        claim, replay, taken = done
+        if taken.lapsed_state is not None:
+            metrics.claim("expired" if taken.lapsed_state == "expired" else "released")
         metrics.claim("claimed")
-        publish_claim_event("handoff.claimed", claim)
         return _created(claim, replay.session), True
     raise Conflict("too many claimers raced for the same handoffs; retry the claim")
 
@@ -270,28 +224,39 @@ async def _load(workspace_id: str, claim_id: str) -> tuple[dict[str, Any], dict[
         raise NotFound(f"claim {claim_id} not found")
     replay = None
     if claim.get("session_id"):
-        replay = await store.sessions().find_one(store.key(workspace_id, claim["session_id"]), _REPLAY_FIELDS)
+        replay = await store.sessions().find_one(store.key(workspace_id, claim["session_id"]), waiting.REPLAY_FIELDS)
     return claim, replay
 
 
-async def _settle_completed(claim: dict[str, Any], derived: views.Derived) -> None:
-    """Store a completion the first time a read derives it, so it is counted once."""
+async def settle_completed(claim: dict[str, Any], derived: views.Derived) -> bool:
+    """Store a completion the first time a read (or the sweep) derives it, so it is counted once; true if this
+    call stored it. The handoff's mark first (``claim.completed_at`` takes it out of the waiting search for good),
+    then the claim: a crash in between leaves the claim unsettled, and the next read finishes."""
     if derived.state != "completed" or claim.get("ended_state"):
-        return
+        return False
+    workspace_id = claim["workspace_id"]
+    await store.sessions().update_one(
+        {
+            **store.key(workspace_id, claim["handoff_session_id"]),
+            "claim.claim_id": claim["claim_id"],
+            "claim.completed_at": None,
+        },
+        {"$set": {"claim.completed_at": derived.ended_at}},
+    )
     result = await claims().update_one(
-        {"workspace_id": claim["workspace_id"], "claim_id": claim["claim_id"], "ended_state": None},
+        {"workspace_id": workspace_id, "claim_id": claim["claim_id"], "ended_state": None},
         {"$set": {"ended_state": "completed", "ended_at": derived.ended_at}},
     )
     if result.modified_count:
         metrics.claim("completed")
-        publish_claim_event("handoff.completed", claim)
+    return bool(result.modified_count)
 
 
 async def get_claim(workspace_id: str, claim_id: str) -> ClaimRead:
     """One claim of the workspace, its state as of now, or 404."""
     claim, replay = await _load(workspace_id, claim_id)
     read = views.claim_read(claim, replay, clock.now())
-    await _settle_completed(claim, views.derive(claim, replay, clock.now()))
+    await settle_completed(claim, views.derive(claim, replay, clock.now()))
     return read
 
 
@@ -326,7 +291,7 @@ async def list_claims(
     replays = {
         doc["session_id"]: doc
         async for doc in store.sessions().find(
-            {"workspace_id": workspace_id, "session_id": {"$in": replay_ids}}, _REPLAY_FIELDS
+            {"workspace_id": workspace_id, "session_id": {"$in": replay_ids}}, waiting.REPLAY_FIELDS
         )
     }
     now = clock.now()
@@ -357,10 +322,20 @@ async def release(workspace_id: str, claim_id: str, reason: str | None) -> Claim
     if derived.state != "active":
         raise Conflict(f"claim {claim_id} is {derived.state}; only an active claim can be released")
     summary = f"claim {claim_id} released" + (f": {reason}" if reason else "")
-    async with store.sessions().database.client.start_session() as txn:
-        released = await txn.with_transaction(lambda txn: _end_claim(claim, "released", summary, txn))
-    if not released:
+    if await end_claim(claim, replay, "released", summary) is None:
         raise Conflict(f"claim {claim_id} ended while this request ran")
-    metrics.claim("released")
-    publish_claim_event("handoff.released", claim)
     return await get_claim(workspace_id, claim_id)
+
+
+async def end_claim(
+    claim: dict[str, Any], replay: dict[str, Any] | None, state: EndedState, reason: str
+) -> dict[str, Any] | None:
+    """End a holding claim as ``released`` or ``expired`` in one transaction (its replay fails, its handoff waits
+    again, ``handoff.released`` follows from the change); ``None`` when it had ended already (counted once)."""
+    async with store.sessions().database.client.start_session() as txn:
+        ended: dict[str, Any] | None = await txn.with_transaction(
+            lambda txn: _end_claim(claim, replay, state, reason, txn)
+        )
+    if ended is not None:
+        metrics.claim(state)
+    return ended

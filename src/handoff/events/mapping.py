@@ -3,7 +3,8 @@
 What a change means is fixed by the paged layout (see the README's paged-log section): an insert is a session
 created (unless it is a migration re-keying one), a delete a session deleted, an update with ``last_removal``
 entries removed, one with ``pages_version`` alone a seal (nothing new), one with ``work_log.<i>`` /
-``artifacts.<i>`` keys entries appended, and one of the session's own fields a session updated. Only the
+``artifacts.<i>`` keys entries appended, one of the session's own fields a session updated, and a handoff's
+``claim`` / ``last_claim`` a claim taking or letting go of it. Only the
 ``updateDescription`` is read: the entries appended are its values, so no lookup of the whole document is needed.
 
 A change may mean several events (a batch append is one update); each gets a :class:`Position` in the stream
@@ -15,9 +16,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, get_args
 
+from handoff.claims.schemas import ClaimRead
 from handoff.metrics import EventType
 from handoff.sessions import views
 
@@ -130,6 +132,36 @@ def events_of(change: Mapping[str, Any], now: datetime) -> list[Event]:
         events.append(event("session.updated", changes=changes))
         if "handoff_notes" in changes and fields.get("status") == "paused":
             events.append(event("handoff.waiting", handoff_notes=changes["handoff_notes"]))
+    return events + _claim_events(session_id, description, event)
+
+
+def _claim_events(session_id: str, description: Mapping[str, Any], event: Any) -> list[Event]:
+    """A claim's marks on its handoff's document: ``last_claim`` written is a claim that let go
+    (``handoff.released``, and ``handoff.waiting`` when the same update cleared the mark rather than a new claim
+    taking it), ``claim`` set is a claim that took it (``handoff.claimed``). ``claim.completed_at`` (a claim's
+    replay completed) is no event of the handoff: the replay's own ``session.updated`` says it."""
+    fields: Mapping[str, Any] = description.get("updatedFields", {})
+    events: list[Event] = []
+    ended = fields.get("last_claim")
+    if isinstance(ended, Mapping):
+        body = ClaimRead.model_validate(ended).model_dump(mode="json")
+        events.append(event("handoff.released", claim=body, reason=ended.get("reason")))
+        if "claim" in description.get("removedFields", ()) or ("claim" in fields and fields["claim"] is None):
+            events.append(event("handoff.waiting", released_claim_id=body["claim_id"]))
+    mark = fields.get("claim")
+    if isinstance(mark, Mapping):
+        claimed_at = mark["claimed_at"]
+        body = ClaimRead(
+            claim_id=mark["claim_id"],
+            handoff_session_id=session_id,
+            session_id=mark.get("session_id"),
+            agent_type=mark.get("agent_type"),
+            state="active",
+            claimed_at=claimed_at,
+            lease_expires_at=claimed_at + timedelta(seconds=mark["lease_seconds"]),
+            ended_at=None,
+        ).model_dump(mode="json")
+        events.append(event("handoff.claimed", claim=body))
     return events
 
 

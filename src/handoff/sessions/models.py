@@ -122,6 +122,12 @@ class Session(Document):
     payload_bytes: int = 0
     #: What the last removal took (``{kind, ids, at}``), written by the removing update so a change stream sees it.
     last_removal: dict[str, Any] | None = None
+    #: A handoff's claim (``handoff.claims``): the claim that holds it (``{claim_id, session_id, agent_type,
+    #: claimed_at, lease_seconds}``, and ``completed_at`` once its replay completed), set and cleared in the claims'
+    #: own transactions; and the claim that last let go of it, written by the update that lets go, so a change
+    #: stream sees what ended (the way ``last_removal`` works). Neither moves ``updated_at``: the Session is unchanged.
+    claim: dict[str, Any] | None = None
+    last_claim: dict[str, Any] | None = None
     replayed_from: str | None = None
     duration_minutes: int | None = None
     legacy: dict[str, Any] | None = None
@@ -201,13 +207,17 @@ class Session(Document):
                 name="analytics_with_errors",
                 partialFilterExpression={"error_count": {"$gt": 0}},
             ),
+            # Waiting handoffs (handoff.claims.waiting): the unclaimed ones in paused_at order (claim.* null), apart
+            # from those an open claim still marks (claim.claim_id set) and those a claim completed (never scanned).
             IndexModel(
                 [
                     ("workspace_id", pymongo.ASCENDING),
+                    ("claim.completed_at", pymongo.ASCENDING),
+                    ("claim.claim_id", pymongo.ASCENDING),
                     ("paused_at", pymongo.ASCENDING),
                     ("session_id", pymongo.ASCENDING),
                 ],
-                name="analytics_waiting_handoffs",
+                name="waiting_handoffs",
                 partialFilterExpression={"status": SessionStatus.PAUSED.value, "handoff_notes": {"$type": "object"}},
             ),
         ]

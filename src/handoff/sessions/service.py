@@ -304,13 +304,17 @@ async def delete_session(workspace_id: str, session_id: str) -> None:
 
 
 async def _transition(
-    workspace_id: str, session_id: str, operation: Operation, update: dict[str, Any] | list[dict[str, Any]]
+    workspace_id: str,
+    session_id: str,
+    operation: Operation,
+    update: dict[str, Any] | list[dict[str, Any]],
+    txn: AsyncClientSession | None = None,
 ) -> SessionRead:
     guard = {**store.key(workspace_id, session_id), **store.PAGED, "status": {"$in": accepted_statuses(operation)}}
     for _ in range(2):  # a second time only after migrating a session stored in the old layout
         try:
             doc = await store.sessions().find_one_and_update(
-                guard, update, projection=store.SESSION_PROJECTION, return_document=ReturnDocument.AFTER
+                guard, update, projection=store.SESSION_PROJECTION, return_document=ReturnDocument.AFTER, session=txn
             )
         except OperationFailure as exc:
             # A write that would pass MongoDB's 16 MiB (open pages near their bound plus a huge context): the same
@@ -369,8 +373,17 @@ async def resume(workspace_id: str, session_id: str) -> SessionRead:
     )
 
 
-async def end(workspace_id: str, session_id: str, *, status: SessionStatus, summary: str | None) -> SessionRead:
-    """End the session as completed or failed; it accepts nothing afterwards."""
+async def end(
+    workspace_id: str,
+    session_id: str,
+    *,
+    status: SessionStatus,
+    summary: str | None,
+    txn: AsyncClientSession | None = None,
+) -> SessionRead:
+    """End the session as completed or failed; it accepts nothing afterwards.
+
+    ``txn``: a transaction the end joins (a claim that lets go fails its replay in its own, exactly as ``/fail``)."""
     if status not in (SessionStatus.COMPLETED, SessionStatus.FAILED):
         raise Invalid("status must be completed or failed", errors=[FieldError("status", "completed or failed")])
     now = clock.now()
@@ -391,6 +404,7 @@ async def end(workspace_id: str, session_id: str, *, status: SessionStatus, summ
                 }
             }
         ],
+        txn,
     )
 
 
