@@ -12,6 +12,9 @@ import httpx
 import pytest
 
 from handoff import clock
+from handoff.analytics import pipelines
+from handoff.analytics import service as analytics
+from handoff.analytics.expressions import ALL_TIME
 from handoff.sessions import service as sessions_service
 from tests.api import Api, ok, problem
 from tests.factories import Tenant
@@ -209,3 +212,59 @@ async def test_a_repeated_idempotency_key_returns_the_same_claim(
     assert again["claim_id"] == first["claim_id"]
     assert again["session"]["session_id"] == first["session"]["session_id"]
     assert len(ok(await claims_call(client, tenant, "GET"))["items"]) == 1
+
+
+async def test_analytics_lists_a_handoff_whose_lease_ran_out_though_nobody_claimed_it_again(
+    client: httpx.AsyncClient, tenant: Tenant, api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pinned = Clock()
+    monkeypatch.setattr(clock, "now", pinned.now)
+    sid = await waiting_handoff(api)
+    await claim(client, tenant, {"lease_seconds": 60})
+    handoffs = "/v1/analytics/handoffs"
+    assert ok(await client.get(handoffs, headers=tenant.headers))["items"] == []
+    pinned.at += timedelta(seconds=61)
+    assert [row["session_id"] for row in ok(await client.get(handoffs, headers=tenant.headers))["items"]] == [sid]
+
+
+async def test_a_replay_its_agent_failed_lets_the_handoff_wait_again(
+    client: httpx.AsyncClient, tenant: Tenant, api: Api
+) -> None:
+    sid = await waiting_handoff(api)
+    made = ok(await claim(client, tenant), 201)
+    await api.post(made["session"]["session_id"], "fail", {"reason": "gave up"})
+    rows = ok(await client.get("/v1/analytics/handoffs", headers=tenant.headers))["items"]
+    assert [row["session_id"] for row in rows] == [sid]
+    again = ok(await claim(client, tenant), 201)
+    assert again["handoff_session_id"] == sid
+    old = ok(await claims_call(client, tenant, "GET", f"/{made['claim_id']}"))
+    assert old["state"] == "released"
+    assert (await api.get(made["session"]["session_id"]))["final_summary"] == "gave up"  # the agent's own words
+
+
+async def test_a_released_replay_is_ended_as_post_fail_ends_it(
+    client: httpx.AsyncClient, tenant: Tenant, api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pinned = Clock()
+    monkeypatch.setattr(clock, "now", pinned.now)
+    await waiting_handoff(api)
+    made = ok(await claim(client, tenant, {"lease_seconds": 3600}), 201)
+    pinned.at += timedelta(minutes=7)
+    ok(await claims_call(client, tenant, "POST", f"/{made['claim_id']}/release", json={}))
+    replay = await api.get(made["session"]["session_id"])
+    assert (replay["status"], replay["duration_minutes"], replay["duration"]) == ("failed", 7, "7m")
+    assert replay["ended_at"] == pinned.at.isoformat()
+
+
+async def test_the_waiting_search_examines_about_one_page_of_documents(
+    client: httpx.AsyncClient, tenant: Tenant, api: Api
+) -> None:
+    made = [await waiting_handoff(api) for _ in range(40)]
+    for sid in made[:3]:  # continued by a plain replay: never waiting again, and skipped past by the pages
+        await api.post(sid, "replay", status=201)
+    rows = ok(await client.get("/v1/analytics/handoffs", params={"limit": 20}, headers=tenant.headers))["items"]
+    assert [row["session_id"] for row in rows] == made[3:23]
+    verdict = await analytics.explain(pipelines.handoffs(tenant.workspace.workspace_id, ALL_TIME, 20))
+    assert verdict.indexes == ["waiting_handoffs"]
+    assert verdict.docs_examined == 20 + 3  # the page's candidates, and the three replays their lookups find
+    assert ok(await claim(client, tenant), 201)["handoff_session_id"] == made[3]

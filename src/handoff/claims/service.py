@@ -65,9 +65,11 @@ def _filters(data: ClaimRequest) -> dict[str, Any]:
     return match
 
 
-def _mark(claim: dict[str, Any]) -> dict[str, Any]:
-    """What the handoff's document keeps of the claim that holds it (``Session.claim``)."""
-    return {name: claim.get(name) for name in ("claim_id", "session_id", "agent_type", "claimed_at", "lease_seconds")}
+def _mark(claim: dict[str, Any], replay: SessionRead) -> dict[str, Any]:
+    """What the handoff's document keeps of the claim that holds it (``Session.claim``): enough for the
+    ``handoff.claimed`` event to carry the claim as its first answer gave it."""
+    kept = {name: claim.get(name) for name in ("claim_id", "session_id", "agent_type", "claimed_at", "lease_seconds")}
+    return kept | {"lease_expires_at": views.lease_expires_at(claim, {"last_active_at": replay.last_active_at})}
 
 
 async def _fail_replay(workspace_id: str, session_id: str | None, summary: str, txn: AsyncClientSession) -> None:
@@ -154,7 +156,7 @@ async def _claim_once(
             "claim.claim_id": candidate.marked_by,
             "claim.completed_at": None,
         },
-        {"$set": {"claim": _mark(stored), **({"last_claim": ended} if ended else {})}},
+        {"$set": {"claim": _mark(stored, replay.session), **({"last_claim": ended} if ended else {})}},
         session=txn,
     )
     if marked.matched_count == 0:

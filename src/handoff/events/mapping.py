@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, get_args
 
 from handoff.claims.schemas import ClaimRead
@@ -150,15 +150,14 @@ def _claim_events(session_id: str, description: Mapping[str, Any], event: Any) -
             events.append(event("handoff.waiting", released_claim_id=body["claim_id"]))
     mark = fields.get("claim")
     if isinstance(mark, Mapping):
-        claimed_at = mark["claimed_at"]
         body = ClaimRead(
             claim_id=mark["claim_id"],
             handoff_session_id=session_id,
             session_id=mark.get("session_id"),
             agent_type=mark.get("agent_type"),
             state="active",
-            claimed_at=claimed_at,
-            lease_expires_at=claimed_at + timedelta(seconds=mark["lease_seconds"]),
+            claimed_at=mark["claimed_at"],
+            lease_expires_at=mark["lease_expires_at"],
             ended_at=None,
         ).model_dump(mode="json")
         events.append(event("handoff.claimed", claim=body))
