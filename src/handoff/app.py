@@ -23,6 +23,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from handoff import __version__
 from handoff.auth import KeyCache, api_key_guard, provide_principal
+from handoff.claims import sweep as claim_sweep
 from handoff.config import Settings, get_settings
 from handoff.db import MongoDatabase, create_client, init_database, mongodb_url
 from handoff.errors import handle_exception
@@ -111,6 +112,7 @@ def create_app(
                 app.state.database = database
             await stack.enter_async_context(mcp.running())
             await stack.enter_async_context(retention.running(settings))
+            await stack.enter_async_context(claim_sweep.running(settings))
             await stack.enter_async_context(events_running(app, settings))
             yield
 

@@ -167,6 +167,11 @@ class Settings(BaseSettings):
     claim_lease_seconds: int = Field(
         default=300, ge=10, le=86400, description="A claim's lease when the claim does not name one, in seconds."
     )
+    claim_sweep_interval_seconds: float = Field(
+        default=60,
+        ge=0,
+        description="How often lapsed claims are ended as expired (their replays fail, handoff.released); 0 = never.",
+    )
 
     @property
     def rate_limit_policy_burst(self) -> int:

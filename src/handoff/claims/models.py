@@ -57,4 +57,10 @@ class Claim(Document):
                 name="claims_newest_first",
             ),
             IndexModel([("workspace_id", pymongo.ASCENDING), ("session_id", pymongo.ASCENDING)]),
+            # The sweep (handoff.claims.sweep): every workspace's unsettled claims, least recently renewed first.
+            IndexModel(
+                [("ended_state", pymongo.ASCENDING), ("renewed_at", pymongo.ASCENDING), ("_id", pymongo.ASCENDING)],
+                name="unsettled_claims",
+                partialFilterExpression={"holds": True},
+            ),
         ]

@@ -123,9 +123,10 @@ class Session(Document):
     #: What the last removal took (``{kind, ids, at}``), written by the removing update so a change stream sees it.
     last_removal: dict[str, Any] | None = None
     #: A handoff's claim (``handoff.claims``): the claim that holds it (``{claim_id, session_id, agent_type,
-    #: claimed_at, lease_seconds, lease_expires_at}`` as first granted, ``completed_at`` once its replay completed), set and cleared in the claims'
-    #: own transactions; and the claim that last let go of it, written by the update that lets go, so a change
-    #: stream sees what ended (the way ``last_removal`` works). Neither moves ``updated_at``: the Session is unchanged.
+    #: claimed_at, lease_seconds, lease_expires_at}`` as first granted, ``completed_at`` once its replay
+    #: completed), set and cleared in the claims' own transactions; and the claim that last let go of it, written
+    #: by the update that lets go, so a change stream sees what ended (the way ``last_removal`` works). Neither
+    #: moves ``updated_at``: the Session body is unchanged.
     claim: dict[str, Any] | None = None
     last_claim: dict[str, Any] | None = None
     replayed_from: str | None = None
