@@ -3,8 +3,8 @@
 The tools are written once, against :class:`HandoffBackend`. Two things satisfy it:
 
 - :class:`handoff.client.AsyncHandoffClient`, for ``handoff mcp`` on a laptop (stdio, talking to a service);
-- :class:`ServiceBackend`, inside the service at ``/mcp``: it calls ``handoff.sessions.service``/``queries``
-  and ``handoff.analytics.service``
+- :class:`ServiceBackend`, inside the service at ``/mcp``: it calls ``handoff.sessions.service``/``queries``,
+  ``handoff.claims.service`` and ``handoff.analytics.service``
   with the principal of the request's API key, exactly as the REST controllers do (no HTTP to itself).
 
 Both raise errors with a status, title and detail (``HandoffClientError`` or the domain's ``HandoffError``);
@@ -26,6 +26,8 @@ from handoff.analytics import service as analytics
 from handoff.analytics.schemas import HandoffList
 from handoff.blobs import service as blobs
 from handoff.blobs.schemas import BlobRead
+from handoff.claims import service as claims
+from handoff.claims.schemas import ClaimCreated, ClaimRead, ClaimRequest, Heartbeat, ReleaseRequest
 from handoff.client.errors import HandoffClientError
 from handoff.config import Settings
 from handoff.errors import FieldError, HandoffError, Invalid, Unavailable, is_unavailable
@@ -134,6 +136,14 @@ class HandoffBackend(Protocol):
     async def fail_session(self, session_id: str, reason: str | None = None) -> SessionRead: ...
 
     async def list_waiting_handoffs(self, *, limit: int = 100) -> HandoffList: ...
+
+    async def claim_handoff(
+        self, *, agent_type: str | None = None, plan: str | None = None, lease_seconds: int | None = None
+    ) -> ClaimCreated | None: ...
+
+    async def heartbeat_claim(self, claim_id: str) -> Heartbeat: ...
+
+    async def release_claim(self, claim_id: str, *, reason: str | None = None) -> ClaimRead: ...
 
 
 def problem_text(exc: BaseException) -> str:
@@ -334,6 +344,23 @@ class ServiceBackend:
     async def list_waiting_handoffs(self, *, limit: int = 100) -> HandoffList:
         with _unavailable(self.settings):
             return await analytics.handoffs(self._workspace, limit=limit)
+
+    async def claim_handoff(
+        self, *, agent_type: str | None = None, plan: str | None = None, lease_seconds: int | None = None
+    ) -> ClaimCreated | None:
+        request = _validated(ClaimRequest, agent_type=agent_type, plan=plan, lease_seconds=lease_seconds)
+        with _unavailable(self.settings):
+            created, _ = await claims.claim_handoff(self.principal, request, settings=self.settings)
+        return created
+
+    async def heartbeat_claim(self, claim_id: str) -> Heartbeat:
+        with _unavailable(self.settings):
+            return await claims.heartbeat(self._workspace, claim_id)
+
+    async def release_claim(self, claim_id: str, *, reason: str | None = None) -> ClaimRead:
+        request = _validated(ReleaseRequest, reason=reason)
+        with _unavailable(self.settings):
+            return await claims.release(self._workspace, claim_id, request.reason)
 
 
 def _plain(value: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -13,15 +13,14 @@ field) is a tool error whose text is the problem: ``404 Not found: session sess_
 
 import io
 import mimetypes
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS, CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field
+from mcp_types import INVALID_PARAMS, CallToolResult
+from pydantic import Field
 
 from handoff import __version__
 from handoff.analytics.schemas import HandoffList
@@ -31,6 +30,13 @@ from handoff.errors import HandoffError
 from handoff.errors import NotFound as DomainNotFound
 from handoff.mcp import render
 from handoff.mcp.backend import HandoffBackend, problem_text
+from handoff.mcp.claim_tools import CLAIM_TOOL_NAMES, register_claim_tools
+from handoff.mcp.tooling import IDEMPOTENT as _IDEMPOTENT
+from handoff.mcp.tooling import READ as _READ
+from handoff.mcp.tooling import WRITE as _WRITE
+from handoff.mcp.tooling import BackendResolver
+from handoff.mcp.tooling import answer as _answer
+from handoff.mcp.tooling import guard as _guard
 from handoff.sessions.schemas import (
     ActionEntry,
     Artifact,
@@ -39,11 +45,6 @@ from handoff.sessions.schemas import (
     SessionRead,
     TypedEntry,
 )
-
-T = TypeVar("T")
-
-BackendResolver = Callable[[Context], HandoffBackend]
-"""Gives the backend for one request (the stdio client, or the service as the request's API key)."""
 
 TOOL_NAMES = (
     "start_session",
@@ -59,6 +60,7 @@ TOOL_NAMES = (
     "complete_session",
     "fail_session",
     "list_waiting_handoffs",
+    *CLAIM_TOOL_NAMES,
 )
 
 INSTRUCTIONS = """\
@@ -67,7 +69,10 @@ its session_id. Record what you do as you go: log_work (type checkpoint after ea
 choices, error for failures), log_action for commands, record_artifact for files you create, modify or delete,
 update_context for facts the next agent needs. When you stop before the task is done, call handoff with a summary,
 next steps and blockers; when it is done, complete_session (or fail_session). To pick up someone else's work:
-list_waiting_handoffs, then replay_session on one of them, and read get_replay_context/get_handoff_context."""
+list_waiting_handoffs, then replay_session on one of them, and read get_replay_context/get_handoff_context.
+When several agents share a queue of handoffs, claim_handoff instead: it takes the oldest waiting one for you alone
+and opens its replay session; work in that session (every write renews the lease, heartbeat_claim during long
+silences), complete_session when done, or release_claim to give it back."""
 
 SessionId = Annotated[
     str,
@@ -81,24 +86,6 @@ EntryId = Annotated[
     ),
 ]
 FreeFormArg = Annotated[dict[str, Any] | None, Field(description="Optional JSON object of extra structured data.")]
-
-_WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
-_IDEMPOTENT = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
-_READ = ToolAnnotations(read_only_hint=True, open_world_hint=False)
-
-
-def _answer(text: str, value: BaseModel) -> CallToolResult:
-    return CallToolResult(
-        content=[TextContent(type="text", text=text)], structured_content=value.model_dump(mode="json")
-    )
-
-
-async def _guard(operation: Awaitable[T]) -> T:
-    """Run a backend call; a refusal becomes a tool error carrying the problem."""
-    try:
-        return await operation
-    except (HandoffClientError, HandoffError) as exc:
-        raise ToolError(problem_text(exc)) from exc
 
 
 def build_server(  # noqa: PLR0915 - one nested function per tool
@@ -361,6 +348,7 @@ def build_server(  # noqa: PLR0915 - one nested function per tool
             raise MCPError(code=INVALID_PARAMS, message=problem_text(exc)) from exc
         return render.resume_instructions(value)
 
+    register_claim_tools(server, backend_for)
     return server
 
 
