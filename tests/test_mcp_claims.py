@@ -51,7 +51,8 @@ async def test_an_agent_claims_works_and_completes(agent: Client, client: httpx.
     read = (await client.get(f"/v1/claims/{claim['claim_id']}", headers=tenant.headers)).json()
     assert read["state"] == "completed"
     text = await refused(agent, "heartbeat_claim", claim_id=claim["claim_id"])
-    assert "409 Conflict: claim" in text and "is completed" in text
+    assert "409 Conflict: claim" in text
+    assert "is completed" in text
 
 
 async def test_release_claim_gives_the_handoff_back(agent: Client) -> None:
@@ -66,12 +67,8 @@ async def test_release_claim_gives_the_handoff_back(agent: Client) -> None:
 
 
 async def test_claim_tool_errors_name_the_problem(agent: Client) -> None:
-    assert (await refused(agent, "heartbeat_claim", claim_id="clm_nope")).endswith(
-        "404 Not found: claim clm_nope not found"
-    )
-    assert (await refused(agent, "release_claim", claim_id="clm_nope")).endswith(
-        "404 Not found: claim clm_nope not found"
-    )
+    for tool in ("heartbeat_claim", "release_claim"):
+        assert (await refused(agent, tool, claim_id="clm_nope")).endswith("404 Not found: claim clm_nope not found")
     assert "lease_seconds" in await refused(agent, "claim_handoff", lease_seconds=5)
 
 
