@@ -415,6 +415,31 @@ def stats_command(workspace_slug: str | None, since: str | None) -> None:
     console.print(report.render(found, window))
 
 
+@cli.group("claims")
+def claims_group() -> None:
+    """Read the claims of the handoff queue."""
+
+
+@claims_group.command("list")
+@click.option("--workspace", "workspace_slug", help="Workspace slug (default: every workspace).")
+@click.option("--state", type=click.Choice(["active", "expired", "released", "completed"]), help="Only this state.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True, help="Claims per workspace.")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines (one claim a line) instead of a table.")
+def claims_list(workspace_slug: str | None, state: Any, limit: int, as_json: bool) -> None:
+    """List claims, newest first, with their state as of now (the same as GET /v1/claims)."""
+    from handoff.claims import report  # noqa: PLC0415 - only this command
+
+    listed = run_with_database(lambda: report.gather(workspace_slug, state=state, limit=limit))
+    if as_json:
+        if listed:
+            click.echo(report.json_lines(listed))
+        return
+    if not listed:
+        click.echo("no claims")
+        return
+    console.print(report.table(listed))
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="handoff")
