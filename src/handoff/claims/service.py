@@ -115,18 +115,22 @@ async def _end_claim(
 
 async def _claim_once(
     principal: Principal, data: ClaimRequest, claim_id: str, settings: Settings, txn: AsyncClientSession
-) -> tuple[dict[str, Any], sessions.Created, waiting.Waiting] | None:
-    """The claim transaction's body: ``(claim, replay, the handoff it took)``, or ``None`` when nothing waits."""
+) -> tuple[dict[str, Any], sessions.Created, EndedState | None] | None:
+    """The claim transaction's body: ``(claim, replay, how this call ended a lapsed claim of the handoff)``, or
+    ``None`` when nothing waits."""
     found = await waiting.find(principal.workspace_id, limit=1, now=clock.now(), match=_filters(data), txn=txn)
     if not found:
         return None
     candidate = found[0]
-    ended = None
+    ended: dict[str, Any] | None = None
+    state: EndedState | None = None
+    state_of_lapsed: EndedState
     if candidate.lapsed is not None:
         why = "lease expired" if candidate.lapsed_state == "expired" else "replay session failed"
-        state: EndedState = "expired" if candidate.lapsed_state == "expired" else "released"
+        state_of_lapsed = "expired" if candidate.lapsed_state == "expired" else "released"
         reason = f"claim {candidate.lapsed['claim_id']} ended ({why}); the handoff was claimed again"
-        ended = await _end_claim(candidate.lapsed, candidate.replay, state, reason, txn, let_go=False)
+        ended = await _end_claim(candidate.lapsed, candidate.replay, state_of_lapsed, reason, txn, let_go=False)
+        state = state_of_lapsed if ended is not None else None
     now = clock.now()
     claim = Claim(
         claim_id=claim_id,
@@ -161,7 +165,7 @@ async def _claim_once(
     )
     if marked.matched_count == 0:
         raise _Taken
-    return stored, replay, candidate
+    return stored, replay, state
 
 
 def _created(claim: dict[str, Any], session: SessionRead) -> ClaimCreated:
@@ -208,9 +212,9 @@ async def claim_handoff(
         if done is None:
             metrics.claim("empty")
             return None, False
-        claim, replay, taken = done
-        if taken.lapsed_state is not None:
-            metrics.claim("expired" if taken.lapsed_state == "expired" else "released")
+        claim, replay, lapsed = done
+        if lapsed is not None:  # counted here, once: an end by the sweep meanwhile makes this call look again
+            metrics.claim(lapsed)
         metrics.claim("claimed")
         return _created(claim, replay.session), True
     raise Conflict("too many claimers raced for the same handoffs; retry the claim")
