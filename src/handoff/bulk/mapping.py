@@ -240,6 +240,8 @@ def _document(fields: _Fields, target: Target, row: RowFacts) -> dict[str, Any]:
         "artifact_count": len(artifacts),
         "last_checkpoint": views.last_checkpoint(work_log),
         "last_removal": None,  # as a session created through the API stores it
+        "claim": None,  # claims are not exported: an imported handoff starts unclaimed, like a new one
+        "last_claim": None,
         "replayed_from": fields.replayed_from,
         "duration_minutes": views.duration_minutes(started, ended_at, started) if ended_at else None,
         "legacy": fields.legacy,
