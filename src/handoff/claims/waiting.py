@@ -25,6 +25,8 @@ from handoff.claims.models import ClaimState
 from handoff.sessions import store
 from handoff.sessions.models import SessionStatus
 
+#: The partial index both reads walk (``Session.Settings.indexes``).
+INDEX = "waiting_handoffs"
 #: The smallest keyset page: a claim wants one handoff, but a page of one would cost a round trip per continued one.
 MIN_PAGE = 16
 #: What a claim's state is derived from (``views.derive``), of the claim and of its replay session.
@@ -184,7 +186,8 @@ def _handoff(row: dict[str, Any]) -> dict[str, Any]:
 async def _rows(
     pipeline: list[dict[str, Any]], txn: AsyncClientSession | None, max_time_ms: int | None
 ) -> list[dict[str, Any]]:
-    options: dict[str, Any] = {"maxTimeMS": max_time_ms} if max_time_ms else {}
+    # Hinted: on a small collection the planner may prefer an id index and sort in memory (the plans tie).
+    options: dict[str, Any] = {"hint": INDEX, **({"maxTimeMS": max_time_ms} if max_time_ms else {})}
     cursor = await store.sessions().aggregate(pipeline, session=txn, **options)
     return await cursor.to_list(None)
 
