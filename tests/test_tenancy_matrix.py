@@ -282,25 +282,12 @@ async def test_every_route_keeps_the_other_workspace_out(
     assert await _snapshot(database, theirs.tenant.workspace.workspace_id) == before
 
 
-async def _claimed_handoff(client: httpx.AsyncClient, holdings: Holdings) -> str:
-    """A handoff of the workspace, claimed by its own key: the claim the other workspace's tools must not reach."""
-    headers = holdings.tenant.headers
-    created = await client.post("/v1/sessions", headers=headers, json={"agent_type": f"agent-{holdings.marker}"})
-    sid = created.json()["session_id"]
-    await _ok(await client.post(f"/v1/sessions/{sid}/handoff", headers=headers, json={"summary": "queued"}))
-    claimed = await client.post("/v1/handoffs/claim", headers=headers, json={})
-    assert claimed.status_code == 201, claimed.text
-    claim_id: str = claimed.json()["claim_id"]
-    return claim_id
-
-
 async def test_every_mcp_tool_keeps_the_other_workspace_out(
     client: httpx.AsyncClient, app: Litestar, database: MongoDatabase, tenant: Tenant, other_tenant: Tenant
 ) -> None:
     assert any(isinstance(route, ASGIRoute) and route.path == "/mcp" for route in app.routes)
     mine = await _populate(client, tenant, "acme-5d20")
     theirs = await _populate(client, other_tenant, "globex-e4b8")
-    their_claim = await _claimed_handoff(client, theirs)
     before = await _snapshot(database, theirs.tenant.workspace.workspace_id)
     listed = await _mcp(client, mine.tenant, "tools/list", {})
     assert listed.status_code == 200, listed.text
@@ -312,7 +299,7 @@ async def test_every_mcp_tool_keeps_the_other_workspace_out(
         if "session_id" in tool["inputSchema"].get("properties", {}):
             arguments["session_id"] = theirs.session_id
         if "claim_id" in tool["inputSchema"].get("properties", {}):
-            arguments["claim_id"] = their_claim
+            arguments["claim_id"] = theirs.claim_id
         response = await _mcp(client, mine.tenant, "tools/call", {"name": name, "arguments": arguments})
         assert response.status_code == 200, (name, response.text)
         result = response.json()["result"]
