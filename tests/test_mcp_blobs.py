@@ -69,6 +69,28 @@ async def test_the_service_does_not_read_paths_and_a_refused_artifact_leaves_no_
     assert await database["fs.files"].count_documents({"metadata.session_id": sid}) == 1
 
 
+async def test_attach_file_retried_with_its_id_answers_the_stored_artifact(
+    agent: Client, database: MongoDatabase
+) -> None:
+    sid = await _start(agent)
+    arguments = {"session_id": sid, "path": "src/app.py", "content": "print('hi')\n", "id": "att-1"}
+    first = (await call(agent, "attach_file", **arguments)).structured_content
+
+    again = await call(agent, "attach_file", **arguments)
+    other_bytes = await refused(agent, "attach_file", **{**arguments, "content": "print('bye')\n"})
+    other_action = await refused(agent, "attach_file", **{**arguments, "action": "created"})
+
+    assert again.structured_content == first
+    assert f"blobs/{first['blob_id']}" in text_of(again)  # type: ignore[index]
+    assert "422" in other_bytes
+    assert "already recorded for another file" in other_bytes
+    assert "already recorded for another file" in other_action
+    # Only the first upload's blob is kept: each retry's own upload was removed.
+    assert await database["fs.files"].count_documents({"metadata.session_id": sid}) == 1
+    artifacts = await call(agent, "get_handoff_context", session_id=sid)
+    assert len(artifacts.structured_content["artifacts"]) == 1  # type: ignore[index]
+
+
 async def test_an_absent_blob_resource_is_not_found(agent: Client) -> None:
     sid = await _start(agent)
     result = await agent.call_tool("attach_file", {"session_id": sid, "path": "x", "content": "x"})

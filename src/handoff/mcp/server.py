@@ -29,7 +29,7 @@ from handoff.client.errors import HandoffClientError
 from handoff.client.errors import NotFound as ClientNotFound
 from handoff.errors import HandoffError
 from handoff.errors import NotFound as DomainNotFound
-from handoff.mcp import render
+from handoff.mcp import attachments, render
 from handoff.mcp.backend import HandoffBackend, problem_text
 from handoff.sessions.schemas import (
     ActionEntry,
@@ -220,7 +220,16 @@ def build_server(  # noqa: PLR0915 - one nested function per tool
         except ToolError:
             # The artifact was refused (its id reused, the session ended meanwhile): its content goes with it.
             await _guard(backend.delete_blob(session_id, blob.blob_id))
-            raise
+            stored = None if id is None else await attachments.recorded(backend, session_id, id)
+            if stored is None or id is None:
+                raise
+            same = await attachments.records_same_file(
+                backend, stored, session_id=session_id, path=path, action=action, metadata=metadata, uploaded=blob
+            )
+            if not same:
+                raise ToolError(attachments.reused_id(id)) from None
+            # A retry: the artifact and the blob stored the first time answer it.
+            artifact, blob = stored, blob.model_copy(update={"blob_id": stored.blob_id})
         return _answer(render.attached(session_id, artifact, blob), artifact)
 
     @server.tool(annotations=_IDEMPOTENT)
