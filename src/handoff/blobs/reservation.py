@@ -71,7 +71,7 @@ class Reservation:
         view = await store.sessions().find_one(
             store.key(self.workspace_id, self.session_id), {"_id": 0, "payload_bytes": 1}
         )
-        return max(0, self.settings.max_session_bytes - (view or {}).get("payload_bytes", 0))
+        return max(0, self.settings.max_session_bytes - int((view or {}).get("payload_bytes", 0)))
 
     async def _try_take(self, amount: int) -> bool:
         try:
