@@ -13,7 +13,10 @@ process, ``HANDOFF_MAX_SESSION_BYTES=0``: no session cap) on loopback, then, per
   chunk size, in a bucket of its own (``ref``): ``open_upload_stream`` + ``write`` of 1 MiB pieces + ``close``;
   then ``open_download_stream`` + ``readchunk`` until the end;
 * API: ``POST /v1/sessions/{id}/blobs`` with the same bytes streamed by httpx 1 MiB at a time (no
-  ``Content-Length``: chunked), then ``GET`` of the blob read with ``aiter_raw``.
+  ``Content-Length``: chunked), then ``GET`` of the blob read with ``aiter_raw``, then the same ``GET`` by
+  ``curl -o /dev/null``. httpx reads a response in 64 KiB socket reads and spends more CPU on a 256 MiB download
+  than the service and mongod together; on 2 cores that client is what the httpx figure measures, so the curl
+  figure (a client that costs next to nothing) is the one the download goal is judged by, beside it.
 
 The bytes are random (not compressible by WiredTiger), made as they are sent from one 1 MiB random block and a
 counter, so neither side holds the blob. Throughput is MiB per wall-clock second from the first byte sent to the
@@ -29,6 +32,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
+import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -46,6 +51,8 @@ MIB = 1024 * 1024
 PIECE = MIB
 GOAL_RATIO = 0.7
 GOAL_RSS_MIB = 64
+#: curl reads the download a second time, to /dev/null (``apt-get install curl`` where it is missing).
+CURL = shutil.which("curl") or "curl"
 
 
 def pieces(total: int, seed: bytes) -> Iterator[bytes]:
@@ -189,6 +196,29 @@ async def api_download(
     return Measure(seconds, cpu.spent, memory.peak_kib)
 
 
+async def curl_download(
+    base: str, key: BenchKey, session_id: str, blob_id: str, *, size: int, pids: dict[str, int], pid: int
+) -> Measure:
+    """The same GET read by ``curl -o /dev/null``: a client that costs next to nothing, so what is left is the
+    service's (and mongod's) share. Its own CPU is read from the child's rusage."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    headers = [arg for name, value in key.headers.items() for arg in ("-H", f"{name}: {value}")]
+    with watch_memory(pid) as memory, watch_cpu(pids) as cpu:
+        started = time.perf_counter()
+        curl = await asyncio.create_subprocess_exec(
+            CURL, "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", *headers,
+            f"{base}/v1/sessions/{session_id}/blobs/{blob_id}",
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await curl.communicate()
+        seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    status, received = out.decode().split()
+    assert (status, int(received)) == ("200", size), out
+    spent = {**cpu.spent, "client": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime}
+    return Measure(seconds, spent, memory.peak_kib)
+
+
 # The run -------------------------------------------------------------------------------------------------------
 
 
@@ -213,7 +243,13 @@ async def run(url: str, key: BenchKey, base: str, *, service_pid: int, mongod_pi
     pids = {"service": service_pid, "mongod": mongod_pid, "client": os.getpid()}
     client = async_client(url)
     bucket = AsyncGridFSBucket(client["bench"], bucket_name="ref")
-    results: dict[str, list[Measure]] = {"api up": [], "api down": [], "gridfs up": [], "gridfs down": []}
+    results: dict[str, list[Measure]] = {
+        "api up": [],
+        "api down": [],
+        "curl down": [],
+        "gridfs up": [],
+        "gridfs down": [],
+    }
     try:
         async with httpx.AsyncClient(base_url=base, timeout=600) as http:
             # Warm-up: connections, imports and the first allocations of both sides, then the idle RSS.
@@ -236,8 +272,10 @@ async def run(url: str, key: BenchKey, base: str, *, service_pid: int, mongod_pi
                     if stored["sha256"] != expected or stored["size"] != size:
                         raise SystemExit(f"the service stored something else: {stored}")
                     down = await api_download(http, key, sid, stored["blob_id"], size=size, pids=pids, pid=service_pid)
+                    curl = await curl_download(base, key, sid, stored["blob_id"], size=size, pids=pids, pid=service_pid)
                     results["api up"].append(up)
                     results["api down"].append(down)
+                    results["curl down"].append(curl)
                     await http.delete(f"/v1/sessions/{sid}/blobs/{stored['blob_id']}", headers=key.headers)
 
                 async def gridfs_side() -> None:
@@ -262,15 +300,21 @@ def report(results: dict[str, list[Measure]], size: int, idle_kib: int) -> None:
 
     print()
     print(f"{size // MIB} MiB blob, {len(results['api up'])} rounds (median MiB/s; each round's figures below)")
-    print("| direction | API MiB/s | GridFS MiB/s | ratio | goal ≥ 0.7 | service peak RSS above idle | goal < 64 MiB |")
-    print("|---|---:|---:|---:|---|---:|---|")
-    for direction, label in (("up", "upload"), ("down", "download")):
-        api, ref = rate(f"api {direction}"), rate(f"gridfs {direction}")
-        peak = max(m.peak_kib or 0 for m in results[f"api {direction}"])
+    print(
+        "| direction | client | API MiB/s | GridFS MiB/s | ratio | goal ≥ 0.7 | service peak RSS above idle "
+        "| goal < 64 MiB |"
+    )
+    print("|---|---|---:|---:|---:|---|---:|---|")
+    rows = (("upload", "httpx", "api up", "gridfs up"), ("download", "httpx", "api down", "gridfs down"))
+    rows += (("download", "curl", "curl down", "gridfs down"),)
+    for label, client, name, reference in rows:
+        api, ref = rate(name), rate(reference)
+        peak = max(m.peak_kib or 0 for m in results[name])
         above = (peak - idle_kib) / 1024
         print(
-            f"| {label} | {api:.0f} | {ref:.0f} | {api / ref:.2f} | {'ok' if api / ref >= GOAL_RATIO else 'MISS'} "
-            f"| {above:.1f} MiB | {'ok' if above < GOAL_RSS_MIB else 'MISS'} |"
+            f"| {label} | {client} | {api:.0f} | {ref:.0f} | {api / ref:.2f} | "
+            f"{'ok' if api / ref >= GOAL_RATIO else 'MISS'} | {above:.1f} MiB "
+            f"| {'ok' if above < GOAL_RSS_MIB else 'MISS'} |"
         )
     print(f"\nservice idle RSS {idle_kib / 1024:.1f} MiB")
     print("\nper call: seconds, MiB/s, CPU seconds (service / mongod / this process)")

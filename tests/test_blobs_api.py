@@ -501,18 +501,103 @@ async def test_deleting_a_blob_gives_its_bytes_back_to_the_session(capped: Blobs
     assert (await _session_doc(database, sid))["stored_bytes"]["blobs"] == 400 * KIB
 
 
-async def test_racing_uploads_never_pass_the_cap_together(capped: Blobs, database: MongoDatabase) -> None:
-    """Each checks the room it saw before reading; the guarded closing update lets only those that fit count."""
+async def test_racing_declared_uploads_take_the_room_first_come_and_never_pass_the_cap(
+    capped: Blobs, database: MongoDatabase
+) -> None:
+    """Each reserves its Content-Length before a byte is read: those that fit are stored, the rest 409 at once."""
     sid = await capped.session()
 
-    answers = await asyncio.gather(*(capped.upload(sid, pieces(pattern(300 * KIB, seed=i))) for i in range(6)))
+    answers = await asyncio.gather(*(capped.upload(sid, pattern(300 * KIB, seed=i)) for i in range(6)))
 
     stored = [a for a in answers if a.status_code == 201]
     assert len(stored) == 3
     assert all(a.status_code == 409 for a in answers if a.status_code != 201)
     doc = await _session_doc(database, sid)
-    assert doc["payload_bytes"] == 900 * KIB
+    assert doc["payload_bytes"] == doc["stored_bytes"]["blobs"] == 900 * KIB
     assert await stored_counts(database) == (3, 3 * math.ceil(300 * KIB / CHUNK_SIZE))
+
+
+async def test_racing_chunked_uploads_never_pass_the_cap_and_give_back_what_they_reserved(
+    capped: Blobs, database: MongoDatabase
+) -> None:
+    """Bodies of unknown length reserve as they arrive: together they may fill the room before any is whole, so
+    fewer than three may be stored, but never more, and a refused one leaves neither bytes nor a reservation."""
+    sid = await capped.session()
+
+    answers = await asyncio.gather(*(capped.upload(sid, pieces(pattern(300 * KIB, seed=i))) for i in range(6)))
+
+    stored = [a for a in answers if a.status_code == 201]
+    assert 1 <= len(stored) <= 3
+    assert all(a.status_code == 409 for a in answers if a.status_code != 201)
+    doc = await _session_doc(database, sid)
+    assert doc["payload_bytes"] == doc["stored_bytes"]["blobs"] == len(stored) * 300 * KIB
+    assert await stored_counts(database) == (len(stored), len(stored) * math.ceil(300 * KIB / CHUNK_SIZE))
+
+
+class PausedBody:
+    """A chunked body that stops after ``before`` bytes until ``go`` is set, then sends ``after`` more."""
+
+    def __init__(self, before: int, after: int, piece: int = 64 * KIB) -> None:
+        self.before, self.after, self.piece = before, after, piece
+        self.paused, self.go = asyncio.Event(), asyncio.Event()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for _ in range(self.before // self.piece):
+            yield b"p" * self.piece
+        self.paused.set()
+        await self.go.wait()
+        for _ in range(self.after // self.piece):
+            yield b"q" * self.piece
+
+
+async def _while_paused(body: PausedBody, upload: Any, then: Any) -> tuple[httpx.Response, httpx.Response]:
+    """Start ``upload`` (of ``body``), run ``then`` once the body has paused, let the body finish."""
+    first = asyncio.create_task(upload)
+    await asyncio.wait_for(body.paused.wait(), 30)
+    await asyncio.sleep(0.05)  # the server has read what was sent before the pause
+    second = await then
+    body.go.set()
+    return await first, second
+
+
+async def test_an_upload_in_progress_holds_its_room_against_a_later_one(capped: Blobs, database: MongoDatabase) -> None:
+    """The bytes of a body still arriving are the session's already: a later upload that would not fit with
+    them is refused at once, and the first one, finishing, is stored (not the other way round)."""
+    sid = await capped.session()
+    body = PausedBody(before=512 * KIB, after=128 * KIB)
+
+    first, second = await _while_paused(body, capped.upload(sid, body), capped.upload(sid, pattern(600 * KIB)))
+
+    assert "full" in problem(second, 409)["detail"]
+    assert first.status_code == 201, first.text
+    doc = await _session_doc(database, sid)
+    assert doc["payload_bytes"] == doc["stored_bytes"]["blobs"] == 640 * KIB
+
+
+async def test_an_upload_in_progress_holds_its_bytes_in_the_workspace_quota(
+    mongod: MongodProcess, database: MongoDatabase, tenant: Tenant
+) -> None:
+    settings = tuned(mongod, database, max_session_bytes=0, workspace_max_bytes=MIB)
+    async with client_with(settings, database) as http:
+        quota = Blobs(http, tenant)
+        sid, other = await quota.session(), await quota.session()
+        body = PausedBody(before=512 * KIB, after=128 * KIB)
+
+        first, second = await _while_paused(body, quota.upload(sid, body), quota.upload(other, pattern(600 * KIB)))
+
+    assert "HANDOFF_WORKSPACE_MAX_BYTES" in problem(second, 409)["detail"]
+    assert first.status_code == 201, first.text
+
+
+async def test_a_refused_upload_gives_its_reservation_back(capped: Blobs, database: MongoDatabase) -> None:
+    sid = await capped.session()
+
+    too_big = await capped.upload(sid, CountingBody(2 * MIB))
+
+    assert too_big.status_code == 409
+    doc = await _session_doc(database, sid)
+    assert doc["payload_bytes"] == doc["stored_bytes"].get("blobs", 0) == 0
+    assert await stored_counts(database) == (0, 0)
 
 
 # Listing and deleting ----------------------------------------------------------------------------------------

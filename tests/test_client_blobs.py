@@ -16,7 +16,7 @@ import pytest
 from litestar import Litestar
 
 from handoff.app import create_app
-from handoff.client import AsyncHandoffClient, HandoffClient, NotFound
+from handoff.client import AsyncHandoffClient, HandoffClient, Invalid, NotFound
 from handoff.config import Settings
 from handoff.db import MongoDatabase
 from handoff.localdb import MongodProcess
@@ -67,6 +67,21 @@ async def test_a_blob_goes_in_from_bytes_a_path_or_a_file_and_comes_back(
     assert artifact.blob_id == from_bytes.blob_id
 
 
+async def test_log_work_and_log_action_reference_a_blob_of_the_session(handoff: AsyncHandoffClient) -> None:
+    sid = (await handoff.create_session()).session_id
+    blob = await handoff.upload_blob(sid, b"checkpoint state")
+
+    entry = await handoff.log_work(sid, "state saved", type="checkpoint", blob_id=blob.blob_id)
+    action = await handoff.log_action(sid, "screenshot", blob_id=blob.blob_id)
+    plain = await handoff.log_work(sid, "no content")
+
+    assert (entry.blob_id, action.blob_id, plain.blob_id) == (blob.blob_id, blob.blob_id, None)
+    stored = await handoff.get_work_log_entry(sid, entry.id)
+    assert stored.blob_id == blob.blob_id
+    with pytest.raises(Invalid):  # not a blob of this session: 422, nothing stored
+        await handoff.log_action(sid, "elsewhere", blob_id="blob_" + "0" * 32)
+
+
 async def test_a_deleted_blob_is_not_found_and_a_second_delete_is_fine(handoff: AsyncHandoffClient) -> None:
     sid = (await handoff.create_session()).session_id
     blob = await handoff.upload_blob(sid, b"bytes")
@@ -111,3 +126,22 @@ async def test_the_blocking_client_streams_a_file_both_ways_over_a_socket(
     # tracemalloc sees every thread of the process, the service's included: both together stay far below the
     # 24 MiB blob (about 8.5 MiB measured: a few chunks on each side plus the app's own allocations).
     assert peak < 12 * MIB, peak
+
+
+async def test_the_blocking_client_logs_work_and_actions_with_a_blob(
+    mongod: MongodProcess, database: MongoDatabase, tenant: Tenant
+) -> None:
+    settings = Settings(mongodb_url=mongod.url, database=database.name)
+
+    def script(url: str) -> tuple[str, str | None, str | None]:
+        with HandoffClient(url, tenant.secret) as handoff:
+            sid = handoff.create_session().session_id
+            blob = handoff.upload_blob(sid, b"tool output")
+            entry = handoff.log_work(sid, "ran the tests", blob_id=blob.blob_id)
+            action = handoff.log_action(sid, "pytest", blob_id=blob.blob_id)
+            return blob.blob_id, entry.blob_id, action.blob_id
+
+    async with serve_app(create_app(settings, database=database)) as url:
+        blob_id, entry_blob, action_blob = await asyncio.to_thread(script, url)
+
+    assert entry_blob == action_blob == blob_id

@@ -8,6 +8,7 @@ recorded with its ``blob_id``, the blob holds the bytes, and the resource serves
 from __future__ import annotations
 
 import base64
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,14 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import BlobResourceContents
 
 from handoff.client import AsyncHandoffClient
+from handoff.config import Settings
 from handoff.db import MongoDatabase
+from handoff.mcp.backend import ServiceBackend
+from handoff.mcp.blob_reads import MAX_RESOURCE_BLOB_BYTES
 from handoff.mcp.server import build_server, fixed_backend
 from tests.factories import Tenant
 from tests.test_client import running
-from tests.test_mcp import agent, call, refused, text_of
+from tests.test_mcp import agent, call, principal_of, refused, text_of
 
 __all__ = ["agent"]  # the fixture, shared with test_mcp.py
 
@@ -69,6 +73,28 @@ async def test_the_service_does_not_read_paths_and_a_refused_artifact_leaves_no_
     assert await database["fs.files"].count_documents({"metadata.session_id": sid}) == 1
 
 
+async def test_attach_file_retried_with_its_id_answers_the_stored_artifact(
+    agent: Client, database: MongoDatabase
+) -> None:
+    sid = await _start(agent)
+    arguments = {"session_id": sid, "path": "src/app.py", "content": "print('hi')\n", "id": "att-1"}
+    first = (await call(agent, "attach_file", **arguments)).structured_content
+
+    again = await call(agent, "attach_file", **arguments)
+    other_bytes = await refused(agent, "attach_file", **{**arguments, "content": "print('bye')\n"})
+    other_action = await refused(agent, "attach_file", **{**arguments, "action": "created"})
+
+    assert again.structured_content == first
+    assert f"blobs/{first['blob_id']}" in text_of(again)  # type: ignore[index]
+    assert "422" in other_bytes
+    assert "already recorded for another file" in other_bytes
+    assert "already recorded for another file" in other_action
+    # Only the first upload's blob is kept: each retry's own upload was removed.
+    assert await database["fs.files"].count_documents({"metadata.session_id": sid}) == 1
+    artifacts = await call(agent, "get_handoff_context", session_id=sid)
+    assert len(artifacts.structured_content["artifacts"]) == 1  # type: ignore[index]
+
+
 async def test_an_absent_blob_resource_is_not_found(agent: Client) -> None:
     sid = await _start(agent)
     result = await agent.call_tool("attach_file", {"session_id": sid, "path": "x", "content": "x"})
@@ -95,3 +121,46 @@ async def test_handoff_mcp_sends_a_local_file(app: Any, tenant: Tenant, tmp_path
 
     assert served == source.read_bytes()
     assert (blob.blob_id, blob.content_type, blob.size) == (blob_id, "image/png", source.stat().st_size)
+
+
+async def test_the_blob_resource_refuses_a_blob_over_its_bound_without_reading_it_whole(
+    agent: Client, tenant: Tenant, settings: Settings
+) -> None:
+    backend = ServiceBackend(await principal_of(tenant), settings)
+    sid = await _start(agent)
+    at_bound = await backend.upload_blob(sid, b"a" * MAX_RESOURCE_BLOB_BYTES)
+    over = await backend.upload_blob(sid, b"b" * (6 * MAX_RESOURCE_BLOB_BYTES))
+
+    served = await _resource_bytes(agent, f"handoff://sessions/{sid}/blobs/{at_bound.blob_id}")
+    tracemalloc.start()
+    try:
+        with pytest.raises(MCPError, match="413") as refusal:
+            await agent.read_resource(f"handoff://sessions/{sid}/blobs/{over.blob_id}")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert len(served) == MAX_RESOURCE_BLOB_BYTES
+    assert f"GET /v1/sessions/{sid}/blobs/{over.blob_id}" in str(refusal.value)
+    # The read stopped near the bound (the buffer, a cursor reply in flight), never holding the 48 MiB blob.
+    assert peak < 3 * MAX_RESOURCE_BLOB_BYTES
+    templates = (await agent.list_resource_templates()).resource_templates
+    blob_template = next(t for t in templates if t.name == "blob")
+    assert f"{MAX_RESOURCE_BLOB_BYTES:,} bytes" in (blob_template.description or "")
+
+
+async def test_handoff_mcp_bounds_the_blob_resource_too(app: Any, tenant: Tenant) -> None:
+    async with running(app):
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            AsyncHandoffClient("http://testserver", tenant.secret, transport=transport) as http,
+            Client(build_server(fixed_backend(http), max_resource_blob_bytes=1000)) as local,
+        ):
+            sid = await _start(local)
+            small = await http.upload_blob(sid, b"s" * 1000)
+            large = await http.upload_blob(sid, b"l" * 1001)
+            served = await _resource_bytes(local, f"handoff://sessions/{sid}/blobs/{small.blob_id}")
+            with pytest.raises(MCPError, match="over the 1,000 bytes"):
+                await local.read_resource(f"handoff://sessions/{sid}/blobs/{large.blob_id}")
+
+    assert served == b"s" * 1000

@@ -5,13 +5,15 @@ another workspace is not found, exactly like one that does not exist. Uploads go
 ``HANDOFF_MAX_BLOB_BYTES``, and count toward ``HANDOFF_MAX_SESSION_BYTES`` in the session's ``payload_bytes``
 (``stored_bytes.blobs`` by kind). The order of an upload is what keeps it exact under concurrency:
 
-1. one read of the session: absent (404), ended (409), or without room for a declared ``Content-Length`` (409);
-2. the body into GridFS (``upload.receive``), stopped as soon as it passes the blob limit (413) or the room the
-   session had (409), with nothing left behind;
-3. one guarded update of the session, the count and the cap in its filter: ``$inc`` the bytes only while the
-   session is open, stored in the paged layout (an older one is migrated first) and has the room. When it
-   matches nothing (the session ended, filled up or was deleted while the body arrived), the blob just written
-   is deleted and the reason is raised.
+1. one read of the session: absent (404) or ended (409);
+2. its bytes reserved in the session (``reservation.Reservation``: one guarded ``$inc`` with the cap in its
+   filter, the declared ``Content-Length`` at once or step by step ahead of a streamed body), so concurrent
+   uploads and appends never pass the cap together (409 when there is no room);
+3. the body into GridFS (``upload.receive``), stopped as soon as it passes the blob limit (413), with nothing
+   left behind;
+4. the reservation settled to the blob's exact size by one guarded update that matches only while the session is
+   open. When anything fails (the session ended or was deleted while the body arrived, the client went away), the
+   blob just written is deleted and the reservation given back.
 
 A session deleted while a blob arrives therefore never keeps it: :func:`delete_session_blobs` runs after the
 session is gone, and an upload that finishes later finds no session to count itself in and removes itself.
@@ -25,21 +27,20 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from handoff import clock, metrics, quotas
+from handoff import clock, metrics
 from handoff.blobs import delivery, storage, upload
+from handoff.blobs.reservation import Reservation
 from handoff.blobs.schemas import BlobRead
 from handoff.blobs.storage import StoredFile
 from handoff.config import Settings
-from handoff.errors import Conflict, FieldError, Invalid, NotFound, TooLarge
-from handoff.sessions import misses, store
-from handoff.sessions.lifecycle import Operation, accepted_statuses, is_ended
+from handoff.errors import FieldError, Invalid, NotFound, TooLarge
+from handoff.sessions import store
+from handoff.sessions.lifecycle import is_ended
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 MAX_CONTENT_TYPE_CHARS = 255
 #: ``type/subtype`` (RFC 9110 tokens), then any parameters in printable ASCII.
 _CONTENT_TYPE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+/[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:[ \t]*;[\x20-\x7e]*)?", re.ASCII)
-#: How often the closing update is tried when a concurrent write moved the session between it and its diagnosis.
-MAX_ATTEMPTS = 3
 
 
 def new_blob_id() -> str:
@@ -104,68 +105,28 @@ async def upload_blob(
     content_type = check_content_type(content_type)
     if declared_size is not None and declared_size > settings.max_blob_bytes:
         raise _too_large(settings)
-    session = await store.load(workspace_id, session_id, {"_id": 0, "status": 1, "payload_bytes": 1})
+    session = await store.load(workspace_id, session_id, {"_id": 0, "status": 1})
     if is_ended(session["status"]):
         raise store.ended(session_id, session["status"])
-    cap = settings.max_session_bytes
-    room = max(0, cap - session.get("payload_bytes", 0)) if cap else None
-    if declared_size is not None and room is not None and declared_size > room:
-        raise store.full(session_id, cap)
-    await quotas.check_can_write(workspace_id, adds_bytes=declared_size or 0, settings=settings)
-    limit = settings.max_blob_bytes if room is None else min(settings.max_blob_bytes, room)
-    blob_id = new_blob_id()
-    key = {"workspace_id": workspace_id, "session_id": session_id, "blob_id": blob_id}
+    held = Reservation(workspace_id, session_id, settings=settings)
+    key = {"workspace_id": workspace_id, "session_id": session_id, "blob_id": new_blob_id()}
+    limit = settings.max_blob_bytes
+    stored: StoredFile | None = None
     try:
-        stored = await upload.receive(body, limit=limit, key=key, content_type=content_type)
-    except upload.OverLimit:
-        if limit == settings.max_blob_bytes:
+        await held.ensure(declared_size or 0)
+        stored = await upload.receive(
+            held.hold_ahead(body, limit=limit), limit=limit, key=key, content_type=content_type
+        )
+        await held.settle(stored.size)
+    except BaseException as exc:
+        await held.release()
+        if stored is not None:
+            await storage.delete(stored.file_id)
+        if isinstance(exc, upload.OverLimit):
             raise _too_large(settings) from None
-        raise store.full(session_id, cap) from None
-    try:
-        if not declared_size:  # a streamed body of unknown length: check the workspace's quota now it is known
-            await quotas.check_can_write(workspace_id, adds_bytes=stored.size, settings=settings)
-        await _count_in_session(workspace_id, session_id, stored.size, settings=settings)
-    except BaseException:
-        await storage.delete(stored.file_id)
         raise
     metrics.blob_bytes_in(stored.size)
     return blob_read(stored)
-
-
-async def _count_in_session(workspace_id: str, session_id: str, size: int, *, settings: Settings) -> None:
-    """Add a stored blob's bytes to its session, only while the session is open and has the room."""
-    cap = settings.max_session_bytes
-    guard: dict[str, Any] = {
-        **store.key(workspace_id, session_id),
-        "status": {"$in": accepted_statuses(Operation.WRITE)},
-        **store.PAGED,
-    }
-    if cap:
-        guard["payload_bytes"] = {"$lte": cap - size}
-    for _ in range(MAX_ATTEMPTS):
-        now = clock.now()
-        result = await store.sessions().update_one(
-            guard,
-            {
-                "$inc": {"payload_bytes": size, "stored_bytes.blobs": size},
-                "$set": {"last_active_at": now, "updated_at": now},
-            },
-        )
-        if result.matched_count:
-            return
-        view = await store.sessions().find_one(
-            store.key(workspace_id, session_id), {"_id": 0, "status": 1, "payload_bytes": 1, "pages_version": 1}
-        )
-        if view is None:
-            raise store.not_found(session_id)
-        if is_ended(view["status"]):
-            raise store.ended(session_id, view["status"])
-        if "pages_version" not in view:  # stored before the paged layout: migrate it, then count the blob there
-            await misses.explain_miss(workspace_id, session_id, settings=settings)
-            continue
-        if cap and view.get("payload_bytes", 0) > cap - size:
-            raise store.full(session_id, cap)
-    raise Conflict(f"session {session_id} changed while the blob was stored; upload it again")
 
 
 # Reads -------------------------------------------------------------------------------------------------------

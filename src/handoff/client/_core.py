@@ -382,15 +382,23 @@ def end_session(
 # Work log and artifacts
 
 
-def log_action(session_id: str, *, action: str, details: Mapping[str, Any] | None, id: str | None) -> Call[ActionEntry]:
-    body = _body(action=action, details=details, id=id or new_entry_id())
+def log_action(
+    session_id: str, *, action: str, details: Mapping[str, Any] | None, id: str | None, blob_id: str | None = None
+) -> Call[ActionEntry]:
+    body = _body(action=action, details=details, id=id or new_entry_id(), blob_id=blob_id)
     return Call(_post(_session(session_id, "/actions"), body), _model(ActionEntry))
 
 
 def log_work(
-    session_id: str, *, message: str, type: str | None, data: Mapping[str, Any] | None, id: str | None
+    session_id: str,
+    *,
+    message: str,
+    type: str | None,
+    data: Mapping[str, Any] | None,
+    id: str | None,
+    blob_id: str | None = None,
 ) -> Call[TypedEntry]:
-    body = _body(message=message, type=type, data=data, id=id or new_entry_id())
+    body = _body(message=message, type=type, data=data, id=id or new_entry_id(), blob_id=blob_id)
     return Call(_post(_session(session_id, "/work-log"), body), _model(TypedEntry))
 
 

@@ -250,10 +250,18 @@ class HandoffClient:
     # Work log and artifacts ----------------------------------------------------------------------------------
 
     def log_action(
-        self, session_id: str, action: str, *, details: Mapping[str, Any] | None = None, id: str | None = None
+        self,
+        session_id: str,
+        action: str,
+        *,
+        details: Mapping[str, Any] | None = None,
+        id: str | None = None,
+        blob_id: str | None = None,
     ) -> ActionEntry:
-        """Append an action entry (``id`` generated when absent: a retry stores it once)."""
-        return self._run(_core.log_action(session_id, action=action, details=details, id=id))
+        """Append an action entry (``id`` generated when absent: a retry stores it once); ``blob_id`` names a blob
+        of the session the action produced or read."""
+        call = _core.log_action(session_id, action=action, details=details, id=id, blob_id=blob_id)
+        return self._run(call)
 
     def log_work(
         self,
@@ -263,9 +271,12 @@ class HandoffClient:
         type: EntryTypeName | None = None,
         data: Mapping[str, Any] | None = None,
         id: str | None = None,
+        blob_id: str | None = None,
     ) -> TypedEntry:
-        """Append a typed entry (``info`` by default; ``checkpoint`` and ``decision`` feed the replay context)."""
-        return self._run(_core.log_work(session_id, message=message, type=type, data=data, id=id))
+        """Append a typed entry (``info`` by default; ``checkpoint`` and ``decision`` feed the replay context);
+        ``blob_id`` names a blob of the session holding the entry's content (a checkpoint's state, a big output)."""
+        call = _core.log_work(session_id, message=message, type=type, data=data, id=id, blob_id=blob_id)
+        return self._run(call)
 
     def log_work_batch(self, session_id: str, entries: Sequence[WorkLogCreate | Mapping[str, Any]]) -> BatchResult:
         """Append up to 1,000 typed entries in one atomic update; entries already stored count as duplicates.

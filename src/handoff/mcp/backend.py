@@ -99,6 +99,8 @@ class HandoffBackend(Protocol):
         blob_id: str | None = None,
     ) -> Artifact: ...
 
+    async def get_artifact(self, session_id: str, entry_id: str) -> Artifact: ...
+
     async def upload_blob(
         self, session_id: str, source: bytes | str | PathLike[str], *, content_type: str | None = None
     ) -> BlobRead: ...
@@ -241,6 +243,10 @@ class ServiceBackend:
         with _unavailable(self.settings):
             entry, _ = await service.record_artifact(self._workspace, session_id, request, settings=self.settings)
         return Artifact.model_validate(entry)
+
+    async def get_artifact(self, session_id: str, entry_id: str) -> Artifact:
+        with _unavailable(self.settings):
+            return Artifact.model_validate(await queries.get_entry(self._workspace, session_id, "artifacts", entry_id))
 
     async def upload_blob(
         self, session_id: str, source: bytes | str | PathLike[str], *, content_type: str | None = None

@@ -11,7 +11,6 @@ field) is a tool error whose text is the problem: ``404 Not found: session sess_
 
 # No ``from __future__ import annotations``: the SDK reads the tools' annotations at registration.
 
-import io
 import mimetypes
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -28,7 +27,7 @@ from handoff.client.errors import HandoffClientError
 from handoff.client.errors import NotFound as ClientNotFound
 from handoff.errors import HandoffError
 from handoff.errors import NotFound as DomainNotFound
-from handoff.mcp import render
+from handoff.mcp import attachments, blob_reads, render
 from handoff.mcp.backend import HandoffBackend, problem_text
 from handoff.mcp.claim_tools import CLAIM_TOOL_NAMES, register_claim_tools
 from handoff.mcp.tooling import IDEMPOTENT as _IDEMPOTENT
@@ -94,12 +93,13 @@ def build_server(  # noqa: PLR0915 - one nested function per tool
     name: str = "handoff",
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO",
     local_files: bool = False,
+    max_resource_blob_bytes: int = blob_reads.MAX_RESOURCE_BLOB_BYTES,
 ) -> MCPServer:
     """An MCP server with the handoff tools, the session and blob resources and the resume prompt.
 
     ``local_files``: ``attach_file`` may read the file at its ``path`` when no ``content`` is given. Only for
     ``handoff mcp`` (stdio), which runs where the agent's files are; the service never reads its own disk for an
-    agent.
+    agent. ``max_resource_blob_bytes``: the largest blob the blob resource serves (one message, not a stream).
     """
     server: MCPServer = MCPServer(name, instructions=INSTRUCTIONS, version=__version__, log_level=log_level)
 
@@ -207,7 +207,16 @@ def build_server(  # noqa: PLR0915 - one nested function per tool
         except ToolError:
             # The artifact was refused (its id reused, the session ended meanwhile): its content goes with it.
             await _guard(backend.delete_blob(session_id, blob.blob_id))
-            raise
+            stored = None if id is None else await attachments.recorded(backend, session_id, id)
+            if stored is None or id is None:
+                raise
+            same = await attachments.records_same_file(
+                backend, stored, session_id=session_id, path=path, action=action, metadata=metadata, uploaded=blob
+            )
+            if not same:
+                raise ToolError(attachments.reused_id(id)) from None
+            # A retry: the artifact and the blob stored the first time answer it.
+            artifact, blob = stored, blob.model_copy(update={"blob_id": stored.blob_id})
         return _answer(render.attached(session_id, artifact, blob), artifact)
 
     @server.tool(annotations=_IDEMPOTENT)
@@ -321,18 +330,21 @@ def build_server(  # noqa: PLR0915 - one nested function per tool
         "handoff://sessions/{session_id}/blobs/{blob_id}",
         name="blob",
         title="A blob of a handoff session",
-        description="The bytes of a blob (a file's content an artifact or entry refers to by blob_id).",
+        description=(
+            "The bytes of a blob (a file's content an artifact or entry refers to by blob_id), for blobs up to "
+            f"{max_resource_blob_bytes:,} bytes; a larger one is an error: download it from the REST API."
+        ),
         mime_type="application/octet-stream",
     )
     async def blob_resource(session_id: str, blob_id: str, ctx: Context) -> bytes:
-        into = io.BytesIO()
         try:
-            await backend_for(ctx).download_blob(session_id, blob_id, to=into)
+            return await blob_reads.read_blob(backend_for(ctx), session_id, blob_id, limit=max_resource_blob_bytes)
         except (ClientNotFound, DomainNotFound) as exc:
             raise ResourceNotFoundError(problem_text(exc)) from exc
         except (HandoffClientError, HandoffError) as exc:
             raise ResourceError(problem_text(exc)) from exc
-        return into.getvalue()
+        except blob_reads.BlobTooLargeForResource as exc:
+            raise ResourceError(str(exc)) from exc
 
     @server.prompt(
         title="Resume from a handoff",
