@@ -133,6 +133,7 @@ async def test_writes_stream_their_events_in_order(http: httpx.AsyncClient, tena
     assert [m.data["entry"]["message"] for m in got[2:4]] == ["a", "b"]
     assert got[4].data["artifact"]["path"] == "src/a.py"
     assert got[5].data["changes"]["status"] == "paused"
+    assert got[5].data["session"]["session_id"] == sid  # its body's value: test_session_updated_carries_the_body
     assert got[6].data["handoff_notes"]["summary"] == "half done"
     assert got[7].data["ids"] == [entry["id"]]
     assert len({m.id for m in got}) == 9  # every event has an id of its own
@@ -157,6 +158,41 @@ async def test_last_event_id_resumes_with_exactly_the_missed_events(http: httpx.
     assert [m.data["entry"]["message"] for m in missed[:2]] == ["1", "2"]
     assert after[0].event == "session.updated"
     assert after[0].data["changes"]["status"] == "active"
+
+
+async def test_session_updated_carries_the_body(http: httpx.AsyncClient, tenant: Tenant) -> None:
+    """``session.updated`` carries the Session body as GET answers it, read once per change on the worker: a stream
+    resumed later sends the body the live one sent, and one that meets the change only after a delete, ``null``."""
+    async with stream(http, tenant) as live:
+        sid = (await call(http, tenant, "POST", "", {"agent_type": "coder"}))["session_id"]
+        await call(http, tenant, "POST", f"/{sid}/handoff", {"summary": "half done", "next_steps": ["finish"]})
+        created, paused, _ = await live.events(3)
+        read = await call(http, tenant, "GET", f"/{sid}")
+    moving = ("duration", "duration_minutes")  # move with the clock
+    assert paused.event == "session.updated"
+    assert paused.data["changes"]["status"] == "paused"
+    assert {k: v for k, v in paused.data["session"].items() if k not in moving} == {
+        k: v for k, v in read.items() if k not in moving
+    }
+    await call(http, tenant, "POST", f"/{sid}/resume")  # the session is active now
+    async with stream(http, tenant, last_event_id=created.id) as resumed:
+        again = (await resumed.events(1))[0]
+    assert (again.id, again.data) == (paused.id, paused.data)  # the body the live stream sent, not a new read
+
+    # A stream that does not want session.updated reads no body; one resumed after the delete finds none.
+    async with stream(http, tenant, types="session.created,session.deleted") as quiet:
+        gone = (await call(http, tenant, "POST", ""))["session_id"]
+        await call(http, tenant, "POST", f"/{gone}/pause")
+        await call(http, tenant, "DELETE", f"/{gone}")
+        born, _ = await quiet.events(2)
+    async with stream(http, tenant, last_event_id=born.id) as resumed:
+        updated, deleted = await resumed.events(2)
+    assert (updated.event, updated.data["changes"]["status"], updated.data["session"]) == (
+        "session.updated",
+        "paused",
+        None,
+    )
+    assert deleted.event == "session.deleted"
 
 
 async def test_a_token_that_cannot_be_resumed_is_410(http: httpx.AsyncClient, tenant: Tenant) -> None:
