@@ -276,3 +276,46 @@ async def test_a_quiet_stream_sends_comments(
         stream(client, tenant) as reader,
     ):
         assert (await reader.message()).comment == "keep-alive"
+
+
+async def test_a_consumer_that_falls_behind_is_dropped_and_resumes_without_loss(
+    database: MongoDatabase, tenant: Tenant, events_settings: Settings
+) -> None:
+    """A client that stops reading: once the socket's buffers are full its queue (4 here) fills, the stream ends
+    with an ``event: error`` saying why, and a resume from the last id it read gets the rest, each once, in order.
+    The server holds at most the queue's events for it meanwhile, not everything written."""
+    settings = events_settings.model_copy(update={"events_queue_size": 4})
+    batches, size = 30, 15
+    total = 1 + batches * size  # the session's created and its entries
+    note = "x" * 60_000  # about 60 kB an event (the data limit is 64 KiB): far more than loopback buffers hold
+    async with (
+        serve_app(create_app(settings, database=database)) as url,
+        httpx.AsyncClient(base_url=url, timeout=20) as client,
+        stream(client, tenant) as stalled,
+    ):
+        sid = (await call(client, tenant, "POST", ""))["session_id"]
+        for batch in range(batches):
+            entries = [{"id": f"{batch}-{i:03d}", "message": "m", "data": {"note": note}} for i in range(size)]
+            await call(client, tenant, "POST", f"/{sid}/work-log/batch", {"entries": entries})
+        received: list[Message] = []
+        while (message := await stalled.message()).event != "error":
+            if message.event is not None:
+                received.append(message)
+        assert "behind" in message.data["detail"]
+        with pytest.raises(StopAsyncIteration):  # and the stream ends there
+            await stalled.message()
+        assert 0 < len(received) < total
+        rest: list[Message] = []
+        for _ in range(total):  # as a client does: resume from the last id until caught up (each catch-up may be
+            async with stream(client, tenant, last_event_id=[*received, *rest][-1].id) as resumed:  # dropped too)
+                while len(received) + len(rest) < total:
+                    message = await resumed.message()
+                    if message.event == "error":
+                        break
+                    if message.event is not None:
+                        rest.append(message)
+            if len(received) + len(rest) == total:
+                break
+    ids = [m.data["entry"]["id"] for m in [*received, *rest] if m.event == "work_log.appended"]
+    assert ids == [f"{batch}-{i:03d}" for batch in range(batches) for i in range(size)]  # no gap, no duplicate, in order
+    assert len({m.id for m in [*received, *rest]}) == total

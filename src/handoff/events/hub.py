@@ -6,9 +6,11 @@ subscriber and closed with the app. A subscriber that resumes (``Last-Event-ID``
 own instead, filtered to its workspace on the server and started ``resume_after`` its token, so it receives
 exactly what it missed and then everything after it, in order; it feeds the same kind of bounded queue.
 
-A queue that is full means a consumer that cannot keep up: it is emptied and closed with the reason, the
-consumer gets a final ``event: error`` and reconnects with the last id it received, so memory per subscriber is
-bounded by ``HANDOFF_EVENTS_QUEUE_SIZE`` and nothing is lost. Streams are read with ``try_next`` (each waits at
+A queue of the hub's stream that is full means a consumer that cannot keep up: it is emptied and closed with the
+reason, the consumer gets a final ``event: error`` and reconnects with the last id it received, so memory per
+subscriber is bounded by ``HANDOFF_EVENTS_QUEUE_SIZE`` and nothing is lost. A resumed stream's own change stream
+waits for room in its queue instead: it holds nobody else up, and a consumer catching up on a long backlog (which
+its change stream replays far faster than a client reads) would otherwise be dropped again on every resume. Streams are read with ``try_next`` (each waits at
 most :data:`MAX_AWAIT_MS` on the server) rather than cancelled mid-read, so closing one never cuts a connection.
 
 An event of :data:`~handoff.events.mapping.WITH_SESSION` (``session.updated``) carries the Session body as
@@ -24,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, OrderedDict, defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from typing import Any
@@ -107,6 +109,11 @@ class Subscriber:
             return
         self.queue.put_nowait(delivery)
 
+    async def put(self, delivery: Delivery) -> None:
+        """Like :meth:`offer`, but wait for room: for a stream of the subscriber's own, which may wait for it."""
+        if self.reason is None and self.selection.wants(delivery.event):
+            await self.queue.put(delivery)  # close() empties the queue first, so its None always finds room
+
     def close(self, reason: str) -> None:
         """End the stream with ``reason``, dropping what it had not read (it resumes from what it had)."""
         if self.reason is not None:
@@ -158,7 +165,7 @@ class Cursor:
 
 async def _pump(
     stream: AsyncChangeStream[Any],
-    deliver: Callable[[Delivery], None],
+    deliver: Callable[[Delivery], Awaitable[None]],
     running: Callable[[], bool],
     *,
     wanted: Callable[[Event], bool],
@@ -180,7 +187,7 @@ async def _pump(
                     body = await bodies.of(change["_id"]["_data"], event.workspace_id, event.session_id)
                     found[i] = replace(delivery, event=replace(event, data={**event.data, "session": body}))
             for delivery in found:
-                deliver(delivery)
+                await deliver(delivery)
             skip = 0
         cursor.token = stream.resume_token
 
@@ -247,7 +254,7 @@ class Hub:
                 try:
                     await _pump(
                         stream,
-                        subscriber.offer,
+                        subscriber.put,
                         running,
                         wanted=subscriber.selection.wants,
                         bodies=self._bodies,
@@ -275,7 +282,7 @@ class Hub:
     def _wanted(self, event: Event) -> bool:
         return any(subscriber.selection.wants(event) for subscriber in self._subscribers.get(event.workspace_id, ()))
 
-    def _deliver(self, delivery: Delivery) -> None:
+    async def _deliver(self, delivery: Delivery) -> None:
         for subscriber in tuple(self._subscribers.get(delivery.event.workspace_id, ())):
             subscriber.offer(delivery)
 
