@@ -11,7 +11,8 @@ reason, the consumer gets a final ``event: error`` and reconnects with the last 
 subscriber is bounded by ``HANDOFF_EVENTS_QUEUE_SIZE`` and nothing is lost. A resumed stream's own change stream
 waits for room in its queue instead: it holds nobody else up, and a consumer catching up on a long backlog (which
 its change stream replays far faster than a client reads) would otherwise be dropped again on every resume.
-Streams are read with ``try_next`` (each waits at most :data:`MAX_AWAIT_MS` on the server) rather than cancelled mid-read, so closing one never cuts a connection.
+Streams are read with ``try_next`` (each waits at most :data:`MAX_AWAIT_MS` on the server) rather than cancelled
+mid-read, so closing one never cuts a connection.
 
 An event of :data:`~handoff.events.mapping.WITH_SESSION` (``session.updated``) carries the Session body as
 ``GET /v1/sessions/{id}`` answers it, which the change itself does not hold: :class:`Bodies` reads it once per
