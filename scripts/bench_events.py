@@ -38,7 +38,7 @@ from typing import Any
 
 import httpx
 
-from _bench_common import DATABASE, bench_server, create_key, machine, median, percentile, serve
+from _bench_common import DATABASE, bench_server, cpu_seconds, create_key, machine, median, percentile, serve
 
 WRITERS = 32
 GOAL_P99_MS = 250.0
@@ -52,6 +52,8 @@ class Phase:
     appends: int = 0
     seconds: float = 0.0
     errors: Counter[str] = field(default_factory=Counter)
+    #: CPU seconds the service spent during the phase
+    service_cpu: float = 0.0
     #: entry id -> time.time() when its request was sent and when its acknowledgement arrived
     acked: dict[str, tuple[float, float]] = field(default_factory=dict)
 
@@ -80,7 +82,9 @@ def rss_bytes(pid: int) -> int:
     return total
 
 
-async def write(base: str, headers: dict[str, str], sessions: list[str], seconds: float, phase: Phase) -> None:
+async def write(
+    base: str, headers: dict[str, str], sessions: list[str], seconds: float, phase: Phase, *, service_pid: int
+) -> None:
     """32 writers, one session each, appending one entry at a time for ``seconds``."""
     stop = time.monotonic() + seconds
     limits = httpx.Limits(max_connections=WRITERS, max_keepalive_connections=WRITERS)
@@ -106,9 +110,10 @@ async def write(base: str, headers: dict[str, str], sessions: list[str], seconds
                 else:
                     phase.errors[str(response.status_code)] += 1
 
-        started = time.monotonic()
+        started, cpu = time.monotonic(), cpu_seconds(service_pid)
         await asyncio.gather(*(writer(number) for number in range(WRITERS)))
         phase.seconds = time.monotonic() - started
+        phase.service_cpu = cpu_seconds(service_pid) - cpu
 
 
 async def create_sessions(base: str, headers: dict[str, str], count: int) -> list[str]:
@@ -178,7 +183,7 @@ async def run(base: str, secret: str, pid: int, args: argparse.Namespace) -> dic
     sessions = await create_sessions(base, headers, 2 * WRITERS)
     alone, followed = sessions[:WRITERS], sessions[WRITERS:]
     before = Phase("without-1")
-    await write(base, headers, alone, args.seconds, before)
+    await write(base, headers, alone, args.seconds, before, service_pid=pid)
     rss_idle = rss_bytes(pid)
 
     subscribers = await asyncio.create_subprocess_exec(
@@ -201,14 +206,15 @@ async def run(base: str, secret: str, pid: int, args: argparse.Namespace) -> dic
     await asyncio.sleep(2)
     rss_subscribed = rss_bytes(pid)
     during = Phase("with")
-    await write(base, headers, followed, args.seconds, during)
+    await write(base, headers, followed, args.seconds, during, service_pid=pid)
     rss_loaded = rss_bytes(pid)
+    subscribers_cpu = cpu_seconds(subscribers.pid)
     subscribers.stdin.close()
     result = json.loads(await subscribers.stdout.readline())
     await subscribers.wait()
 
     after = Phase("without-2")
-    await write(base, headers, alone, args.seconds, after)
+    await write(base, headers, alone, args.seconds, after, service_pid=pid)
 
     latencies: list[float] = []
     from_send: list[float] = []
@@ -249,6 +255,13 @@ async def run(base: str, secret: str, pid: int, args: argparse.Namespace) -> dic
         "duplicated": duplicated,
         "streams_ended": result["ended"],
         "write_errors": dict(before.errors + during.errors + after.errors),
+        "service_cpu_ms_per_append": {
+            phase.label: round(phase.service_cpu * 1000 / max(phase.appends, 1), 2) for phase in (before, during, after)
+        },
+        "service_cpu_share": {
+            phase.label: round(phase.service_cpu / phase.seconds, 2) for phase in (before, during, after)
+        },
+        "subscribers_process_cpu_seconds": round(subscribers_cpu, 1),
         "rss_mib_idle": round(rss_idle / 2**20, 1),
         "rss_mib_subscribed": round(rss_subscribed / 2**20, 1),
         "rss_mib_after_load": round(rss_loaded / 2**20, 1),
@@ -272,6 +285,11 @@ def report(result: dict[str, Any], where: str) -> None:
         f"max {result['latency_max_ms']} ms over {result['events_received']} events (goal p99 <= {GOAL_P99_MS} ms); "
         f"arrived before their acknowledgement: {result['arrived_before_ack']} (negative latencies); from the "
         f"request's sending: p50 {result['from_send_p50_ms']} ms, p99 {result['from_send_p99_ms']} ms"
+    )
+    print(
+        f"service CPU ms per append {result['service_cpu_ms_per_append']}, CPU cores it used "
+        f"{result['service_cpu_share']}; the subscribers' process used {result['subscribers_process_cpu_seconds']} "
+        "CPU seconds (of the 2 cores the whole run shares)"
     )
     print(f"lost {result['lost']}, duplicated {result['duplicated']}, streams ended early {result['streams_ended']}")
     print(

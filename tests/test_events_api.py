@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from handoff import bulk
 from handoff.app import create_app
 from handoff.config import Settings
 from handoff.db import MongoDatabase
@@ -23,6 +24,7 @@ from handoff.localdb import MongodProcess
 from tests.api import problem
 from tests.factories import Tenant
 from tests.test_client_sync import serve_app
+from tests.test_ops_metrics import parse, value
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -319,3 +321,54 @@ async def test_a_consumer_that_falls_behind_is_dropped_and_resumes_without_loss(
     ids = [m.data["entry"]["id"] for m in [*received, *rest] if m.event == "work_log.appended"]
     assert ids == [f"{batch}-{i:03d}" for batch in range(batches) for i in range(size)]  # no gap or duplicate, in order
     assert len({m.id for m in [*received, *rest]}) == total
+
+
+async def test_streams_are_counted_in_the_metrics(http: httpx.AsyncClient, tenant: Tenant) -> None:
+    """``handoff_event_subscribers`` counts the open streams and ``handoff_events_streamed_total`` each event sent,
+    by type, as the routes stream them (issue 17)."""
+    before = parse((await http.get("/metrics")).text)
+    async with stream(http, tenant) as one, stream(http, tenant) as two:
+        sid = (await call(http, tenant, "POST", ""))["session_id"]
+        await call(http, tenant, "POST", f"/{sid}/actions", {"action": "counted"})
+        await one.events(2)
+        await two.events(2)
+        during = parse((await http.get("/metrics")).text)
+    assert value(during, "handoff_event_subscribers") - value(before, "handoff_event_subscribers") == 2
+    for kind in ("session.created", "work_log.appended"):
+        sent = value(during, "handoff_events_streamed_total", type=kind)
+        assert sent - value(before, "handoff_events_streamed_total", type=kind) == 2  # once to each stream
+
+
+async def test_no_event_crosses_workspaces_with_colliding_session_ids(
+    http: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant, events_settings: Settings, tmp_path: Path
+) -> None:
+    """Both workspaces hold a session of the *same id* (imported, as a move between systems does): neither stream,
+    live or resumed, carries the other workspace's events of it, its ``session.deleted`` included."""
+    rows = tmp_path / "sessions.jsonl"
+    rows.write_text(json.dumps({"session_id": "ses_shared", "status": "active", "started_at": "2026-12-01T10:00:00Z"}))
+
+    async def import_into(owner: Tenant) -> None:
+        result = await bulk.import_files([rows], workspace=owner.workspace.slug, settings=events_settings, workers=0)
+        assert result.imported == 1, result
+
+    async with stream(http, tenant) as ours, stream(http, other_tenant) as theirs:
+        primer = await call(http, tenant, "POST", "")
+        start = (await ours.events(1))[0]  # a position before everything below
+        await import_into(other_tenant)
+        await call(http, other_tenant, "POST", "/ses_shared/actions", {"action": "theirs"})
+        await call(http, other_tenant, "DELETE", "/ses_shared")
+        their_events = await theirs.events(3)
+        await import_into(tenant)
+        await call(http, tenant, "DELETE", "/ses_shared")
+        got = await ours.events(2)
+    assert start.data["session_id"] == primer["session_id"]
+    assert [m.event for m in their_events] == ["session.created", "work_log.appended", "session.deleted"]
+    assert their_events[0].data["session"]["workspace_id"] == other_tenant.workspace.workspace_id
+    async with stream(http, tenant, last_event_id=start.id) as resumed:  # a change stream filtered on the server
+        replayed = await resumed.events(2)
+    for received in (got, replayed):
+        assert [(m.event, m.data["session_id"]) for m in received] == [
+            ("session.created", "ses_shared"),
+            ("session.deleted", "ses_shared"),
+        ]
+        assert received[0].data["session"]["workspace_id"] == tenant.workspace.workspace_id
