@@ -125,6 +125,11 @@ class Subscriber:
         self.queue.put_nowait(None)
 
 
+class BodyReadFailed(PyMongoError):
+    """The read of a Session body failed: the stream reopens before its change (its position is not lost, unlike
+    an ``OperationFailure`` of the change stream itself)."""
+
+
 class Bodies:
     """The Session body of each change whose events carry one, read once per change on this worker.
 
@@ -146,10 +151,10 @@ class Bodies:
                 self._read.popitem(last=False)
         try:
             return await asyncio.shield(found)  # a stream that stops waiting does not cancel the others' read
-        except PyMongoError:
+        except PyMongoError as exc:
             if self._read.get(token) is found:  # not remembered: the next stream to meet the change reads again
                 del self._read[token]
-            raise
+            raise BodyReadFailed(f"reading the session for an event failed: {exc}") from exc
 
 
 async def _session_body(workspace_id: str, session_id: str) -> dict[str, Any] | None:
