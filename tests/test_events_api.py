@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from handoff import bulk
 from handoff.app import create_app
 from handoff.config import Settings
 from handoff.db import MongoDatabase
@@ -23,6 +24,7 @@ from handoff.localdb import MongodProcess
 from tests.api import problem
 from tests.factories import Tenant
 from tests.test_client_sync import serve_app
+from tests.test_ops_metrics import parse, value
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -133,6 +135,7 @@ async def test_writes_stream_their_events_in_order(http: httpx.AsyncClient, tena
     assert [m.data["entry"]["message"] for m in got[2:4]] == ["a", "b"]
     assert got[4].data["artifact"]["path"] == "src/a.py"
     assert got[5].data["changes"]["status"] == "paused"
+    assert got[5].data["session"]["session_id"] == sid  # its body's value: test_session_updated_carries_the_body
     assert got[6].data["handoff_notes"]["summary"] == "half done"
     assert got[7].data["ids"] == [entry["id"]]
     assert len({m.id for m in got}) == 9  # every event has an id of its own
@@ -157,6 +160,41 @@ async def test_last_event_id_resumes_with_exactly_the_missed_events(http: httpx.
     assert [m.data["entry"]["message"] for m in missed[:2]] == ["1", "2"]
     assert after[0].event == "session.updated"
     assert after[0].data["changes"]["status"] == "active"
+
+
+async def test_session_updated_carries_the_body(http: httpx.AsyncClient, tenant: Tenant) -> None:
+    """``session.updated`` carries the Session body as GET answers it, read once per change on the worker: a stream
+    resumed later sends the body the live one sent, and one that meets the change only after a delete, ``null``."""
+    async with stream(http, tenant) as live:
+        sid = (await call(http, tenant, "POST", "", {"agent_type": "coder"}))["session_id"]
+        await call(http, tenant, "POST", f"/{sid}/handoff", {"summary": "half done", "next_steps": ["finish"]})
+        created, paused, _ = await live.events(3)
+        read = await call(http, tenant, "GET", f"/{sid}")
+    moving = ("duration", "duration_minutes")  # move with the clock
+    assert paused.event == "session.updated"
+    assert paused.data["changes"]["status"] == "paused"
+    assert {k: v for k, v in paused.data["session"].items() if k not in moving} == {
+        k: v for k, v in read.items() if k not in moving
+    }
+    await call(http, tenant, "POST", f"/{sid}/resume")  # the session is active now
+    async with stream(http, tenant, last_event_id=created.id) as resumed:
+        again = (await resumed.events(1))[0]
+    assert (again.id, again.data) == (paused.id, paused.data)  # the body the live stream sent, not a new read
+
+    # A stream that does not want session.updated reads no body; one resumed after the delete finds none.
+    async with stream(http, tenant, types="session.created,session.deleted") as quiet:
+        gone = (await call(http, tenant, "POST", ""))["session_id"]
+        await call(http, tenant, "POST", f"/{gone}/pause")
+        await call(http, tenant, "DELETE", f"/{gone}")
+        born, _ = await quiet.events(2)
+    async with stream(http, tenant, last_event_id=born.id) as resumed:
+        updated, deleted = await resumed.events(2)
+    assert (updated.event, updated.data["changes"]["status"], updated.data["session"]) == (
+        "session.updated",
+        "paused",
+        None,
+    )
+    assert deleted.event == "session.deleted"
 
 
 async def test_a_token_that_cannot_be_resumed_is_410(http: httpx.AsyncClient, tenant: Tenant) -> None:
@@ -240,3 +278,97 @@ async def test_a_quiet_stream_sends_comments(
         stream(client, tenant) as reader,
     ):
         assert (await reader.message()).comment == "keep-alive"
+
+
+async def test_a_consumer_that_falls_behind_is_dropped_and_resumes_without_loss(
+    database: MongoDatabase, tenant: Tenant, events_settings: Settings
+) -> None:
+    """A client that stops reading: once the socket's buffers are full its queue (4 here) fills, the stream ends
+    with an ``event: error`` saying why, and a resume from the last id it read gets the rest, each once, in order.
+    The server holds at most the queue's events for it meanwhile, not everything written."""
+    settings = events_settings.model_copy(update={"events_queue_size": 4})
+    batches, size = 30, 15
+    total = 1 + batches * size  # the session's created and its entries
+    note = "x" * 60_000  # about 60 kB an event (the data limit is 64 KiB): far more than loopback buffers hold
+    async with (
+        serve_app(create_app(settings, database=database)) as url,
+        httpx.AsyncClient(base_url=url, timeout=20) as client,
+        stream(client, tenant) as stalled,
+    ):
+        sid = (await call(client, tenant, "POST", ""))["session_id"]
+        for batch in range(batches):
+            entries = [{"id": f"{batch}-{i:03d}", "message": "m", "data": {"note": note}} for i in range(size)]
+            await call(client, tenant, "POST", f"/{sid}/work-log/batch", {"entries": entries})
+        received: list[Message] = []
+        while (message := await stalled.message()).event != "error":
+            if message.event is not None:
+                received.append(message)
+        assert "behind" in message.data["detail"]
+        with pytest.raises(StopAsyncIteration):  # and the stream ends there
+            await stalled.message()
+        assert 0 < len(received) < total
+        rest: list[Message] = []
+        for _ in range(total):  # as a client does: resume from the last id until caught up (each catch-up may be
+            async with stream(client, tenant, last_event_id=[*received, *rest][-1].id) as resumed:  # dropped too)
+                while len(received) + len(rest) < total:
+                    message = await resumed.message()
+                    if message.event == "error":
+                        break
+                    if message.event is not None:
+                        rest.append(message)
+            if len(received) + len(rest) == total:
+                break
+    ids = [m.data["entry"]["id"] for m in [*received, *rest] if m.event == "work_log.appended"]
+    assert ids == [f"{batch}-{i:03d}" for batch in range(batches) for i in range(size)]  # no gap or duplicate, in order
+    assert len({m.id for m in [*received, *rest]}) == total
+
+
+async def test_streams_are_counted_in_the_metrics(http: httpx.AsyncClient, tenant: Tenant) -> None:
+    """``handoff_event_subscribers`` counts the open streams and ``handoff_events_streamed_total`` each event sent,
+    by type, as the routes stream them (issue 17)."""
+    before = parse((await http.get("/metrics")).text)
+    async with stream(http, tenant) as one, stream(http, tenant) as two:
+        sid = (await call(http, tenant, "POST", ""))["session_id"]
+        await call(http, tenant, "POST", f"/{sid}/actions", {"action": "counted"})
+        await one.events(2)
+        await two.events(2)
+        during = parse((await http.get("/metrics")).text)
+    assert value(during, "handoff_event_subscribers") - value(before, "handoff_event_subscribers") == 2
+    for kind in ("session.created", "work_log.appended"):
+        sent = value(during, "handoff_events_streamed_total", type=kind)
+        assert sent - value(before, "handoff_events_streamed_total", type=kind) == 2  # once to each stream
+
+
+async def test_no_event_crosses_workspaces_with_colliding_session_ids(
+    http: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant, events_settings: Settings, tmp_path: Path
+) -> None:
+    """Both workspaces hold a session of the *same id* (imported, as a move between systems does): neither stream,
+    live or resumed, carries the other workspace's events of it, its ``session.deleted`` included."""
+    rows = tmp_path / "sessions.jsonl"
+    rows.write_text(json.dumps({"session_id": "ses_shared", "status": "active", "started_at": "2026-12-01T10:00:00Z"}))
+
+    async def import_into(owner: Tenant) -> None:
+        result = await bulk.import_files([rows], workspace=owner.workspace.slug, settings=events_settings, workers=0)
+        assert result.imported == 1, result
+
+    async with stream(http, tenant) as ours, stream(http, other_tenant) as theirs:
+        primer = await call(http, tenant, "POST", "")
+        start = (await ours.events(1))[0]  # a position before everything below
+        await import_into(other_tenant)
+        await call(http, other_tenant, "POST", "/ses_shared/actions", {"action": "theirs"})
+        await call(http, other_tenant, "DELETE", "/ses_shared")
+        their_events = await theirs.events(3)
+        await import_into(tenant)
+        await call(http, tenant, "DELETE", "/ses_shared")
+        got = await ours.events(2)
+    assert start.data["session_id"] == primer["session_id"]
+    assert [m.event for m in their_events] == ["session.created", "work_log.appended", "session.deleted"]
+    assert their_events[0].data["session"]["workspace_id"] == other_tenant.workspace.workspace_id
+    async with stream(http, tenant, last_event_id=start.id) as resumed:  # a change stream filtered on the server
+        replayed = await resumed.events(2)
+    for received in (got, replayed):
+        assert [(m.event, m.data["session_id"]) for m in received] == [
+            ("session.created", "ses_shared"),
+            ("session.deleted", "ses_shared"),
+        ]
+        assert received[0].data["session"]["workspace_id"] == tenant.workspace.workspace_id

@@ -74,7 +74,7 @@ class AgentTypes:
 
     async def of(self, session_id: str, data: dict[str, Any]) -> str | None:
         if session_id not in self.known:
-            if "session" in data:
+            if data.get("session") is not None:  # a session.updated of a session deleted since carries null
                 self.known[session_id] = data["session"].get("agent_type")
             else:
                 doc = await store.sessions().find_one(store.key(self.workspace_id, session_id), {"agent_type": 1})

@@ -6,20 +6,30 @@ subscriber and closed with the app. A subscriber that resumes (``Last-Event-ID``
 own instead, filtered to its workspace on the server and started ``resume_after`` its token, so it receives
 exactly what it missed and then everything after it, in order; it feeds the same kind of bounded queue.
 
-A queue that is full means a consumer that cannot keep up: it is emptied and closed with the reason, the
-consumer gets a final ``event: error`` and reconnects with the last id it received, so memory per subscriber is
-bounded by ``HANDOFF_EVENTS_QUEUE_SIZE`` and nothing is lost. Streams are read with ``try_next`` (each waits at
-most :data:`MAX_AWAIT_MS` on the server) rather than cancelled mid-read, so closing one never cuts a connection.
+A queue of the hub's stream that is full means a consumer that cannot keep up: it is emptied and closed with the
+reason, the consumer gets a final ``event: error`` and reconnects with the last id it received, so memory per
+subscriber is bounded by ``HANDOFF_EVENTS_QUEUE_SIZE`` and nothing is lost. A resumed stream's own change stream
+waits for room in its queue instead: it holds nobody else up, and a consumer catching up on a long backlog (which
+its change stream replays far faster than a client reads) would otherwise be dropped again on every resume.
+Streams are read with ``try_next`` (each waits at most :data:`MAX_AWAIT_MS` on the server) rather than cancelled
+mid-read, so closing one never cuts a connection.
+
+An event of :data:`~handoff.events.mapping.WITH_SESSION` (``session.updated``) carries the Session body as
+``GET /v1/sessions/{id}`` answers it, which the change itself does not hold: :class:`Bodies` reads it once per
+change on this worker, however many subscribers hear of it, and only when one of them wants the event. It is the
+session *as read when the event was first sent*: a later write may already show in it (its ``changes`` are
+exactly this change's), and it is ``null`` when the session was deleted in between. A resumed stream meeting a
+change the hub's stream already sent (within the last :data:`BODIES_KEPT` changes) sends the same body.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping
+from collections import Counter, OrderedDict, defaultdict
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pymongo.asynchronous.change_stream import AsyncChangeStream
@@ -27,8 +37,8 @@ from pymongo.errors import OperationFailure, PyMongoError
 
 from handoff import clock
 from handoff.errors import Gone, RateLimited, Unavailable
-from handoff.events.mapping import Event, Position, events_of, workspace_filter
-from handoff.sessions import store
+from handoff.events.mapping import WITH_SESSION, Event, Position, events_of, workspace_filter
+from handoff.sessions import store, views
 
 logger = logging.getLogger("handoff.events")
 
@@ -38,6 +48,8 @@ OPERATIONS: dict[str, Any] = {"$match": {"operationType": {"$in": ["insert", "up
 MAX_AWAIT_MS = 500
 #: Wait before reopening the hub's stream after an error (a step-down the driver's one retry did not ride out).
 REOPEN_DELAY_SECONDS = 1.0
+#: How many changes' Session bodies a worker keeps, so a resumed stream sends the body the hub's stream sent.
+BODIES_KEPT = 1_024
 GONE_DETAIL = (
     "Last-Event-ID is not a position this service can resume from (too old for the oplog, or not an event id): "
     "re-read the session and subscribe afresh, without Last-Event-ID"
@@ -98,6 +110,11 @@ class Subscriber:
             return
         self.queue.put_nowait(delivery)
 
+    async def put(self, delivery: Delivery) -> None:
+        """Like :meth:`offer`, but wait for room: for a stream of the subscriber's own, which may wait for it."""
+        if self.reason is None and self.selection.wants(delivery.event):
+            await self.queue.put(delivery)  # close() empties the queue first, so its None always finds room
+
     def close(self, reason: str) -> None:
         """End the stream with ``reason``, dropping what it had not read (it resumes from what it had)."""
         if self.reason is not None:
@@ -108,19 +125,77 @@ class Subscriber:
         self.queue.put_nowait(None)
 
 
+class BodyReadFailed(PyMongoError):
+    """The read of a Session body failed: the stream reopens before its change (its position is not lost, unlike
+    an ``OperationFailure`` of the change stream itself)."""
+
+
+class Bodies:
+    """The Session body of each change whose events carry one, read once per change on this worker.
+
+    Keyed by the change's resume token, so the hub's stream and resumed streams that meet the same change share
+    one read (the first to meet it reads, the others wait for that read) and send the same body.
+    """
+
+    def __init__(self, kept: int = BODIES_KEPT) -> None:
+        self.kept = kept
+        self._read: OrderedDict[str, asyncio.Future[dict[str, Any] | None]] = OrderedDict()
+
+    async def of(self, token: str, workspace_id: str, session_id: str) -> dict[str, Any] | None:
+        """The body for the change of ``token``: the session as read now, or ``None`` once it is deleted."""
+        found = self._read.get(token)
+        if found is None:
+            found = asyncio.ensure_future(_session_body(workspace_id, session_id))
+            self._read[token] = found
+            if len(self._read) > self.kept:
+                self._read.popitem(last=False)
+        try:
+            return await asyncio.shield(found)  # a stream that stops waiting does not cancel the others' read
+        except PyMongoError as exc:
+            if self._read.get(token) is found:  # not remembered: the next stream to meet the change reads again
+                del self._read[token]
+            raise BodyReadFailed(f"reading the session for an event failed: {exc}") from exc
+
+
+async def _session_body(workspace_id: str, session_id: str) -> dict[str, Any] | None:
+    doc = await store.sessions().find_one(store.key(workspace_id, session_id), store.SESSION_PROJECTION)
+    return None if doc is None else views.session_read(doc, clock.now()).model_dump(mode="json")
+
+
+@dataclass(slots=True)
+class Cursor:
+    """The resume token after the last change a stream delivered in full: where to reopen it after a failure."""
+
+    token: Mapping[str, Any] | None = None
+
+
 async def _pump(
-    stream: AsyncChangeStream[Any], deliver: Callable[[Delivery], None], running: Callable[[], bool], skip: int = 0
+    stream: AsyncChangeStream[Any],
+    deliver: Callable[[Delivery], Awaitable[None]],
+    running: Callable[[], bool],
+    *,
+    wanted: Callable[[Event], bool],
+    bodies: Bodies,
+    cursor: Cursor,
+    skip: int = 0,
 ) -> None:
     """Read ``stream`` while ``running()``, handing each change's deliveries to ``deliver`` (the first ``skip`` of
-    the first change are ones the subscriber already has)."""
-    before = stream.resume_token
+    the first change are ones the subscriber already has), with the Session body of those ``wanted`` that carry
+    one. A change is delivered whole or not at all: a failed read of its body leaves ``cursor`` before it."""
+    cursor.token = stream.resume_token
     while running() and stream.alive:
         change = await stream.try_next()
         if change is not None:
-            for delivery in deliveries(change, before)[skip:]:
-                deliver(delivery)
+            found = deliveries(change, cursor.token)[skip:]
+            for i, delivery in enumerate(found):
+                event = delivery.event
+                if event.type in WITH_SESSION and wanted(event):
+                    body = await bodies.of(change["_id"]["_data"], event.workspace_id, event.session_id)
+                    found[i] = replace(delivery, event=replace(event, data={**event.data, "session": body}))
+            for delivery in found:
+                await deliver(delivery)
             skip = 0
-        before = stream.resume_token
+        cursor.token = stream.resume_token
 
 
 class Hub:
@@ -136,6 +211,7 @@ class Hub:
         self._opened: asyncio.Future[None] | None = None
         self._private: set[asyncio.Task[None]] = set()
         self._resumed: set[Subscriber] = set()
+        self._bodies = Bodies()
 
     def admit(self, api_key_id: str) -> Callable[[], None]:
         """Count one more open stream of this key (``429`` past ``HANDOFF_MAX_STREAMS_PER_KEY``); call the returned
@@ -182,7 +258,15 @@ class Hub:
         async def feed() -> None:
             async with stream:
                 try:
-                    await _pump(stream, subscriber.offer, running, skip=position.skip)
+                    await _pump(
+                        stream,
+                        subscriber.put,
+                        running,
+                        wanted=subscriber.selection.wants,
+                        bodies=self._bodies,
+                        cursor=Cursor(),
+                        skip=position.skip,
+                    )
                 except PyMongoError as exc:
                     logger.warning("a resumed event stream failed: %s", exc)
                     subscriber.close("the event stream was interrupted; reconnect with Last-Event-ID")
@@ -201,7 +285,10 @@ class Hub:
         if not self._subscribers[subscriber.selection.workspace_id]:
             del self._subscribers[subscriber.selection.workspace_id]
 
-    def _deliver(self, delivery: Delivery) -> None:
+    def _wanted(self, event: Event) -> bool:
+        return any(subscriber.selection.wants(event) for subscriber in self._subscribers.get(event.workspace_id, ()))
+
+    async def _deliver(self, delivery: Delivery) -> None:
         for subscriber in tuple(self._subscribers.get(delivery.event.workspace_id, ())):
             subscriber.offer(delivery)
 
@@ -215,24 +302,30 @@ class Hub:
 
     async def _run(self, opened: asyncio.Future[None]) -> None:
         """Keep the hub's stream open, resuming after the last change seen when it fails, until the app stops."""
-        token: Mapping[str, Any] | None = None
+        cursor = Cursor()
         while not self._stopping.is_set():
             try:
-                stream = await store.sessions().watch([OPERATIONS], resume_after=token, max_await_time_ms=MAX_AWAIT_MS)
+                stream = await store.sessions().watch(
+                    [OPERATIONS], resume_after=cursor.token, max_await_time_ms=MAX_AWAIT_MS
+                )
                 if not opened.done():
                     opened.set_result(None)
                 async with stream:
-                    try:
-                        await _pump(stream, self._deliver, lambda: not self._stopping.is_set())
-                    finally:
-                        token = stream.resume_token
+                    await _pump(
+                        stream,
+                        self._deliver,
+                        lambda: not self._stopping.is_set(),
+                        wanted=self._wanted,
+                        bodies=self._bodies,
+                        cursor=cursor,
+                    )
             except PyMongoError as exc:
                 if not opened.done():  # no stream at all (a standalone mongod has no change streams)
                     opened.set_exception(Unavailable(f"events are unavailable: {exc}"))
                     return
                 logger.warning("the events change stream failed, reopening it: %s", exc)
                 if isinstance(exc, OperationFailure):  # the position itself is gone: subscribers must start afresh
-                    token = None
+                    cursor.token = None
                     self._drop_all("events were lost; re-read the session and subscribe afresh")
                 await asyncio.sleep(REOPEN_DELAY_SECONDS)
 

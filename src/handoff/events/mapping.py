@@ -9,6 +9,9 @@ entries removed, one with ``pages_version`` alone a seal (nothing new), one with
 
 A change may mean several events (a batch append is one update); each gets a :class:`Position` in the stream
 that resumes exactly after it (see :class:`Position`).
+
+An update's description does not hold the whole session, so the events of :data:`WITH_SESSION` are made without
+their ``session``: the hub reads the body once per change and fills it in (see ``hub.Bodies``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ KINDS: dict[str, tuple[EventType, EventType, str]] = {
     "work_log": ("work_log.appended", "work_log.removed", "entry"),
     "artifacts": ("artifact.recorded", "artifact.removed", "artifact"),
 }
+#: The events whose ``data`` also carries ``session``, the Session body, which the hub reads (this module is pure).
+WITH_SESSION: frozenset[EventType] = frozenset({"session.updated"})
 _ARRAY_FIELD = re.compile(r"^(work_log|artifacts)(?:\.(\d+))?$")
 _TOKEN = re.compile(r"^[0-9A-Fa-f]{2,4096}$")
 
