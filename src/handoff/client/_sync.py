@@ -456,7 +456,7 @@ class HandoffClient:
         Reconnects by itself with ``Last-Event-ID`` when the stream ends or fails (a slow consumer dropped, a
         restart, a ``503``/``429``), so each event arrives once, in order; ``max_reconnects`` failed attempts in
         a row raise. ``Gone`` (410) means ``last_event_id`` is too old: re-read the session and subscribe
-        afresh. Close the iterator when done (``contextlib.closing``, or break out of a ``with`` block).
+        afresh. Close the iterator when you stop early: it holds a connection while open.
         """
         subscription = _events.Subscription(
             session_id=session_id,

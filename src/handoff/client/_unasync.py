@@ -99,7 +99,6 @@ PROSE = {
     "An async client": "A blocking client",
     "``async with``": "``with``",
     ":meth:`aclose`": ":meth:`close`",
-    "``contextlib.aclosing``": "``contextlib.closing``",
 }
 
 
