@@ -19,7 +19,16 @@ import pytest
 import uvicorn
 
 from handoff.app import create_app
-from handoff.client import AsyncHandoffClient, Event, Gone, HandoffClient, NotFound, RateLimited, Unauthorized
+from handoff.client import (
+    AsyncHandoffClient,
+    Event,
+    Gone,
+    HandoffClient,
+    HandoffClientError,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+)
 from handoff.config import Settings
 from handoff.db import MongoDatabase
 from handoff.localdb import MongodProcess
@@ -207,3 +216,23 @@ async def test_the_blocking_twin_resumes_from_an_event_id(
     assert [(e.id, e.type, e.data) for e in resumed] == [(e.id, e.type, e.data) for e in got[1:]]
     assert entry_ids(resumed)[-3:] == ["e1", "e2", "session.updated"]
     assert warm
+
+
+async def test_a_stream_dropped_before_each_first_event_backs_off_and_raises_saying_why(
+    events_settings: Settings, database: MongoDatabase, tenant: Tenant
+) -> None:
+    """With room for one event per consumer, a batch of two drops the stream before it hands anything out, every
+    time it resumes (the batch is one change): the client must not spin on it forever."""
+    tiny = events_settings.model_copy(update={"events_queue_size": 1})
+    async with (
+        serve_on(free_port(), tiny, database) as url,
+        AsyncHandoffClient(url, tenant.secret, **FAST) as handoff,
+    ):
+        sid = (await handoff.create_session()).session_id
+        got: list[Event] = []
+        reader = asyncio.create_task(collect(handoff.events(sid, max_reconnects=2), got, "never"))
+        await go_live(handoff, sid, got)
+        await handoff.log_work_batch(sid, [{"message": "one"}, {"message": "two"}])
+        with pytest.raises(HandoffClientError, match="dropped 3 times: this consumer fell 1 events behind"):
+            await asyncio.wait_for(reader, 30)
+    assert all(e.type == "work_log.appended" and e.data["entry"].get("action") == "warm-up" for e in got)

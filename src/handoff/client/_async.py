@@ -491,9 +491,10 @@ class AsyncHandoffClient:
                     async for message in EventSource(response).aiter_sse():
                         if (event := subscription.read(message)) is not None:
                             yield event
-                wait = subscription.ended()
             except (HandoffClientError, httpx.TransportError) as exc:
                 wait = subscription.lost(exc)
+            else:  # not under the except: ended() may raise, giving up on a stream that is always dropped
+                wait = subscription.ended()
             await anyio.sleep(wait)
 
     # Handoff claims ------------------------------------------------------------------------------------------

@@ -70,6 +70,8 @@ class Subscription:
         self.max_reconnects = max_reconnects
         self.failures = 0
         self._retry_hint: float | None = None
+        self._delivered = 0  # events handed out on the current connection
+        self._empty_drops = 0  # drops in a row of connections that handed out nothing
         #: Why the service last ended the stream (its ``event: error`` detail), for the error raised if it gives up.
         self.reason: str | None = None
 
@@ -91,6 +93,8 @@ class Subscription:
         """The stream answered ``200``: the next failure is the first of a new run."""
         self.failures = 0
         self._retry_hint = None
+        self._delivered = 0
+        self.reason = None
 
     def read(self, message: ServerSentEvent) -> Event | None:
         """The event a message carries, remembered as the resume point; ``None`` for the stream's own messages."""
@@ -102,11 +106,22 @@ class Subscription:
         if message.event == "message" or not message.data:  # a retry hint, or a keep-alive after an event
             return None
         self.last_event_id = message.id
+        self._delivered += 1
+        self._empty_drops = 0
         return Event(id=message.id, type=message.event, data=json.loads(message.data))
 
     def ended(self) -> float:
-        """The service closed the stream (dropped as too slow, or shutting down): seconds before reconnecting."""
+        """The service closed the stream (dropped as too slow, or shutting down): seconds before reconnecting.
+
+        A drop (``event: error`` without a shutdown's ``retry:``) of a connection that handed out nothing counts
+        toward ``max_reconnects``: a stream dropped again and again before its first event backs off, then raises.
+        """
         hint, self._retry_hint = self._retry_hint, None
+        if hint is None and self.reason is not None and not self._delivered:
+            if self._empty_drops >= self.max_reconnects:
+                raise HandoffClientError(f"the event stream was dropped {self._empty_drops + 1} times: {self.reason}")
+            self._empty_drops += 1
+            return self.policy.delay(self._empty_drops - 1)
         return hint if hint is not None else RECONNECT_DELAY_SECONDS
 
     def lost(self, exc: HandoffClientError | httpx.TransportError) -> float:

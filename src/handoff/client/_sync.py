@@ -473,9 +473,10 @@ class HandoffClient:
                     for message in EventSource(response).iter_sse():
                         if (event := subscription.read(message)) is not None:
                             yield event
-                wait = subscription.ended()
             except (HandoffClientError, httpx.TransportError) as exc:
                 wait = subscription.lost(exc)
+            else:  # not under the except: ended() may raise, giving up on a stream that is always dropped
+                wait = subscription.ended()
             time.sleep(wait)
 
     # Handoff claims ------------------------------------------------------------------------------------------

@@ -36,9 +36,10 @@ written once, next to ``_run``):
                   async for message in EventSource(response).aiter_sse():
                       if (event := subscription.read(message)) is not None:
                           yield event
-              wait = subscription.ended()
           except (HandoffClientError, httpx.TransportError) as exc:
               wait = subscription.lost(exc)
+          else:  # not under the except: ended() may raise, giving up on a stream that is always dropped
+              wait = subscription.ended()
           await anyio.sleep(wait)
 
 Annotate async generators ``AsyncIterator[X]``: the twin is ``Iterator[X]``. ``anyio`` is there for
