@@ -440,6 +440,41 @@ def claims_list(workspace_slug: str | None, state: Any, limit: int, as_json: boo
     console.print(report.table(listed))
 
 
+@cli.command("tail")
+@click.argument("session_id", required=False)
+@click.option("--workspace", "workspace_slug", help="Workspace slug (default: the only workspace).")
+@click.option("--types", help="Comma-separated event types to show (default: all).")
+@click.option("--json", "json_lines", is_flag=True, help="One JSON object a line, for machines.")
+@click.option("--max-events", type=click.IntRange(1), help="Exit after this many events.")
+def tail_command(
+    session_id: str | None, workspace_slug: str | None, types: str | None, json_lines: bool, max_events: int | None
+) -> None:
+    """Print a workspace's (or one session's) events as they happen, until Ctrl-C. Needs no running service."""
+    from handoff import tail  # noqa: PLC0415 - only this command
+    from handoff.events.mapping import parse_types  # noqa: PLC0415
+
+    try:
+        wanted = parse_types(types)
+    except HandoffError as exc:
+        raise click.ClickException(str(exc)) from exc
+    settings = _settings()
+    write = tail.printer(console, json_lines=json_lines)
+    try:
+        run_with_database(
+            lambda: tail.tail(
+                settings,
+                workspace_slug=workspace_slug,
+                session_id=session_id,
+                types=wanted,
+                write=write,
+                max_events=max_events,
+            ),
+            settings,
+        )
+    except KeyboardInterrupt:  # Ctrl-C is how a tail ends: the hub and the database were closed on the way out
+        return
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="handoff")

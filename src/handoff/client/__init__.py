@@ -16,14 +16,17 @@ generated from the async one (``handoff.client._async`` says how to add a method
 
 from handoff.client._async import AsyncHandoffClient
 from handoff.client._core import RetryPolicy
+from handoff.client._events import Event
 from handoff.client._sync import HandoffClient
 from handoff.client.config import ClientConfig, load_client_config
 from handoff.client.errors import (
     Conflict,
     FieldProblem,
+    Gone,
     HandoffClientError,
     Invalid,
     NotFound,
+    RateLimited,
     TooLarge,
     Unauthorized,
     Unavailable,
@@ -33,11 +36,14 @@ __all__ = [
     "AsyncHandoffClient",
     "ClientConfig",
     "Conflict",
+    "Event",
     "FieldProblem",
+    "Gone",
     "HandoffClient",
     "HandoffClientError",
     "Invalid",
     "NotFound",
+    "RateLimited",
     "RetryPolicy",
     "TooLarge",
     "Unauthorized",

@@ -209,7 +209,9 @@ def response_error(response: httpx.Response) -> HandoffClientError:
             body = response.json()
         except ValueError:
             body = None
-    return error_from_problem(response.status_code, body, fallback_text=response.text)
+    return error_from_problem(
+        response.status_code, body, fallback_text=response.text, retry_after=_retry_after(response)
+    )
 
 
 def execute(call: Call[T], policy: RetryPolicy) -> Generator[Step, Outcome, T]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import IO, Any, Literal, Self, TypeVar
 
 import httpx
+from httpx_sse import EventSource
 
 from handoff import __version__
 from handoff.analytics.schemas import (
@@ -30,7 +31,7 @@ from handoff.analytics.schemas import (
 )
 from handoff.blobs.schemas import BlobPage, BlobRead
 from handoff.claims.schemas import ClaimCreated, ClaimList, ClaimRead, Heartbeat
-from handoff.client import _core
+from handoff.client import _core, _events
 from handoff.client._core import (
     ArtifactActionName,
     Call,
@@ -41,7 +42,9 @@ from handoff.client._core import (
     SessionStatusName,
     Sleep,
 )
+from handoff.client._events import Event
 from handoff.client.config import load_client_config
+from handoff.client.errors import HandoffClientError
 from handoff.plans.schemas import PhaseInput, PlanRead
 from handoff.sessions.schemas import (
     ActionEntry,
@@ -447,6 +450,45 @@ class HandoffClient:
     ) -> SessionRead:
         """Continue the session (any status) in a new active one; retry-safe with a generated Idempotency-Key."""
         return self._run(_core.replay_session(session_id, agent_type=agent_type, idempotency_key=idempotency_key))
+
+    # Events --------------------------------------------------------------------------------------------------
+
+    def events(
+        self,
+        session_id: str | None = None,
+        *,
+        types: Collection[str] | None = None,
+        last_event_id: str | None = None,
+        agent_type: str | None = None,
+        max_reconnects: int = 10,
+    ) -> Iterator[Event]:
+        """The workspace's events as they happen (one session's with ``session_id``), for as long as you iterate.
+
+        Reconnects by itself with ``Last-Event-ID`` when the stream ends or fails (a slow consumer dropped, a
+        restart, a ``503``/``429``), so each event arrives once, in order; ``max_reconnects`` failed attempts in
+        a row raise. ``Gone`` (410) means ``last_event_id`` is too old: re-read the session and subscribe
+        afresh. Close the iterator when you stop early: it holds a connection while open.
+        """
+        subscription = _events.Subscription(
+            session_id=session_id,
+            types=types,
+            last_event_id=last_event_id,
+            agent_type=agent_type,
+            policy=self._options.retry,
+            max_reconnects=max_reconnects,
+        )
+        while True:
+            try:
+                with self._stream(subscription.call()) as response:
+                    subscription.opened()
+                    for message in EventSource(response).iter_sse():
+                        if (event := subscription.read(message)) is not None:
+                            yield event
+            except (HandoffClientError, httpx.TransportError) as exc:
+                wait = subscription.lost(exc)
+            else:  # not under the except: ended() may raise, giving up on a stream that is always dropped
+                wait = subscription.ended()
+            time.sleep(wait)
 
     # Handoff claims ------------------------------------------------------------------------------------------
 

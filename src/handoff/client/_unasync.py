@@ -23,15 +23,24 @@ written once, next to ``_run``):
   and closes a non-2xx answer before ``execute`` turns it into an error (retries happen before the first byte);
   the ``Call`` parses to the open ``httpx.Response``, and the ``@asynccontextmanager`` ``_stream(call)`` yields
   it and closes it; the method writes ``response.aiter_bytes()`` into the file.
-- **Server-sent events.** ``_core`` parses lines into events (sans-I/O, like ``execute``); the method is an
-  async generator, and its twin a generator (``for event in client.events(...)``)::
+- **Server-sent events** (``events``): httpx-sse's ``EventSource(response).aiter_sse()`` (the twin:
+  ``iter_sse()``, one entry of :data:`NAMES`) parses the stream; :class:`handoff.client._events.Subscription`
+  (sans-I/O, like ``execute``) builds each connection's request with ``Last-Event-ID`` and says how long to wait
+  before reconnecting. The method is an async generator, its twin a generator (``for event in
+  client.events()``)::
 
-      async def events(self, *, last_event_id: str | None = None) -> AsyncIterator[Event]:
-          parser = _core.EventParser()
-          async with self._stream(_core.events(last_event_id=last_event_id)) as response:
-              async for line in response.aiter_lines():
-                  if (event := parser.feed(line)) is not None:
-                      yield event
+      while True:
+          try:
+              async with self._stream(subscription.call()) as response:
+                  subscription.opened()
+                  async for message in EventSource(response).aiter_sse():
+                      if (event := subscription.read(message)) is not None:
+                          yield event
+          except (HandoffClientError, httpx.TransportError) as exc:
+              wait = subscription.lost(exc)
+          else:  # not under the except: ended() may raise, giving up on a stream that is always dropped
+              wait = subscription.ended()
+          await anyio.sleep(wait)
 
 Annotate async generators ``AsyncIterator[X]``: the twin is ``Iterator[X]``. ``anyio`` is there for
 ``anyio.sleep`` alone: the name becomes ``time``, so any other ``anyio`` function (``to_thread``, ``Lock``) would
@@ -72,6 +81,7 @@ NAMES = {
     "aiter_text": "iter_text",
     "aiter_lines": "iter_lines",
     "aiter_raw": "iter_raw",
+    "aiter_sse": "iter_sse",  # httpx-sse's EventSource
     "anyio": "time",  # for anyio.sleep: the one anyio function _async.py uses
 }
 

@@ -20,9 +20,9 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from handoff import metrics
 from handoff.auth import CurrentPrincipal
-from handoff.errors import Gone, Invalid
+from handoff.errors import Gone
 from handoff.events.hub import GONE_DETAIL, Hub, Selection, Subscriber
-from handoff.events.mapping import EVENT_TYPES, Position
+from handoff.events.mapping import Position, parse_types
 from handoff.openapi import event_stream, problems
 from handoff.ops import NO_DEADLINE
 from handoff.ops.shutdown import RETRY_AFTER_SHUTDOWN_MS, shutdown_signal, until_shutdown
@@ -54,15 +54,6 @@ def _json(value: Any) -> str:
         return str(item)
 
     return json.dumps(value, default=default, separators=(",", ":"))
-
-
-def _types(types: str | None) -> frozenset[str] | None:
-    if types is None or not types.strip():
-        return None
-    wanted = frozenset(name.strip() for name in types.split(",") if name.strip())
-    if unknown := sorted(wanted - EVENT_TYPES):
-        raise Invalid(f"unknown event types {unknown}; known: {sorted(EVENT_TYPES)}")
-    return wanted
 
 
 class AgentTypes:
@@ -157,7 +148,7 @@ class EventController(Controller):
         last_event_id: LastEventId = None,
     ) -> ServerSentEvent:
         """One session's events as they happen (``text/event-stream``); resume with ``Last-Event-ID``."""
-        selected = _types(types)
+        selected = parse_types(types)
         await service.get_session(principal.workspace_id, session_id)  # the 404 of every session route
         selection = Selection(principal.workspace_id, session_id, selected)
         return await self._stream(request, principal.api_key_id, selection, last_event_id)
@@ -173,5 +164,5 @@ class EventController(Controller):
         last_event_id: LastEventId = None,
     ) -> ServerSentEvent:
         """The workspace's events as they happen, optionally of one session, agent type or some event types."""
-        selection = Selection(principal.workspace_id, session_id, _types(types))
+        selection = Selection(principal.workspace_id, session_id, parse_types(types))
         return await self._stream(request, principal.api_key_id, selection, last_event_id, agent_type)

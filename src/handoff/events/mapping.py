@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, get_args
 
 from handoff.claims.schemas import ClaimRead
+from handoff.errors import Invalid
 from handoff.metrics import EventType
 from handoff.sessions import views
 
@@ -39,6 +40,17 @@ KINDS: dict[str, tuple[EventType, EventType, str]] = {
 WITH_SESSION: frozenset[EventType] = frozenset({"session.updated"})
 _ARRAY_FIELD = re.compile(r"^(work_log|artifacts)(?:\.(\d+))?$")
 _TOKEN = re.compile(r"^[0-9A-Fa-f]{2,4096}$")
+
+
+def parse_types(types: str | None) -> frozenset[str] | None:
+    """A comma-separated list of event types (``?types=`` of the routes, ``--types`` of ``handoff tail``);
+    ``None`` for all, an unknown name refused."""
+    if types is None or not types.strip():
+        return None
+    wanted = frozenset(name.strip() for name in types.split(",") if name.strip())
+    if unknown := sorted(wanted - EVENT_TYPES):
+        raise Invalid(f"unknown event types {unknown}; known: {sorted(EVENT_TYPES)}")
+    return wanted
 
 
 @dataclass(frozen=True, slots=True)
