@@ -85,6 +85,14 @@ def artifact_stages(workspace_id: str, window: Window) -> dict[str, list[dict[st
             {"$sort": {"touches": -1, "_id": 1}},
             {"$limit": TOP},
         ],
+        "artifacts: only path and action projected, no sessions set": [
+            match,
+            {"$project": {"_id": 0, "session_id": 1, "artifacts.path": 1, "artifacts.action": 1}},
+            {"$unwind": "$artifacts"},
+            {"$group": {"_id": "$artifacts.path", "touches": {"$sum": 1}}},
+            {"$sort": {"touches": -1}},
+            {"$limit": TOP},
+        ],
         "artifacts: whole pipeline": full,
     }
 
