@@ -146,6 +146,7 @@ def main() -> None:
             last = max(1, -(-args.log_entries // 50))
             big = f"{args.log_entries:,}-entry"
             down = max(1, min(200, args.sessions // 50 - 1))
+            month_ago = (datetime.now(UTC) - timedelta(days=29)).date().isoformat()
             with serve(server.url, database) as service, httpx.Client(base_url=service.base, timeout=120) as http:
                 sign_in(http, secret)
                 pages = [
@@ -159,7 +160,9 @@ def main() -> None:
                     (f"Session ({big} log), type=checkpoint", f"/ui/sessions/{LONG_SESSION}?type=checkpoint"),
                     ("Session (deepest lineage)", f"/ui/sessions/{deepest}"),
                     ("Handoffs", "/ui/handoffs"),
-                    ("Analytics", "/ui/analytics"),
+                    ("Analytics (default window)", "/ui/analytics"),
+                    (f"Analytics, since={month_ago} (30 days, the old default)", f"/ui/analytics?since={month_ago}"),
+                    ("Analytics, all time", "/ui/analytics?since=&until="),
                 ]
                 timings = [(label, *time_page(http, path, args.calls)) for label, path in pages]
         finally:

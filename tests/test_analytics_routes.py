@@ -493,6 +493,17 @@ async def test_hot_pipelines_are_served_by_an_index(tenant: Tenant, route: str) 
         assert verdict.docs_examined == 3
 
 
+@pytest.mark.usefixtures("data")
+async def test_stale_in_a_window_skips_sessions_last_active_before_it(tenant: Tenant) -> None:
+    # s4 is active and idle 45 minutes, but last active before this window starts, so it cannot have started in
+    # it: the walk of idle_by_status must not reach it (before, every such session's document was read).
+    window = service.parse_window(since=(NOW - _minutes(1)).isoformat())
+    pipeline = (await service.route_pipelines(tenant.workspace.workspace_id, window=window))["stale"]
+    verdict = await service.explain(pipeline)
+    assert verdict.indexes == ["idle_by_status"]
+    assert (verdict.keys_examined, verdict.docs_examined) == (0, 0)
+
+
 @pytest.mark.parametrize("bucket", list(expressions.Bucket))
 async def test_bucket_arithmetic_matches_date_trunc(database: MongoDatabase, bucket: expressions.Bucket) -> None:
     dates = [

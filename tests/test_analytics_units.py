@@ -63,7 +63,13 @@ def test_every_pipeline_starts_with_the_workspace() -> None:
         }
     assert "started_at" not in expressions.match_sessions("ws_1", expressions.ALL_TIME)["$match"]
     assert windowed["errors bounded"][0]["$match"]["last_active_at"] == {"$gte": now}
-    assert windowed["stale"][0]["$match"]["last_active_at"] == {"$lt": datetime(2026, 1, 31, 23, 30, tzinfo=UTC)}
+    # stale: idle since before the cutoff, and (implied by the window) last active no earlier than its start
+    assert windowed["stale"][0]["$match"]["last_active_at"] == {
+        "$lt": datetime(2026, 1, 31, 23, 30, tzinfo=UTC),
+        "$gte": window.since,
+    }
+    all_time = pipelines.stale("ws_1", expressions.ALL_TIME, now=now, idle_minutes=30, limit=100)
+    assert all_time[0]["$match"]["last_active_at"] == {"$lt": datetime(2026, 1, 31, 23, 30, tzinfo=UTC)}
 
 
 def _row(session_id: str, replayed_from: str | None, node: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -181,6 +181,12 @@ def test_a_supplied_last_activity_older_than_an_entry_is_raised_to_the_newest_en
     assert later["last_active_at"] == datetime(2026, 1, 5, 11, 0, tzinfo=UTC)
 
 
+def test_a_supplied_last_activity_before_the_start_is_raised_to_the_start(target: Target) -> None:
+    doc = from_export(_export_row(work_log=[], last_active_at="2026-01-01T00:00:00+00:00"), target)
+
+    assert doc["last_active_at"] == doc["started_at"]
+
+
 # Export lines -----------------------------------------------------------------------------------------------
 
 

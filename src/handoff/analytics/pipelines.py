@@ -336,8 +336,14 @@ def errors(
 def stale(workspace_id: str, window: Window, *, now: datetime, idle_minutes: int, limit: int) -> Pipeline:
     """Active sessions whose ``last_active_at`` is more than ``idle_minutes`` before ``now``, longest idle first."""
     cutoff = now - timedelta(minutes=idle_minutes)
+    idle: dict[str, Any] = {"$lt": cutoff}
+    if window.since is not None:
+        # Implied by the window (a session is never last active before it started), and it bounds the walk of
+        # ``idle_by_status``: without it a recent window reads every older idle session's document to check its
+        # ``started_at``, which is not a key of that index (6,700 documents at 100,000 sessions, 30 days).
+        idle["$gte"] = window.since
     return [
-        match_sessions(workspace_id, window, status=SessionStatus.ACTIVE.value, last_active_at={"$lt": cutoff}),
+        match_sessions(workspace_id, window, status=SessionStatus.ACTIVE.value, last_active_at=idle),
         {"$sort": {"last_active_at": 1}},
         {"$limit": limit},
         {

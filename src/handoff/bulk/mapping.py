@@ -215,9 +215,12 @@ def _document(fields: _Fields, target: Target, row: RowFacts) -> dict[str, Any]:
     artifacts = [
         artifact_entry(raw, i, default_time=started, seen=seen, row=row) for i, raw in enumerate(fields.artifacts)
     ]
-    # The API never stores an entry newer than its session's last activity (one update sets both), and the
-    # analytics ``errors`` route relies on it: a supplied ``last_active_at`` older than an entry is raised to it.
-    last_active = max([fields.last_active_at or started, *(entry["timestamp"] for entry in work_log + artifacts)])
+    # The API never stores an entry newer than its session's last activity (one update sets both), nor a last
+    # activity before the start, and the analytics ``errors`` and ``stale`` routes rely on both: a supplied
+    # ``last_active_at`` older than an entry or than the start is raised to it.
+    last_active = max(
+        [started, fields.last_active_at or started, *(entry["timestamp"] for entry in work_log + artifacts)]
+    )
     ended = SessionStatus(fields.status) in ENDED_STATUSES
     # An ended session always has an end (the API sets it); an open one never has.
     ended_at = (fields.ended_at or fields.updated_at or last_active) if ended else None
