@@ -17,12 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-
-from pymongo.errors import PyMongoError
 
 from handoff import clock
 from handoff.claims import service, views, waiting
@@ -35,7 +32,6 @@ logger = logging.getLogger("handoff.claims")
 LEASE = "claim-sweep"
 BATCH_SIZE = 100
 PAUSE_AFTER_BATCH_SECONDS = 0.05
-MIN_LEASE_SECONDS = 60.0
 
 
 @dataclass(slots=True)
@@ -103,14 +99,11 @@ async def sweep(*, batch_size: int = BATCH_SIZE, pause: float = PAUSE_AFTER_BATC
         await asyncio.sleep(pause)  # leave the database to the requests for a moment
 
 
-def lease_seconds(settings: Settings) -> float:
-    """Long enough to outlive the holder's sleep between passes, so only a dead holder loses it."""
-    return max(MIN_LEASE_SECONDS, 3 * settings.claim_sweep_interval_seconds)
-
-
 async def run_pass(settings: Settings, owner: str) -> SweepResult | None:
     """One pass if this process holds (or takes) the lease; ``None`` when another does."""
-    if not await lease.acquire(LEASE, owner, now=clock.now(), seconds=lease_seconds(settings)):
+    if not await lease.acquire(
+        LEASE, owner, now=clock.now(), seconds=lease.seconds_for(settings.claim_sweep_interval_seconds)
+    ):
         return None
     result = await sweep()
     if result.expired or result.released:
@@ -118,28 +111,12 @@ async def run_pass(settings: Settings, owner: str) -> SweepResult | None:
     return result
 
 
-async def _loop(settings: Settings, owner: str) -> None:
-    while True:
-        await asyncio.sleep(settings.claim_sweep_interval_seconds)
-        try:
-            await run_pass(settings, owner)
-        except Exception:  # the next pass retries; a background task must not die of a database hiccup
-            logger.warning("claim sweep failed; retrying in %g s", settings.claim_sweep_interval_seconds, exc_info=True)
-
-
-@contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[None]:
+def running(settings: Settings) -> contextlib.AbstractAsyncContextManager[None]:
     """Run the sweep for as long as the block (the app's lifespan) lasts; the lease is given up on the way out."""
-    if settings.claim_sweep_interval_seconds <= 0:
-        yield
-        return
-    owner = lease.new_owner()
-    task = asyncio.create_task(_loop(settings, owner), name="handoff-claim-sweep")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        with contextlib.suppress(PyMongoError):  # the database may be gone at shutdown; the lease then runs out
-            await lease.release(LEASE, owner)
+    return lease.periodically(
+        LEASE,
+        settings.claim_sweep_interval_seconds,
+        lambda owner: run_pass(settings, owner),
+        label="claim sweep",
+        logger=logger,
+    )

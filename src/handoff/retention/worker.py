@@ -12,9 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-
-from pymongo.errors import PyMongoError
 
 from handoff import clock
 from handoff.config import Settings
@@ -25,21 +22,15 @@ logger = logging.getLogger("handoff.retention")
 
 LEASE = "retention"
 PAUSE_AFTER_BATCH_SECONDS = 0.05
-MIN_LEASE_SECONDS = 60.0
 
 
 class LeaseLost(Exception):
     """Another process holds the lease now (this one was too slow to renew it): stop and leave the work to it."""
 
 
-def lease_seconds(settings: Settings) -> float:
-    """Long enough to outlive the holder's sleep between passes, so only a dead holder loses it."""
-    return max(MIN_LEASE_SECONDS, 3 * settings.retention_interval_seconds)
-
-
 async def run_pass(settings: Settings, owner: str) -> int:
     """Delete what every workspace's retention lets go, while holding the lease; the sessions deleted."""
-    seconds = lease_seconds(settings)
+    seconds = lease.seconds_for(settings.retention_interval_seconds)
 
     async def renew(_: int) -> None:
         if not await lease.acquire(LEASE, owner, now=clock.now(), seconds=seconds):
@@ -66,32 +57,15 @@ async def run_pass(settings: Settings, owner: str) -> int:
     return deleted
 
 
-async def _loop(settings: Settings, owner: str) -> None:
-    while True:
-        await asyncio.sleep(settings.retention_interval_seconds)
+def running(settings: Settings) -> contextlib.AbstractAsyncContextManager[None]:
+    """Run the retention loop for as long as the block (the app's lifespan) lasts; released on the way out."""
+
+    async def one_pass(owner: str) -> None:
         try:
             await run_pass(settings, owner)
         except LeaseLost:
             logger.info("retention: another process took over the lease")
-        except Exception:  # the next pass retries; a background task must not die of a database hiccup
-            logger.warning(
-                "retention pass failed; retrying in %g s", settings.retention_interval_seconds, exc_info=True
-            )
 
-
-@contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[None]:
-    """Run the retention loop for as long as the block (the app's lifespan) lasts; released on the way out."""
-    if settings.retention_interval_seconds <= 0:
-        yield
-        return
-    owner = lease.new_owner()
-    task = asyncio.create_task(_loop(settings, owner), name="handoff-retention")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        with contextlib.suppress(PyMongoError):  # the database may be gone at shutdown; the lease then runs out
-            await lease.release(LEASE, owner)
+    return lease.periodically(
+        LEASE, settings.retention_interval_seconds, one_pass, label="retention pass", logger=logger
+    )
