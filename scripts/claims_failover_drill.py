@@ -36,8 +36,18 @@ from pymongo import MongoClient
 from pymongo.read_concern import ReadConcern
 
 from _bench_common import create_key, serve
-from failover_drill import DRAIN_TIMEOUT_SECONDS, FULL, SHORT, Plan, Tally, Timeline, disrupt, get_when_available
-from handoff.localdb import ReplicaSet, start_replica_set
+from failover_drill import (
+    DRAIN_TIMEOUT_SECONDS,
+    FULL,
+    SHORT,
+    Plan,
+    Tally,
+    Timeline,
+    disrupt,
+    drill_replica_set,
+    get_when_available,
+)
+from handoff.localdb import ReplicaSet
 
 DATABASE = "claims_drill"
 CLAIMERS = 6
@@ -232,9 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{CLAIMERS} claimers",
             flush=True,
         )
-        settings = {"electionTimeoutMillis": plan.election_timeout_ms, "heartbeatIntervalMillis": 500}
-        quick_exit = ["--setParameter", "shutdownTimeoutMillisForSignaledShutdown=1000"]
-        replicas = start_replica_set(3, Path(tmp), replica_set="drill", settings=settings, extra_args=quick_exit)
+        replicas = drill_replica_set(Path(tmp), plan.election_timeout_ms)
         log = Path(tmp) / "service.log"
         try:
             secret = asyncio.run(create_key(replicas.url, DATABASE)).secret

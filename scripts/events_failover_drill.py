@@ -30,8 +30,16 @@ from typing import Any
 import httpx
 
 from _bench_common import create_key, serve
-from failover_drill import SHORT, Tally, Timeline, _step_down, _until_acknowledged, get_when_available
-from handoff.localdb import ReplicaSet, start_replica_set
+from failover_drill import (
+    SHORT,
+    Tally,
+    Timeline,
+    _step_down,
+    _until_acknowledged,
+    drill_replica_set,
+    get_when_available,
+)
+from handoff.localdb import ReplicaSet
 
 DATABASE = "events_drill"
 CATCH_UP_SECONDS = 60
@@ -167,9 +175,7 @@ def passed(result: dict[str, Any]) -> bool:
 
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="events-drill-") as tmp:
-        settings = {"electionTimeoutMillis": SHORT.election_timeout_ms, "heartbeatIntervalMillis": 500}
-        quick_exit = ["--setParameter", "shutdownTimeoutMillisForSignaledShutdown=1000"]
-        replicas = start_replica_set(3, Path(tmp), replica_set="evdrill", settings=settings, extra_args=quick_exit)
+        replicas = drill_replica_set(Path(tmp), SHORT.election_timeout_ms, name="evdrill")
         log = Path(tmp) / "service.log"
         try:
             secret = asyncio.run(create_key(replicas.url, DATABASE)).secret

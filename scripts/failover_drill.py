@@ -208,6 +208,15 @@ class Timeline:
         print(f"  {self.events[-1][0]:6.1f} s  {what}", flush=True)
 
 
+def drill_replica_set(directory: Path, election_timeout_ms: int, name: str = "drill") -> ReplicaSet:
+    """The drills' 3-member replica set on loopback: elections as fast as the plan asks, and members that exit at
+    once when signalled (a signalled primary waits up to 15 s for a secondary to catch up before it exits; the
+    drill's data is thrown away, so its members need not wait that long at the end)."""
+    settings = {"electionTimeoutMillis": election_timeout_ms, "heartbeatIntervalMillis": 500}
+    quick_exit = ["--setParameter", "shutdownTimeoutMillisForSignaledShutdown=1000"]
+    return start_replica_set(3, directory, replica_set=name, settings=settings, extra_args=quick_exit)
+
+
 def _step_down(replicas: ReplicaSet, seconds: int) -> str:
     primary = replicas.primary()
     # The connection may drop as the node steps down.
@@ -350,11 +359,7 @@ def main(argv: list[str] | None = None) -> int:
             f"serverSelectionTimeoutMS {plan.server_selection_timeout_ms}, {plan.writers} writers",
             flush=True,
         )
-        settings = {"electionTimeoutMillis": plan.election_timeout_ms, "heartbeatIntervalMillis": 500}
-        # A signalled primary waits up to 15 s for a secondary to catch up before it exits; the drill's data is
-        # thrown away, so its members need not wait that long at the end.
-        quick_exit = ["--setParameter", "shutdownTimeoutMillisForSignaledShutdown=1000"]
-        replicas = start_replica_set(3, Path(tmp), replica_set="drill", settings=settings, extra_args=quick_exit)
+        replicas = drill_replica_set(Path(tmp), plan.election_timeout_ms)
         log = Path(tmp) / "service.log"
         try:
             secret = asyncio.run(create_key(replicas.url, DATABASE)).secret
