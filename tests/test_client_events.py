@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from handoff.app import create_app
 from handoff.client import (
@@ -35,7 +34,7 @@ from handoff.localdb import MongodProcess
 from handoff.sessions import service
 from handoff.sessions.schemas import ActionCreate
 from tests.factories import Tenant
-from tests.test_client_sync import _InLoopServer, in_thread
+from tests.test_client_sync import in_thread, serve_app
 
 pytestmark = pytest.mark.timeout(90)
 FAST: dict[str, Any] = {"backoff_base": 0.05, "backoff_max": 0.5}
@@ -51,26 +50,9 @@ def events_settings(mongod: MongodProcess, database: MongoDatabase) -> Settings:
 @asynccontextmanager
 async def serve_on(port: int, settings: Settings, database: MongoDatabase) -> AsyncIterator[str]:
     """The service on ``port`` (reusable at once after it stops), until the block ends, then stopped as SIGTERM
-    stops it (``tests.test_client_sync.serve_app`` stops it without, so an open stream would hold it)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    app = create_app(settings, database=database)
-    server = _InLoopServer(uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        app.state.shutdown.set()  # what SIGTERM sets first: the streams end with their retry hint
-        server.should_exit = True
-        try:
-            await task
-        finally:
-            sock.close()
+    stops it."""
+    async with serve_app(create_app(settings, database=database), port=port, graceful=True) as url:
+        yield url
 
 
 def free_port() -> int:

@@ -39,10 +39,14 @@ class _InLoopServer(uvicorn.Server):
 
 
 @asynccontextmanager
-async def serve_app(app: Litestar) -> AsyncIterator[str]:
-    """Serve ``app`` on a free loopback port from this event loop; yields its base URL."""
+async def serve_app(app: Litestar, *, port: int = 0, graceful: bool = False) -> AsyncIterator[str]:
+    """Serve ``app`` on a loopback port (a free one unless ``port`` is given; a given one is reusable at once
+    after the server stops) from this event loop; yields its base URL. ``graceful`` stops it as SIGTERM does, so
+    open event streams end with their retry hint instead of holding the server."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
+    if port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     server = _InLoopServer(uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False))
     task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -53,6 +57,8 @@ async def serve_app(app: Litestar) -> AsyncIterator[str]:
             await asyncio.sleep(0.01)
         yield f"http://127.0.0.1:{port}"
     finally:
+        if graceful:
+            app.state.shutdown.set()  # what SIGTERM sets first: the streams end with their retry hint
         server.should_exit = True
         try:
             await task
