@@ -436,6 +436,36 @@ async def _sixty_four_writers(api: Api, database: MongoDatabase, page_entries: i
     assert len(in_pages) == len(set(in_pages))
 
 
+async def test_pages_read_while_pages_seal_hold_exactly_the_entries_at_their_positions(api: Api) -> None:
+    """Readers page by offset right at the edge of the sealed part while a writer's appends seal page after page
+    (every two appends here): the sealed part of a window is read beside the session document, and a page sealed
+    between the two reads must not leave a gap or a repeat."""
+    sid = (await api.create())["session_id"]
+    written = 0
+    done = asyncio.Event()
+
+    async def writer() -> None:
+        nonlocal written
+        for number in range(240):
+            await api.post(sid, "work-log", {"id": f"e{number:04d}", "message": f"step {number}"}, 201)
+            written = number + 1
+        done.set()
+
+    reads = 0
+
+    async def reader(lag: int) -> None:
+        nonlocal reads
+        while not done.is_set():
+            offset = max(0, written - lag)
+            body = ok(await api.call("GET", f"/{sid}/work-log", params={"offset": offset, "limit": 6}))
+            ids = [item["id"] for item in body["items"]]
+            assert ids == [f"e{n:04d}" for n in range(offset, min(offset + 6, body["total"]))], (offset, body["total"])
+            reads += 1
+
+    await asyncio.gather(writer(), *(reader(lag) for lag in (1, 2, 3, 5)))
+    assert reads > 100
+
+
 async def test_appends_and_seals_are_counted_in_the_metrics(api: Api, client: httpx.AsyncClient) -> None:
     before = await scrape(client)
     sid = (await api.create())["session_id"]

@@ -245,7 +245,13 @@ async def _positioned_page(
     }
     if not anchored:
         fields["open_items"] = _speculative_open(selection, offset=offset, limit=limit, descending=descending)
-    head = await _head(workspace_id, session_id, fields)
+    # An ascending window by offset alone is known before the head read ([offset, offset + limit), cut to the log
+    # later), so its sealed part is read beside the head instead of after it: one round trip instead of two.
+    early = Window(offset, offset + limit, False) if not anchored and not descending else None
+    head, early_entries = await _gather(
+        _head(workspace_id, session_id, fields),
+        window_from_pages(workspace_id, session_id, selection, early) if early else _nothing(),
+    )
     sealed = head["sealed_count"]
     first, last = await _gather(
         _anchor(workspace_id, session_id, selection, head=head, label="after", entry_id=after),
@@ -264,10 +270,29 @@ async def _positioned_page(
         from_pages, opened = await _gather(window_from_pages(workspace_id, session_id, selection, in_pages), read_open)
         open_items: list[Doc] = opened["items"]
     else:
-        from_pages = await window_from_pages(workspace_id, session_id, selection, in_pages)
+        from_pages = await _sealed_part(workspace_id, session_id, selection, in_pages, early_entries)
         open_items = head["open_items"][: in_open.size]
     entries: list[Doc] = [*from_pages, *open_items]
     return (entries[::-1] if descending else entries), max(0, hi - lo)
+
+
+async def _nothing() -> list[Doc]:
+    return []
+
+
+async def _sealed_part(
+    workspace_id: str, session_id: str, selection: Selection, in_pages: Window, early: list[Doc]
+) -> list[Doc]:
+    """The sealed part ``in_pages`` of a window, from the entries read beside the head when they cover it.
+
+    A seal never moves a position, so the early read holds the entries the head's counts place in the pages; only
+    a page sealed between the two reads can be missing from it (the head counted it, the early read came first),
+    and then the part is read again. A removal (rare; one transaction) shifts later positions by one whichever
+    order the reads run in, as it did when the pages were read after the head.
+    """
+    if len(early) >= in_pages.size:
+        return early[: in_pages.size]
+    return await window_from_pages(workspace_id, session_id, selection, in_pages)
 
 
 # Narrowed selections -----------------------------------------------------------------------------------------
