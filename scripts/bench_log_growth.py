@@ -213,7 +213,7 @@ def report(new: Side, old: Side | None) -> None:
         print(f"{route:<16}{row}{ratio:>9.2f} {verdict:<4}{second:>10.2f}")
     if old is None:
         return
-    print(f"\nbaseline ({BASELINE if old.name == 'baseline' else old.name}), same routes")
+    print(f"\nbaseline ({old.name}), same routes")
     print(f"{'route':<16}" + "".join(f"{size:>20,}" for size in old.results))
     for route in routes:
         cells = [old.results[size].get(route) for size in old.results]
@@ -238,7 +238,7 @@ def main() -> None:
         old: Side | None = None
         if args.baseline:
             with baseline_checkout(args.baseline) as checkout, service_of(server.url, "growth_old", checkout) as base:
-                old = Side("baseline", base, make_key(server.url, "growth_old", checkout))
+                old = Side(args.baseline, base, make_key(server.url, "growth_old", checkout))
                 run_side(old, args.baseline_sizes, by_id=False)
         with service_of(server.url, "growth", ROOT) as base:
             new = Side("this code", base, make_key(server.url, "growth", ROOT))

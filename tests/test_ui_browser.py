@@ -10,9 +10,7 @@ Any console error or uncaught page error fails the test.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,6 +32,7 @@ from handoff.sessions.models import ArtifactAction, EntryType, SessionStatus
 from handoff.sessions.schemas import ArtifactCreate, HandoffRequest, SessionCreate, WorkLogCreate
 from handoff.workspaces import service as workspaces
 from handoff.workspaces.schemas import Principal
+from tests.debian import installed
 from tests.factories import Tenant
 from tests.test_auth import FakeMonotonic
 from tests.test_client_sync import serve_app
@@ -60,13 +59,7 @@ FOCUSED = "() => [document.activeElement.textContent.trim(), getComputedStyle(do
 @pytest.fixture(scope="session")
 def chromium() -> Path:
     """Debian's Chromium, installed with apt-get on a fresh machine (CI runs as root)."""
-    if not CHROMIUM.exists():
-        if os.geteuid() != 0:
-            pytest.fail("the browser tests need Debian's chromium: apt-get install -y chromium")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for argv in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium"]):
-            subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL)
-    return CHROMIUM
+    return installed(CHROMIUM, "chromium")
 
 
 @pytest.fixture(scope="module")
