@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pymongo.asynchronous.cursor import AsyncCursor
+
 from handoff.errors import NotFound
 from handoff.sessions import paging, store
 from handoff.sessions.models import ENTRY_ID_INDEX, PAGE_ORDER_INDEX, filter_index_name
@@ -189,9 +191,36 @@ async def window_from_pages(workspace_id: str, session_id: str, selection: Selec
 
     Walks that filter's pages backwards from the one holding ``end - 1`` (one index seek), each cut on the server
     to its part of the window, and stops at the page holding ``start``.
+
+    A window of the whole log (no filter) lies in one page nearly always (a page holds hundreds of entries), so
+    that page is read alone first: with ``limit`` 1 the server closes the cursor with its answer, where a walk
+    stopped early leaves it open and its close costs one more round trip (``killCursors``), about as much as the
+    read itself. A filter's entries are spread over many pages (200 checkpoints of the replay context: dozens),
+    so their walk starts at once.
     """
     if window.size == 0:
         return []
+    parts: list[list[Doc]] = []
+    end, reached = window.end, False
+    limits = (1, window.size) if selection.name == ALL and window.size > 1 else (window.size,)
+    for limit in limits:  # for the whole log: the page holding end - 1, then (rarely) the ones before it
+        async with _pages_before(workspace_id, session_id, selection, window, end=end, limit=limit) as cursor:
+            async for page in cursor:
+                parts.append(page["items"])
+                end = page["before"]
+                if end <= window.start:
+                    reached = True
+                    break
+        if reached or not parts:  # done, or no page holds any of the window
+            break
+    return [entry for part in reversed(parts) for entry in part]
+
+
+def _pages_before(
+    workspace_id: str, session_id: str, selection: Selection, window: Window, *, end: int, limit: int
+) -> AsyncCursor[Doc]:
+    """Up to ``limit`` pages of the selection whose first position is below ``end``, newest first: each page's
+    first position (``before``) and its entries cut on the server to ``window`` (``items``)."""
     name = selection.name
     start = {"$max": [0, {"$subtract": [window.start, "$$b"]}]}
     count = {"$subtract": [{"$min": [{"$size": "$$f"}, {"$subtract": [window.end, "$$b"]}]}, start]}
@@ -201,28 +230,21 @@ async def window_from_pages(workspace_id: str, session_id: str, selection: Selec
             "in": _slice("$$f", start, count),
         }
     }
-    cursor = (
+    return (
         store.pages()
         .find(
             {
                 **store.page_key(workspace_id, session_id, selection.kind),
                 f"counts.{name}": {"$gt": 0},
-                f"before.{name}": {"$lt": window.end},
+                f"before.{name}": {"$lt": end},
             },
             {"_id": 0, "before": f"$before.{name}", "items": cut},
         )
         .sort(f"before.{name}", -1)
         .hint(filter_index_name(selection.kind, name))  # the planner may prefer page order and sort in memory
-        .limit(window.size)
-        .batch_size(min(window.size, PAGE_BATCH))
+        .limit(limit)
+        .batch_size(min(limit, PAGE_BATCH))
     )
-    parts: list[list[Doc]] = []
-    async with cursor:
-        async for page in cursor:
-            parts.append(page["items"])
-            if page["before"] <= window.start:
-                break
-    return [entry for part in reversed(parts) for entry in part]
 
 
 async def _positioned_page(
@@ -245,13 +267,7 @@ async def _positioned_page(
     }
     if not anchored:
         fields["open_items"] = _speculative_open(selection, offset=offset, limit=limit, descending=descending)
-    # An ascending window by offset alone is known before the head read ([offset, offset + limit), cut to the log
-    # later), so its sealed part is read beside the head instead of after it: one round trip instead of two.
-    early = Window(offset, offset + limit, False) if not anchored and not descending else None
-    head, early_entries = await _gather(
-        _head(workspace_id, session_id, fields),
-        window_from_pages(workspace_id, session_id, selection, early) if early else _nothing(),
-    )
+    head = await _head(workspace_id, session_id, fields)
     sealed = head["sealed_count"]
     first, last = await _gather(
         _anchor(workspace_id, session_id, selection, head=head, label="after", entry_id=after),
@@ -270,29 +286,10 @@ async def _positioned_page(
         from_pages, opened = await _gather(window_from_pages(workspace_id, session_id, selection, in_pages), read_open)
         open_items: list[Doc] = opened["items"]
     else:
-        from_pages = await _sealed_part(workspace_id, session_id, selection, in_pages, early_entries)
+        from_pages = await window_from_pages(workspace_id, session_id, selection, in_pages)
         open_items = head["open_items"][: in_open.size]
     entries: list[Doc] = [*from_pages, *open_items]
     return (entries[::-1] if descending else entries), max(0, hi - lo)
-
-
-async def _nothing() -> list[Doc]:
-    return []
-
-
-async def _sealed_part(
-    workspace_id: str, session_id: str, selection: Selection, in_pages: Window, early: list[Doc]
-) -> list[Doc]:
-    """The sealed part ``in_pages`` of a window, from the entries read beside the head when they cover it.
-
-    A seal never moves a position, so the early read holds the entries the head's counts place in the pages; only
-    a page sealed between the two reads can be missing from it (the head counted it, the early read came first),
-    and then the part is read again. A removal (rare; one transaction) shifts later positions by one whichever
-    order the reads run in, as it did when the pages were read after the head.
-    """
-    if len(early) >= in_pages.size:
-        return early[: in_pages.size]
-    return await window_from_pages(workspace_id, session_id, selection, in_pages)
 
 
 # Narrowed selections -----------------------------------------------------------------------------------------
