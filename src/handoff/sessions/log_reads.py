@@ -189,38 +189,42 @@ def _speculative_open(selection: Selection, *, offset: int, limit: int, descendi
 async def window_from_pages(workspace_id: str, session_id: str, selection: Selection, window: Window) -> list[Doc]:
     """The entries at positions ``[start, end)`` of a positioned selection's sealed part, oldest first.
 
-    Walks that filter's pages backwards from the one holding ``end - 1`` (one index seek), each cut on the server
-    to its part of the window, and stops at the page holding ``start``.
-
-    A window of the whole log (no filter) lies in one page nearly always (a page holds hundreds of entries), so
-    that page is read alone first: with ``limit`` 1 the server closes the cursor with its answer, where a walk
-    stopped early leaves it open and its close costs one more round trip (``killCursors``), about as much as the
-    read itself. A filter's entries are spread over many pages (200 checkpoints of the replay context: dozens),
-    so their walk starts at once.
+    The pages that hold the window are exactly the one holding ``start`` (the last whose first position is at or
+    below it) and those that begin inside the window, so two index reads on that filter's ``before`` find them,
+    each page cut on the server to its part of the window. The first read has ``limit`` 1 and the second reads
+    a range to its end, so the server closes both cursors with their answers: no page is read for nothing, and
+    no cursor is left open (closing one costs a round trip of its own, ``killCursors``). The second read is
+    skipped when the first page reaches the window's end: always for a window within one page, which is nearly
+    every window of the whole log (a page holds hundreds of entries); a filter's window spreads over pages (200
+    checkpoints of the replay context: dozens of them), read in that one range.
     """
     if window.size == 0:
         return []
-    parts: list[list[Doc]] = []
-    end, reached = window.end, False
-    limits = (1, window.size) if selection.name == ALL and window.size > 1 else (window.size,)
-    for limit in limits:  # for the whole log: the page holding end - 1, then (rarely) the ones before it
-        async with _pages_before(workspace_id, session_id, selection, window, end=end, limit=limit) as cursor:
-            async for page in cursor:
-                parts.append(page["items"])
-                end = page["before"]
-                if end <= window.start:
-                    reached = True
-                    break
-        if reached or not parts:  # done, or no page holds any of the window
-            break
-    return [entry for part in reversed(parts) for entry in part]
+    holding = await _pages(
+        workspace_id, session_id, selection, window, {"$lte": window.start}, descending=True, limit=1
+    ).to_list(1)
+    if not holding:
+        return []
+    first = holding[0]
+    if first["before"] + first["count"] >= window.end:
+        return list(first["items"])
+    beyond = {"$gt": window.start, "$lt": window.end}
+    rest = await _pages(workspace_id, session_id, selection, window, beyond, descending=False, limit=0).to_list(None)
+    return [*first["items"], *(entry for page in rest for entry in page["items"])]
 
 
-def _pages_before(
-    workspace_id: str, session_id: str, selection: Selection, window: Window, *, end: int, limit: int
+def _pages(
+    workspace_id: str,
+    session_id: str,
+    selection: Selection,
+    window: Window,
+    before: dict[str, int],
+    *,
+    descending: bool,
+    limit: int,
 ) -> AsyncCursor[Doc]:
-    """Up to ``limit`` pages of the selection whose first position is below ``end``, newest first: each page's
-    first position (``before``) and its entries cut on the server to ``window`` (``items``)."""
+    """The selection's pages whose first position matches ``before``, in that order: each page's first position
+    (``before``), how many selected entries it holds (``count``) and those of ``window`` (``items``)."""
     name = selection.name
     start = {"$max": [0, {"$subtract": [window.start, "$$b"]}]}
     count = {"$subtract": [{"$min": [{"$size": "$$f"}, {"$subtract": [window.end, "$$b"]}]}, start]}
@@ -236,14 +240,14 @@ def _pages_before(
             {
                 **store.page_key(workspace_id, session_id, selection.kind),
                 f"counts.{name}": {"$gt": 0},
-                f"before.{name}": {"$lt": end},
+                f"before.{name}": before,
             },
-            {"_id": 0, "before": f"$before.{name}", "items": cut},
+            {"_id": 0, "before": f"$before.{name}", "count": f"$counts.{name}", "items": cut},
         )
-        .sort(f"before.{name}", -1)
+        .sort(f"before.{name}", -1 if descending else 1)
         .hint(filter_index_name(selection.kind, name))  # the planner may prefer page order and sort in memory
         .limit(limit)
-        .batch_size(min(limit, PAGE_BATCH))
+        .batch_size(limit or window.size + 1)  # one batch: a window of n entries begins at most n pages
     )
 
 
