@@ -28,8 +28,13 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import ResourceUpdated
 from mcp_types import ResourceUpdatedNotification
 
+from handoff.app import create_app
 from handoff.client import AsyncHandoffClient
+from handoff.config import Settings
+from handoff.db import MongoDatabase
+from handoff.localdb import MongodProcess
 from tests.factories import Tenant
+from tests.test_client_sync import serve_app
 from tests.test_mcp_http import live_url  # noqa: F401 - the module's live service
 
 HANDOFF = Path(sys.executable).with_name("handoff")
@@ -218,3 +223,18 @@ async def test_the_service_serves_subscriptions_listen_statelessly_and_only_adve
     assert modern.subscribe is True
     assert handshake is not None
     assert not handshake.subscribe
+
+
+async def test_a_listen_stream_of_the_service_ends_gracefully_when_the_service_shuts_down(
+    mongod: MongodProcess, database: MongoDatabase, tenant: Tenant
+) -> None:
+    app = create_app(Settings(mongodb_url=mongod.url, database=database.name), database=database)
+    async with serve_app(app, graceful=True) as url, rest(url, tenant) as client, mcp_over_http(url, tenant) as agent:
+        (watched,) = await sessions(client, 1)
+        async with agent.listen(resource_subscriptions=[uri(watched)]) as subscription:
+            assert subscription.honored.resource_subscriptions == [uri(watched)]
+            app.state.shutdown.set()  # what SIGTERM sets first, before uvicorn waits for the requests in flight
+            with anyio.fail_after(PATIENCE_SECONDS):
+                left = [event async for event in subscription]  # ends: the server's graceful close, not a drop
+
+    assert left == []
