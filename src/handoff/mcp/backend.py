@@ -7,6 +7,9 @@ The tools are written once, against :class:`HandoffBackend`. Two things satisfy 
   ``handoff.claims.service`` and ``handoff.analytics.service``
   with the principal of the request's API key, exactly as the REST controllers do (no HTTP to itself).
 
+Both also give ``events(session_id)``, what the session resource's subscriptions follow (``handoff.mcp.subscriptions``):
+the client's SSE stream, or the app's events hub through :func:`handoff.events.follow.follow`.
+
 Both raise errors with a status, title and detail (``HandoffClientError`` or the domain's ``HandoffError``);
 :func:`problem_text` renders either as the one line an agent reads in a tool error.
 """
