@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from handoff import metrics
@@ -85,3 +86,57 @@ def test_every_query_names_metrics_the_service_exports_and_plots_the_main_ones()
         "handoff_mongodb_errors",
         "handoff_api_key_cache",
     }
+
+
+def family_labels() -> dict[str, set[str]]:
+    """Each family's label names, as its instrument in ``handoff.metrics`` declares them (histograms add ``le``)."""
+    found: dict[str, set[str]] = {}
+    for instrument in vars(metrics).values():
+        if isinstance(instrument, Counter | Gauge | Histogram):
+            extra = {"le"} if isinstance(instrument, Histogram) else set()
+            found[instrument._name] = set(instrument._labelnames) | extra
+    return found
+
+
+#: The closed label sets of ``handoff.metrics``: a query matching a value outside them plots nothing, for ever.
+CLOSED_LABELS = {
+    ("handoff_claims", "outcome"): metrics.ClaimOutcome,
+    ("handoff_events_streamed", "type"): metrics.EventType,
+    ("handoff_api_key_cache", "result"): metrics.KeyCacheResult,
+    ("handoff_blob_bytes", "direction"): metrics.BlobDirection,
+    ("handoff_entries_appended", "kind"): metrics.LogKind,
+    ("handoff_page_seals", "kind"): metrics.LogKind,
+}
+_FAMILY = re.compile(r"\b(handoff_[a-z_]+?)(?:_total|_bucket|_count|_sum)?\b(?:\{([^}]*)\})?")
+_GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
+_MATCHER = re.compile(r'([a-z_]+)\s*(=~|!=|!~|=)\s*"([^"]*)"')
+
+
+def test_every_query_groups_and_filters_by_labels_its_metrics_have() -> None:
+    """``sum by (outcome) (rate(handoff_claims_total[...]))`` needs ``outcome`` on the family (a renamed label plots
+    one unlabelled line), and ``{result="hit"}`` a value the service records."""
+    labels = family_labels()
+    for panel in dashboard()["panels"]:
+        for target in panel["targets"]:
+            expr = target["expr"]
+            used = _FAMILY.findall(expr)
+            families = {family for family, _ in used}
+            assert families <= set(labels), (panel["title"], families - set(labels))
+            known = set().union(*(labels[family] for family in families))
+            grouped = {name.strip() for group in _GROUPING.findall(expr) for name in group.split(",") if name.strip()}
+            assert grouped <= known, (panel["title"], grouped - known)
+            for family, selector in used:
+                for name, operator, wanted in _MATCHER.findall(selector):
+                    assert name in labels[family], (panel["title"], family, name)
+                    closed = CLOSED_LABELS.get((family, name))
+                    if operator == "=" and closed is not None:
+                        assert wanted in get_args(closed), (panel["title"], family, name, wanted)
+
+
+def test_the_claims_and_events_panels_plot_every_outcome_and_type() -> None:
+    """The claims panel splits by ``outcome`` and the events panel by ``type`` with no filter, so each outcome
+    (claimed, empty, released, expired, completed) and each event type gets its own line."""
+    queries = {target["expr"] for panel in dashboard()["panels"] for target in panel["targets"]}
+    assert "sum by (outcome) (rate(handoff_claims_total[$__rate_interval]))" in queries
+    assert "sum by (type) (rate(handoff_events_streamed_total[$__rate_interval]))" in queries
+    assert "sum(handoff_event_subscribers)" in queries

@@ -7,8 +7,10 @@ across two real workers are in ``test_ops_workers``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from datetime import timedelta
 from pathlib import Path
+from typing import Any, get_args
 
 import httpx
 import pytest
@@ -16,13 +18,15 @@ from litestar import Litestar
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from handoff import metrics
+from handoff import clock, metrics
 from handoff.app import create_app
+from handoff.claims import sweep
 from handoff.config import Settings
 from handoff.db import MongoDatabase
-from tests.api import ok, problem
+from tests.api import Api, ok, problem
 from tests.factories import Tenant
 from tests.inprocess import in_process
+from tests.test_client_sync import serve_app
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -183,3 +187,88 @@ def test_the_token_and_the_switch_come_from_the_environment(monkeypatch: pytest.
     assert loaded.metrics_token.get_secret_value() == "from-env"
     assert "from-env" not in repr(loaded)
     assert (loaded.metrics_enabled, loaded.prometheus_multiproc_dir) == (False, None)
+
+
+# Events and claims, counted where they happen (issue 17: "events streamed and subscribers, claims by outcome") ---
+
+
+def deltas(before: Samples, after: Samples, name: str, label: str, values: Iterable[str]) -> dict[str, float]:
+    """How much each labelled sample of ``name`` moved, for every value of ``label`` (the ones that did not: 0)."""
+    return {item: value(after, name, **{label: item}) - value(before, name, **{label: item}) for item in values}
+
+
+async def test_an_event_stream_counts_its_subscriber_and_each_event_it_sends(
+    settings: Settings, database: MongoDatabase, tenant: Tenant
+) -> None:
+    """One SSE stream of the workspace, through a real socket: ``handoff_event_subscribers`` is 1 more while it is
+    open (and back once it has ended), ``handoff_events_streamed_total`` moves by exactly the events it received,
+    by type."""
+    app = create_app(settings.model_copy(update={"claim_sweep_interval_seconds": 0}), database=database)
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url, headers=tenant.headers, timeout=20) as http:
+        session_id = ok(await http.post("/v1/sessions", json={"agent_type": "counted"}), 201)["session_id"]
+        before = await scrape(http)
+        async with http.stream("GET", "/v1/events") as response:
+            assert response.status_code == 200
+            lines = response.aiter_lines()
+            assert await anext(lines) == ": subscribed"  # the stream follows the workspace from here on
+            batch = {"entries": [{"message": f"step {i}"} for i in range(3)]}
+            ok(await http.post(f"/v1/sessions/{session_id}/work-log/batch", json=batch), 201)
+            ok(await http.post(f"/v1/sessions/{session_id}/artifacts", json={"path": "a.py"}), 201)
+            ok(await http.post(f"/v1/sessions/{session_id}/pause"))
+            received: list[str] = []
+            while len(received) < 5:
+                line = await anext(lines)
+                if line.startswith("event: "):
+                    received.append(line.removeprefix("event: "))
+            during = await scrape(http)
+    after_close = parse(metrics.exposition(None).decode())  # the server has stopped: every stream of it has ended
+
+    assert received == ["work_log.appended"] * 3 + ["artifact.recorded", "session.updated"]
+    streamed = deltas(before, during, "handoff_events_streamed_total", "type", get_args(metrics.EventType))
+    assert streamed == {kind: float(received.count(kind)) for kind in get_args(metrics.EventType)}
+    assert value(during, "handoff_event_subscribers") - value(before, "handoff_event_subscribers") == 1
+    assert value(after_close, "handoff_event_subscribers") == value(before, "handoff_event_subscribers")
+
+
+async def test_claims_are_counted_by_outcome_once_each(
+    settings: Settings, database: MongoDatabase, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Known claim traffic, every outcome: five claimed (one a takeover of a lapsed claim), one empty, one
+    released, one completed (counted when the claim is first read after its replay completed, and only then), two
+    expired (one by the takeover, one by the sweep). The app's own sweep is off: only this test's traffic counts."""
+    pinned = clock.now()
+    monkeypatch.setattr(clock, "now", lambda: pinned)
+    app = create_app(settings.model_copy(update={"claim_sweep_interval_seconds": 0}), database=database)
+    async with in_process(app) as client:
+        api = Api(client, tenant)
+
+        async def claim() -> dict[str, Any] | None:
+            response = await client.post("/v1/handoffs/claim", json={"lease_seconds": 60}, headers=tenant.headers)
+            return None if response.status_code == 204 else ok(response, 201)
+
+        for _ in range(3):
+            await api.post((await api.create())["session_id"], "handoff", {"summary": "over to you"})
+        before = await scrape(client)
+        first = await claim()
+        assert first is not None
+        ok(await client.post(f"/v1/claims/{first['claim_id']}/release", json={}, headers=tenant.headers))
+        held = [await claim() for _ in range(3)]
+        assert all(held)
+        assert await claim() is None
+        completed, *lapsing = [item for item in held if item is not None]
+        await api.post(completed["session"]["session_id"], "complete", {"summary": "done"})
+        for _ in range(2):  # the first read settles the completion and counts it; the second counts nothing
+            assert ok(await client.get(f"/v1/claims/{completed['claim_id']}", headers=tenant.headers))["state"] == (
+                "completed"
+            )
+        pinned += timedelta(seconds=61)
+        assert await claim() is not None  # takes over one lapsed handoff: that claim is counted expired here
+        assert len((await sweep.sweep()).expired) == 1  # the other lapsed claim
+        states = [
+            ok(await client.get(f"/v1/claims/{item['claim_id']}", headers=tenant.headers))["state"] for item in lapsing
+        ]
+        after = await scrape(client)
+
+    assert states == ["expired", "expired"]
+    outcomes = deltas(before, after, "handoff_claims_total", "outcome", get_args(metrics.ClaimOutcome))
+    assert outcomes == {"claimed": 5, "empty": 1, "released": 1, "completed": 1, "expired": 2}

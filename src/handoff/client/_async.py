@@ -21,7 +21,7 @@ downloads and event streams are sketched in :mod:`handoff.client._unasync`.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -479,13 +479,16 @@ class AsyncHandoffClient:
         last_event_id: str | None = None,
         agent_type: str | None = None,
         max_reconnects: int = 10,
+        on_open: Callable[[], object] | None = None,
     ) -> AsyncIterator[Event]:
         """The workspace's events as they happen (one session's with ``session_id``), for as long as you iterate.
 
         Reconnects by itself with ``Last-Event-ID`` when the stream ends or fails (a slow consumer dropped, a
         restart, a ``503``/``429``), so each event arrives once, in order; ``max_reconnects`` failed attempts in
         a row raise. ``Gone`` (410) means ``last_event_id`` is too old: re-read the session and subscribe
-        afresh. Close the iterator when you stop early: it holds a connection while open.
+        afresh. Close the iterator when you stop early: it holds a connection while open. ``on_open`` is called
+        each time a connection is answered: the service follows the events from then on, so a caller that must not
+        miss the next write (the MCP resource subscriptions) waits for it before telling its own client.
         """
         subscription = _events.Subscription(
             session_id=session_id,
@@ -499,6 +502,8 @@ class AsyncHandoffClient:
             try:
                 async with self._stream(subscription.call()) as response:
                     subscription.opened()
+                    if on_open is not None:
+                        on_open()
                     async for message in EventSource(response).aiter_sse():
                         if (event := subscription.read(message)) is not None:
                             yield event

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -461,13 +461,16 @@ class HandoffClient:
         last_event_id: str | None = None,
         agent_type: str | None = None,
         max_reconnects: int = 10,
+        on_open: Callable[[], object] | None = None,
     ) -> Iterator[Event]:
         """The workspace's events as they happen (one session's with ``session_id``), for as long as you iterate.
 
         Reconnects by itself with ``Last-Event-ID`` when the stream ends or fails (a slow consumer dropped, a
         restart, a ``503``/``429``), so each event arrives once, in order; ``max_reconnects`` failed attempts in
         a row raise. ``Gone`` (410) means ``last_event_id`` is too old: re-read the session and subscribe
-        afresh. Close the iterator when you stop early: it holds a connection while open.
+        afresh. Close the iterator when you stop early: it holds a connection while open. ``on_open`` is called
+        each time a connection is answered: the service follows the events from then on, so a caller that must not
+        miss the next write (the MCP resource subscriptions) waits for it before telling its own client.
         """
         subscription = _events.Subscription(
             session_id=session_id,
@@ -481,6 +484,8 @@ class HandoffClient:
             try:
                 with self._stream(subscription.call()) as response:
                     subscription.opened()
+                    if on_open is not None:
+                        on_open()
                     for message in EventSource(response).iter_sse():
                         if (event := subscription.read(message)) is not None:
                             yield event

@@ -213,6 +213,11 @@ class Hub:
         self._resumed: set[Subscriber] = set()
         self._bodies = Bodies()
 
+    @property
+    def closing(self) -> bool:
+        """The hub is closing (or closed): it takes no more subscribers."""
+        return self._stopping.is_set()
+
     def admit(self, api_key_id: str) -> Callable[[], None]:
         """Count one more open stream of this key (``429`` past ``HANDOFF_MAX_STREAMS_PER_KEY``); call the returned
         function once when it ends."""
@@ -232,6 +237,7 @@ class Hub:
 
     async def subscribe(self, selection: Selection) -> Subscriber:
         """A subscriber to everything from now on (the hub's stream is open when this returns)."""
+        self._refuse_when_closing()
         if self._task is None or self._task.done():
             self._opened = asyncio.get_running_loop().create_future()
             self._task = asyncio.create_task(self._run(self._opened), name="handoff-events-hub")
@@ -243,6 +249,7 @@ class Hub:
 
     async def resume(self, selection: Selection, position: Position) -> Subscriber:
         """A subscriber fed by a stream of its own from ``position``; ``410`` when it cannot resume from there."""
+        self._refuse_when_closing()
         pipeline = [OPERATIONS, {"$match": workspace_filter(selection.workspace_id)}]
         try:
             stream = await store.sessions().watch(
@@ -276,6 +283,11 @@ class Hub:
         task.add_done_callback(self._private.discard)
         self._resumed.add(subscriber)
         return subscriber
+
+    def _refuse_when_closing(self) -> None:
+        # A closed hub opens no stream: the subscriber would wait for one forever.
+        if self.closing:
+            raise Unavailable("the server is shutting down; reconnect with Last-Event-ID")
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         """Forget a subscriber whose stream ended (its own change stream, if it has one, closes within a read)."""

@@ -7,14 +7,17 @@ The tools are written once, against :class:`HandoffBackend`. Two things satisfy 
   ``handoff.claims.service`` and ``handoff.analytics.service``
   with the principal of the request's API key, exactly as the REST controllers do (no HTTP to itself).
 
+Both also give ``events(session_id)``, what the session resource's subscriptions follow (``handoff.mcp.subscriptions``):
+the client's SSE stream, or the app's events hub through :func:`handoff.events.follow.follow`.
+
 Both raise errors with a status, title and detail (``HandoffClientError`` or the domain's ``HandoffError``);
 :func:`problem_text` renders either as the one line an agent reads in a tool error.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import aclosing, contextmanager
 from os import PathLike
 from typing import IO, Any, Literal, Protocol, TypeVar, cast
 
@@ -28,9 +31,13 @@ from handoff.blobs import service as blobs
 from handoff.blobs.schemas import BlobRead
 from handoff.claims import service as claims
 from handoff.claims.schemas import ClaimCreated, ClaimRead, ClaimRequest, Heartbeat, ReleaseRequest
+from handoff.client._events import Event
 from handoff.client.errors import HandoffClientError
 from handoff.config import Settings
 from handoff.errors import FieldError, HandoffError, Invalid, Unavailable, is_unavailable
+from handoff.events.follow import follow
+from handoff.events.hub import Hub, Selection
+from handoff.ops.shutdown import ShutdownSignal, until_shutdown
 from handoff.schemas import FreeForm
 from handoff.sessions import queries, service, views
 from handoff.sessions.models import SessionStatus
@@ -147,6 +154,10 @@ class HandoffBackend(Protocol):
 
     async def release_claim(self, claim_id: str, *, reason: str | None = None) -> ClaimRead: ...
 
+    def events(
+        self, session_id: str | None = None, *, on_open: Callable[[], object] | None = None
+    ) -> AsyncIterator[Event]: ...
+
 
 def problem_text(exc: BaseException) -> str:
     """``"<status> <title>: <detail> (field: message; ...)"`` for a client or domain error."""
@@ -175,9 +186,18 @@ def _validated(model: type[M], **fields: Any) -> M:
 class ServiceBackend:
     """The domain services, called with one principal's workspace (the ``/mcp`` endpoint's backend)."""
 
-    def __init__(self, principal: Principal, settings: Settings) -> None:
+    def __init__(
+        self,
+        principal: Principal,
+        settings: Settings,
+        *,
+        hub: Hub | None = None,
+        shutdown: ShutdownSignal | None = None,
+    ) -> None:
         self.principal = principal
         self.settings = settings
+        self.hub = hub
+        self.shutdown = shutdown
 
     @property
     def _workspace(self) -> str:
@@ -367,6 +387,29 @@ class ServiceBackend:
         request = _validated(ReleaseRequest, reason=reason)
         with _unavailable(self.settings):
             return await claims.release(self._workspace, claim_id, request.reason)
+
+    async def events(
+        self, session_id: str | None = None, *, on_open: Callable[[], object] | None = None
+    ) -> AsyncIterator[Event]:
+        """The workspace's (or one session's) events from the app's hub, as the client's ``events()`` gives them.
+
+        The session must be the workspace's (``404`` otherwise, before anything is followed); the stream counts
+        toward the key's ``HANDOFF_MAX_STREAMS_PER_KEY`` like a REST one, and ends when the server shuts down.
+        """
+        if self.hub is None:
+            raise Unavailable("events are not served here: this backend runs without the service's events hub")
+        hub = self.hub
+        if session_id is not None:
+            with _unavailable(self.settings):
+                await service.get_session(self._workspace, session_id)
+        release = hub.admit(self.principal.api_key_id)
+        try:
+            followed = follow(hub, Selection(self._workspace, session_id), subscribed=on_open)
+            async with aclosing(until_shutdown(followed, self.shutdown or ShutdownSignal())) as deliveries:
+                async for delivery in deliveries:
+                    yield Event(id=delivery.position.encode(), type=delivery.event.type, data=delivery.event.data)
+        finally:
+            release()
 
 
 def _plain(value: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -7,6 +7,9 @@ attaches to their context, so every tool call runs the domain services as that w
 
 The manager runs *stateless* with JSON answers: every request carries its own key and nothing is kept between
 requests, so any worker of a multi-process deployment can serve any call (no sticky MCP sessions to route).
+For the same reason the session resource is subscribable here with ``subscriptions/listen`` only (the listen
+request's own response is the stream, fed by this worker's events hub), not with the 2025 protocol's
+``resources/subscribe``, which needs a connection kept between requests to push on (``handoff.mcp.subscriptions``).
 """
 
 from __future__ import annotations
@@ -118,8 +121,12 @@ class McpEndpoint:
             manager = self._manager
             if manager is None:  # pragma: no cover - a request outside the lifespan
                 raise Unavailable("the MCP endpoint is not running")
-            principal = provide_principal(ASGIConnection(scope, receive, send))
-            scope[BACKEND_SCOPE_KEY] = ServiceBackend(principal, settings)  # type: ignore[literal-required]
+            connection: ASGIConnection[Any, Any, Any, Any] = ASGIConnection(scope, receive, send)
+            state = connection.app.state
+            backend = ServiceBackend(
+                provide_principal(connection), settings, hub=state.get("events"), shutdown=state.get("shutdown")
+            )
+            scope[BACKEND_SCOPE_KEY] = backend  # type: ignore[literal-required]
             await manager.handle_request(scope, receive, send)  # type: ignore[arg-type]
 
         return mcp_endpoint

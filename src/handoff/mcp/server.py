@@ -30,6 +30,7 @@ from handoff.errors import NotFound as DomainNotFound
 from handoff.mcp import attachments, blob_reads, render
 from handoff.mcp.backend import HandoffBackend, problem_text
 from handoff.mcp.claim_tools import CLAIM_TOOL_NAMES, register_claim_tools
+from handoff.mcp.subscriptions import ConnectionSubscriptions, register_listen
 from handoff.mcp.tooling import IDEMPOTENT as _IDEMPOTENT
 from handoff.mcp.tooling import READ as _READ
 from handoff.mcp.tooling import WRITE as _WRITE
@@ -94,14 +95,24 @@ def build_server(  # noqa: PLR0915 - one nested function per tool
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO",
     local_files: bool = False,
     max_resource_blob_bytes: int = blob_reads.MAX_RESOURCE_BLOB_BYTES,
+    connection_subscriptions: ConnectionSubscriptions | None = None,
 ) -> MCPServer:
     """An MCP server with the handoff tools, the session and blob resources and the resume prompt.
 
     ``local_files``: ``attach_file`` may read the file at its ``path`` when no ``content`` is given. Only for
     ``handoff mcp`` (stdio), which runs where the agent's files are; the service never reads its own disk for an
     agent. ``max_resource_blob_bytes``: the largest blob the blob resource serves (one message, not a stream).
+    The session resource can be subscribed to with ``subscriptions/listen`` everywhere, and with
+    ``resources/subscribe`` where ``connection_subscriptions`` keeps the subscriptions (``handoff mcp``): see
+    ``handoff.mcp.subscriptions``.
     """
-    server: MCPServer = MCPServer(name, instructions=INSTRUCTIONS, version=__version__, log_level=log_level)
+    # subscriptions=False: not the SDK's listen handler (one bus for every workspace) but ours.
+    server: MCPServer = MCPServer(
+        name, instructions=INSTRUCTIONS, version=__version__, log_level=log_level, subscriptions=False
+    )
+    register_listen(server, backend_for)
+    if connection_subscriptions is not None:
+        connection_subscriptions.register(server, backend_for)
 
     @server.tool(annotations=_WRITE)
     async def start_session(

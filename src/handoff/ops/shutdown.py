@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import contextmanager, suppress
 from types import FrameType
 from typing import Any, TypeVar
@@ -62,7 +62,7 @@ def shutdown_signal(connection: ASGIConnection[Any, Any, Any, Any]) -> ShutdownS
     return found
 
 
-async def until_shutdown(source: AsyncIterator[T], shutdown: ShutdownSignal) -> AsyncIterator[T]:
+async def until_shutdown(source: AsyncIterator[T], shutdown: ShutdownSignal) -> AsyncGenerator[T, None]:
     """Yield ``source``'s items until it ends or shutdown begins, whichever is first; ``source`` is closed either way.
 
     A shutdown does not wait for the next item (a stream may be idle for minutes): the pending read is cancelled.
