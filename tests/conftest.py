@@ -12,10 +12,13 @@ import secrets
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from litestar import Litestar
+from pymongo import MongoClient as SyncMongoClient
+from pymongo.database import Database
 
 from handoff.app import create_app
 from handoff.config import Settings
@@ -49,6 +52,30 @@ async def database(request: pytest.FixtureRequest, mongo_client: MongoClient) ->
     db = await init_database(mongo_client, name)
     yield db
     await mongo_client.drop_database(name)
+
+
+@pytest.fixture
+def cli_db(
+    request: pytest.FixtureRequest, mongod: MongodProcess, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Database[dict[str, Any]]]:
+    """A database of this test's own for ``handoff`` commands, named to them by the environment and read and
+    written here through a plain PyMongo client; dropped afterwards.
+
+    The CLI reads ``HANDOFF_*`` from the environment and runs each command in its own ``asyncio.run``, so its
+    tests are synchronous and cannot share the async fixtures' database. ``COLUMNS`` is wide, so that rich
+    tables fold no cell.
+    """
+    module = re.sub(r"\W", "_", request.module.__name__.rsplit(".", 1)[-1])[:40]
+    name = f"t_{module}_{secrets.token_hex(4)}"
+    monkeypatch.setenv("HANDOFF_MONGODB_URL", mongod.url)
+    monkeypatch.setenv("HANDOFF_DATABASE", name)
+    monkeypatch.setenv("COLUMNS", "250")
+    client: SyncMongoClient[dict[str, Any]] = SyncMongoClient(mongod.url, tz_aware=True)
+    try:
+        yield client[name]
+    finally:
+        client.drop_database(name)
+        client.close()
 
 
 @pytest.fixture

@@ -5,34 +5,16 @@ Synchronous like ``test_cli_workspaces``: the CLI runs its own ``asyncio.run`` o
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from pymongo import MongoClient
 from pymongo.database import Database
 
 from handoff.cli import cli
-from handoff.localdb import MongodProcess
 
 DAY0 = datetime(2026, 1, 10, tzinfo=UTC)
-
-
-@pytest.fixture
-def db(mongod: MongodProcess, monkeypatch: pytest.MonkeyPatch) -> Iterator[Database[dict[str, Any]]]:
-    name = f"t_cli_stats_{secrets.token_hex(4)}"
-    monkeypatch.setenv("HANDOFF_MONGODB_URL", mongod.url)
-    monkeypatch.setenv("HANDOFF_DATABASE", name)
-    monkeypatch.setenv("COLUMNS", "200")
-    client: MongoClient[dict[str, Any]] = MongoClient(mongod.url, tz_aware=True)
-    try:
-        yield client[name]
-    finally:
-        client.drop_database(name)
-        client.close()
 
 
 def _stats(*args: str) -> Result:
@@ -49,14 +31,14 @@ def _session(ws: str, n: int, agent: str, *, status: str, started: datetime, min
     }  # fmt: skip
 
 
-def _seed(db: Database[dict[str, Any]]) -> None:
-    db["workspaces"].insert_many(
+def _seed(cli_db: Database[dict[str, Any]]) -> None:
+    cli_db["workspaces"].insert_many(
         [
             {"workspace_id": "ws_a", "slug": "acme", "name": "Acme", "created_at": DAY0},
             {"workspace_id": "ws_b", "slug": "globex", "name": "Globex", "created_at": DAY0},
         ]
     )
-    db["sessions"].insert_many(
+    cli_db["sessions"].insert_many(
         [
             _session("ws_a", 1, "claude", status="completed", started=DAY0, minutes=10),
             _session("ws_a", 2, "claude", status="failed", started=DAY0 + timedelta(days=1), minutes=20),
@@ -66,8 +48,8 @@ def _seed(db: Database[dict[str, Any]]) -> None:
     )
 
 
-def test_stats_prints_summary_and_agents_of_one_workspace(db: Database[dict[str, Any]]) -> None:
-    _seed(db)
+def test_stats_prints_summary_and_agents_of_one_workspace(cli_db: Database[dict[str, Any]]) -> None:
+    _seed(cli_db)
     result = _stats("--workspace", "acme")
     assert result.exit_code == 0, (result.output, result.exception)
     out = result.stdout
@@ -83,8 +65,8 @@ def test_stats_prints_summary_and_agents_of_one_workspace(db: Database[dict[str,
         assert row in lines, (row, out)
 
 
-def test_stats_since_and_every_workspace(db: Database[dict[str, Any]]) -> None:
-    _seed(db)
+def test_stats_since_and_every_workspace(cli_db: Database[dict[str, Any]]) -> None:
+    _seed(cli_db)
     result = _stats("--since", "2026-01-11")
     assert result.exit_code == 0, (result.output, result.exception)
     out = result.stdout
@@ -96,7 +78,7 @@ def test_stats_since_and_every_workspace(db: Database[dict[str, Any]]) -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [(["--since", "someday"], "since"), (["--workspace", "nope"], "nope")])
-def test_stats_bad_input_is_one_line_error(db: Database[dict[str, Any]], args: list[str], message: str) -> None:
+def test_stats_bad_input_is_one_line_error(cli_db: Database[dict[str, Any]], args: list[str], message: str) -> None:
     result = _stats(*args)
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: ")

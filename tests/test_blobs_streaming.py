@@ -5,16 +5,22 @@ with the process's memory flat, a client that disconnects mid-upload, and the bo
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import hashlib
+import socket
 import tracemalloc
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from bson import ObjectId
 
 from handoff.app import create_app
+from handoff.blobs import service, storage
 from handoff.config import Settings
 from handoff.db import MongoDatabase
 from handoff.localdb import MongodProcess
@@ -135,6 +141,127 @@ async def test_a_client_that_disconnects_mid_upload_leaves_nothing_behind(
     session = await database["sessions"].find_one({"session_id": sid})
     assert session is not None
     assert session["payload_bytes"] == 0
+
+
+# A download cut off ------------------------------------------------------------------------------------------
+
+
+async def _open_cursors(database: MongoDatabase, file_id: ObjectId) -> int:
+    """The server's idle cursors on one blob's chunks: a download of it waiting to send its next reply."""
+    found = await database.client.admin.aggregate(
+        [
+            {"$currentOp": {"idleCursors": True, "allUsers": True}},
+            {
+                "$match": {
+                    "type": "idleCursor",
+                    "ns": f"{database.name}.fs.chunks",
+                    "cursor.originatingCommand.filter.files_id": file_id,
+                }
+            },
+        ]
+    )
+    return len(await found.to_list())
+
+
+@contextlib.asynccontextmanager
+async def stalled_download(url: str, tenant: Tenant, database: MongoDatabase) -> AsyncIterator[ObjectId]:
+    """A 32 MiB blob's download whose client reads 1 MiB and then no more, so the service waits on the socket with
+    its cursor open (it is, before the block runs); the client's socket closes when the block ends. Yields the
+    blob's GridFS file id."""
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        sid = await _session(http, tenant)
+        uploaded = await http.post(
+            f"/v1/sessions/{sid}/blobs", headers=tenant.headers, content=generated(32 * MIB, MIB, hashlib.sha256())
+        )
+        assert uploaded.status_code == 201, uploaded.text
+    files = await database["fs.files"].find_one({"metadata.blob_id": uploaded.json()["blob_id"]})
+    assert files is not None
+    file_id = files["_id"]
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KIB)  # so the service soon waits on this client
+    sock.connect((host, int(port)))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    try:
+        writer.write(
+            f"GET /v1/sessions/{sid}/blobs/{uploaded.json()['blob_id']} HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: {tenant.headers['Authorization']}\r\n\r\n".encode()
+        )
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        await reader.readexactly(MIB)
+
+        async def cursor_open() -> bool:
+            return await _open_cursors(database, file_id) > 0
+
+        await eventually(cursor_open, "the download's cursor waiting between replies")
+        yield file_id
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+@contextlib.contextmanager
+def garbage_collector_off() -> Iterator[None]:
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+async def _no_cursor_left(database: MongoDatabase, file_id: ObjectId) -> bool:
+    return await _open_cursors(database, file_id) == 0
+
+
+async def test_a_client_that_disconnects_mid_download_leaves_no_cursor_open(
+    mongod: MongodProcess, database: MongoDatabase, tenant: Tenant
+) -> None:
+    async with serve_app(create_app(uncapped(mongod, database), database=database)) as url:
+        async with stalled_download(url, tenant, database) as file_id:
+            pass  # the client goes away half-way
+
+        await eventually(partial(_no_cursor_left, database, file_id), "the closing of the abandoned download's cursor")
+
+
+async def test_a_download_cancelled_by_the_shutdown_leaves_no_cursor_open(
+    mongod: MongodProcess, database: MongoDatabase, tenant: Tenant
+) -> None:
+    """The graceful shutdown's timeout cancels a download waiting on a client that stopped reading: the response's
+    task is cancelled in ``send``, outside the generator that holds the cursor. The garbage collector is off: it
+    would close the cursor some time after collecting the generator, and the service must not wait for it."""
+    app = create_app(uncapped(mongod, database), database=database)
+    with garbage_collector_off():
+        async with contextlib.AsyncExitStack() as client:
+            async with serve_app(app, shutdown_timeout=0.2) as url:
+                file_id = await client.enter_async_context(stalled_download(url, tenant, database))
+            # The service has stopped; its client is still connected, still not reading.
+
+            await eventually(
+                partial(_no_cursor_left, database, file_id), "the closing of the cancelled download's cursor"
+            )
+
+
+async def test_a_read_cancelled_on_every_turn_of_the_loop_closes_its_cursor(
+    client: httpx.AsyncClient, tenant: Tenant, database: MongoDatabase
+) -> None:
+    """What a download goes through once its client has gone: anyio's cancel scope cancels the response's task
+    again on every turn of the loop until it ends, the first time while the next reply is on its way."""
+    sid = await _session(client, tenant)
+    uploaded = await client.post(f"/v1/sessions/{sid}/blobs", headers=tenant.headers, content=b"\x07" * (4 * MIB))
+    stored = await service.get_blob(tenant.workspace.workspace_id, sid, uploaded.json()["blob_id"])
+    reading = storage.read(stored, 0, stored.size - 1)
+    for _ in range(storage.CHUNKS_PER_READ):  # the first reply
+        await anext(reading)
+    following = asyncio.ensure_future(anext(reading))
+    await asyncio.sleep(0)  # it waits for the second reply, which is on its way
+
+    while not following.done():
+        following.cancel()
+        await asyncio.sleep(0)
+
+    assert following.cancelled()
+    await eventually(partial(_no_cursor_left, database, stored.file_id), "the closing of the read's cursor")
 
 
 # The body deadline of a streamed upload ----------------------------------------------------------------------

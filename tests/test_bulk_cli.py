@@ -9,18 +9,15 @@ default place, progress on stderr.
 from __future__ import annotations
 
 import json
-import secrets
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from pymongo import MongoClient
 from pymongo.database import Database
 
 from handoff.cli import cli
@@ -46,18 +43,10 @@ class Cli:
 
 
 @pytest.fixture
-def handoff(mongod: MongodProcess, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cli]:
-    name = f"t_bulk_cli_{secrets.token_hex(4)}"
-    monkeypatch.setenv("HANDOFF_MONGODB_URL", mongod.url)
-    monkeypatch.setenv("HANDOFF_DATABASE", name)
-    client: MongoClient[dict[str, Any]] = MongoClient(mongod.url, tz_aware=True)
-    try:
-        runner = Cli(runner=CliRunner(), db=client[name])
-        assert runner("workspaces", "create", "acme").exit_code == 0
-        yield runner
-    finally:
-        client.drop_database(name)
-        client.close()
+def handoff(cli_db: Database[dict[str, Any]]) -> Cli:
+    runner = Cli(runner=CliRunner(), db=cli_db)
+    assert runner("workspaces", "create", "acme").exit_code == 0
+    return runner
 
 
 @pytest.fixture

@@ -69,6 +69,8 @@ async def test_claim_and_release_stream_claimed_released_and_waiting(http: httpx
         sid,
         made["claim_id"],
     )
+    assert waits.data["handoff_notes"] == before["handoff_notes"]  # what a handoff.waiting carries, as GET has it
+    assert waits.data["handoff_notes"]["summary"] == "over to you"
     after = await call(http, tenant, "GET", f"/{sid}")
     assert (after["updated_at"], after["last_active_at"]) == (before["updated_at"], before["last_active_at"])
 

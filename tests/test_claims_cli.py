@@ -7,34 +7,15 @@ Synchronous like ``test_analytics_cli``: the CLI runs its own ``asyncio.run`` on
 from __future__ import annotations
 
 import json
-import secrets
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from click.testing import CliRunner, Result
-from pymongo import MongoClient
 from pymongo.database import Database
 
 from handoff.cli import cli
-from handoff.localdb import MongodProcess
 
 NOW = datetime.now(UTC)
-
-
-@pytest.fixture
-def db(mongod: MongodProcess, monkeypatch: pytest.MonkeyPatch) -> Iterator[Database[dict[str, Any]]]:
-    name = f"t_cli_claims_{secrets.token_hex(4)}"
-    monkeypatch.setenv("HANDOFF_MONGODB_URL", mongod.url)
-    monkeypatch.setenv("HANDOFF_DATABASE", name)
-    monkeypatch.setenv("COLUMNS", "250")
-    client: MongoClient[dict[str, Any]] = MongoClient(mongod.url, tz_aware=True)
-    try:
-        yield client[name]
-    finally:
-        client.drop_database(name)
-        client.close()
 
 
 def _claims(*args: str) -> Result:
@@ -50,14 +31,14 @@ def _claim(ws: str, n: int, *, minutes_ago: int, lease: int = 300, ended: str | 
     }  # fmt: skip
 
 
-def _seed(db: Database[dict[str, Any]]) -> None:
-    db["workspaces"].insert_many(
+def _seed(cli_db: Database[dict[str, Any]]) -> None:
+    cli_db["workspaces"].insert_many(
         [
             {"workspace_id": "ws_a", "slug": "acme", "name": "Acme", "created_at": NOW},
             {"workspace_id": "ws_b", "slug": "globex", "name": "Globex", "created_at": NOW},
         ]
     )
-    db["claims"].insert_many(
+    cli_db["claims"].insert_many(
         [
             _claim("ws_a", 1, minutes_ago=30, ended="released"),
             _claim("ws_a", 2, minutes_ago=20),  # its lease (5 min) ran out: expired, though nobody ended it
@@ -67,8 +48,8 @@ def _seed(db: Database[dict[str, Any]]) -> None:
     )
 
 
-def test_claims_list_shows_every_workspaces_claims_newest_first(db: Database[dict[str, Any]]) -> None:
-    _seed(db)
+def test_claims_list_shows_every_workspaces_claims_newest_first(cli_db: Database[dict[str, Any]]) -> None:
+    _seed(cli_db)
     result = _claims()
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if "clm_" in line]
@@ -82,8 +63,8 @@ def test_claims_list_shows_every_workspaces_claims_newest_first(db: Database[dic
     assert all(state in line for line, state in zip(lines, ["active", "expired", "released", "completed"], strict=True))
 
 
-def test_claims_list_filters_by_workspace_and_state_and_speaks_json(db: Database[dict[str, Any]]) -> None:
-    _seed(db)
+def test_claims_list_filters_by_workspace_and_state_and_speaks_json(cli_db: Database[dict[str, Any]]) -> None:
+    _seed(cli_db)
     result = _claims("--workspace", "acme", "--state", "expired", "--json")
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.output.splitlines()]

@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import re
-import secrets
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from pymongo import MongoClient
 from pymongo.database import Database
 
 from handoff.cli import cli, run_with_database
@@ -39,17 +36,8 @@ class Cli:
 
 
 @pytest.fixture
-def handoff(mongod: MongodProcess, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cli]:
-    name = f"t_cli_{secrets.token_hex(4)}"
-    monkeypatch.setenv("HANDOFF_MONGODB_URL", mongod.url)
-    monkeypatch.setenv("HANDOFF_DATABASE", name)
-    monkeypatch.setenv("COLUMNS", "250")  # rich tables: no folded cells
-    client: MongoClient[dict[str, Any]] = MongoClient(mongod.url, tz_aware=True)
-    try:
-        yield Cli(runner=CliRunner(), db=client[name])
-    finally:
-        client.drop_database(name)
-        client.close()
+def handoff(cli_db: Database[dict[str, Any]]) -> Cli:
+    return Cli(runner=CliRunner(), db=cli_db)
 
 
 def _ok(result: Result) -> str:

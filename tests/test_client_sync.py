@@ -39,16 +39,23 @@ class _InLoopServer(uvicorn.Server):
 
 
 @asynccontextmanager
-async def serve_app(app: Litestar, *, port: int = 0, graceful: bool = False) -> AsyncIterator[str]:
+async def serve_app(
+    app: Litestar, *, port: int = 0, graceful: bool = False, shutdown_timeout: float | None = None
+) -> AsyncIterator[str]:
     """Serve ``app`` on a loopback port (a free one unless ``port`` is given; a given one is reusable at once
     after the server stops) from this event loop; yields its base URL. ``graceful`` stops it as SIGTERM does, so
-    open event streams end with their retry hint instead of holding the server."""
+    open event streams end with their retry hint instead of holding the server. ``shutdown_timeout`` is uvicorn's
+    ``timeout_graceful_shutdown``: the requests still running that long after the stop began are cancelled."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
-    server = _InLoopServer(uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False))
+    server = _InLoopServer(
+        uvicorn.Config(
+            app, lifespan="on", log_level="warning", access_log=False, timeout_graceful_shutdown=shutdown_timeout
+        )
+    )
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:

@@ -8,7 +8,7 @@ from typing import Any
 from bson import ObjectId
 
 from handoff.events.hub import Delivery, Selection, Subscriber, deliveries
-from handoff.events.mapping import Event, Position, events_of
+from handoff.events.mapping import Event, Position, events_of, needs_body, with_body
 
 NOW = datetime(2026, 12, 7, tzinfo=UTC)
 KEY = "ws_0123456789abcdef/ses_1"
@@ -54,6 +54,33 @@ def test_removals_and_session_changes() -> None:
     assert [(e.type, e.data["cleared"]) for e in events_of(removal, NOW)] == [("artifact.removed", True)]
     handoff = update({"status": "paused", "handoff_notes": {"summary": "s"}})
     assert types(handoff) == ["session.updated", "handoff.waiting"]
+
+
+def test_a_handoff_waiting_again_after_a_claim_lets_go_takes_its_notes_from_the_body() -> None:
+    released = {
+        "claim_id": "clm_1",
+        "handoff_session_id": "ses_1",
+        "session_id": "ses_2",
+        "agent_type": None,
+        "state": "released",
+        "claimed_at": NOW,
+        "lease_expires_at": NOW,
+        "ended_at": NOW,
+        "reason": "claim clm_1 released: oom",
+    }
+    change = {
+        **update({"last_claim": released}),
+        "updateDescription": {"updatedFields": {"last_claim": released}, "removedFields": ["claim"]},
+    }
+    notes = {"summary": "over to you", "next_steps": ["go on"]}
+
+    released_event, waiting = events_of(change, NOW)
+    paused = events_of(update({"status": "paused", "handoff_notes": notes}), NOW)[1]
+
+    assert (released_event.type, waiting.type) == ("handoff.released", "handoff.waiting")
+    assert (needs_body(released_event), needs_body(waiting), needs_body(paused)) == (False, True, False)
+    assert with_body(waiting, {"handoff_notes": notes}).data["handoff_notes"] == paused.data["handoff_notes"] == notes
+    assert with_body(waiting, None).data["handoff_notes"] is None  # the handoff was deleted since
 
 
 def test_positions_of_a_change_with_several_events() -> None:

@@ -30,9 +30,9 @@ from tests.test_client import held, running
 
 ARGUMENTS = {
     "start_session": ["agent_type", "plan", "context_summary", "external_id"],
-    "log_work": ["session_id", "message", "type", "data", "id"],
-    "log_action": ["session_id", "action", "details", "id"],
-    "record_artifact": ["session_id", "path", "action", "metadata", "id"],
+    "log_work": ["session_id", "message", "type", "data", "id", "blob_id"],
+    "log_action": ["session_id", "action", "details", "id", "blob_id"],
+    "record_artifact": ["session_id", "path", "action", "metadata", "id", "blob_id"],
     "attach_file": ["session_id", "path", "content", "action", "content_type", "metadata", "id"],
     "update_context": ["session_id", "context", "replace"],
     "handoff": ["session_id", "summary", "next_steps", "blockers", "context_for_next"],

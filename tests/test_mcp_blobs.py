@@ -95,6 +95,53 @@ async def test_attach_file_retried_with_its_id_answers_the_stored_artifact(
     assert len(artifacts.structured_content["artifacts"]) == 1  # type: ignore[index]
 
 
+async def _attached_blob(client: Client, session_id: str) -> str:
+    attached = await call(client, "attach_file", session_id=session_id, path="out/pytest.log", content="3 failed\n")
+    return str(attached.structured_content["blob_id"])  # type: ignore[index]
+
+
+async def test_entries_and_artifacts_name_a_blob_of_their_session(agent: Client, database: MongoDatabase) -> None:
+    sid, other = await _start(agent), await _start(agent)
+    blob_id = await _attached_blob(agent, sid)
+    foreign = await _attached_blob(agent, other)
+
+    work = await call(agent, "log_work", session_id=sid, message="ran the suite", type="checkpoint", blob_id=blob_id)
+    action = await call(agent, "log_action", session_id=sid, action="pytest -q", blob_id=blob_id)
+    artifact = await call(agent, "record_artifact", session_id=sid, path="out/copy.log", blob_id=blob_id)
+    not_its_own = await refused(agent, "log_action", session_id=sid, action="cat it", blob_id=foreign)
+    not_an_id = await refused(agent, "log_work", session_id=sid, message="x", blob_id="pytest.log")
+
+    for result in (work, action, artifact):
+        assert result.structured_content["blob_id"] == blob_id  # type: ignore[index]
+    stored = await database["sessions"].find_one({"session_id": sid})
+    assert stored is not None
+    assert [entry.get("blob_id") for entry in stored["work_log"]] == [blob_id, blob_id]
+    assert stored["artifacts"][-1]["blob_id"] == blob_id
+    assert "422" in not_its_own
+    assert foreign in not_its_own
+    assert "422" in not_an_id
+    replay = await call(agent, "get_replay_context", session_id=sid)
+    assert f"[blob {blob_id}]" in text_of(replay)
+
+
+async def test_log_work_names_a_blob_over_the_python_client(app: Any, tenant: Tenant, database: MongoDatabase) -> None:
+    async with running(app):
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            AsyncHandoffClient("http://testserver", tenant.secret, transport=transport) as http,
+            Client(build_server(fixed_backend(http))) as remote,
+        ):
+            sid = await _start(remote)
+            blob_id = await _attached_blob(remote, sid)
+            work = await call(remote, "log_work", session_id=sid, message="kept the log", blob_id=blob_id)
+            action = await call(remote, "log_action", session_id=sid, action="pytest -q", blob_id=blob_id)
+
+    assert work.structured_content["blob_id"] == action.structured_content["blob_id"] == blob_id  # type: ignore[index]
+    stored = await database["sessions"].find_one({"session_id": sid})
+    assert stored is not None
+    assert [entry.get("blob_id") for entry in stored["work_log"]] == [blob_id, blob_id]
+
+
 async def test_an_absent_blob_resource_is_not_found(agent: Client) -> None:
     sid = await _start(agent)
     result = await agent.call_tool("attach_file", {"session_id": sid, "path": "x", "content": "x"})

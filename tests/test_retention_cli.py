@@ -6,21 +6,17 @@ their own; the sessions are made through the domain functions in one ``run_with_
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from pymongo import MongoClient
 from pymongo.database import Database
 
 from handoff import clock
 from handoff.cli import cli, run_with_database
 from handoff.config import load_settings
-from handoff.localdb import MongodProcess
 from handoff.sessions import service as sessions
 from handoff.sessions.models import SessionStatus
 from handoff.sessions.schemas import SessionCreate
@@ -38,16 +34,8 @@ class Cli:
 
 
 @pytest.fixture
-def handoff(mongod: MongodProcess, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cli]:
-    name = f"t_prune_{secrets.token_hex(4)}"
-    monkeypatch.setenv("HANDOFF_MONGODB_URL", mongod.url)
-    monkeypatch.setenv("HANDOFF_DATABASE", name)
-    client: MongoClient[dict[str, Any]] = MongoClient(mongod.url, tz_aware=True)
-    try:
-        yield Cli(runner=CliRunner(), db=client[name])
-    finally:
-        client.drop_database(name)
-        client.close()
+def handoff(cli_db: Database[dict[str, Any]]) -> Cli:
+    return Cli(runner=CliRunner(), db=cli_db)
 
 
 def _ok(result: Result) -> str:

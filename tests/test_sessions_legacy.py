@@ -9,7 +9,6 @@ that old shape, and check every read answers as before; that the first write mov
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 from bson import ObjectId
 from click.testing import CliRunner
 from litestar import Litestar
-from pymongo import MongoClient
+from pymongo.database import Database
 
 from handoff.app import create_app
 from handoff.cli import cli
@@ -190,50 +189,43 @@ async def test_an_old_layout_session_is_deleted_whole(api: Api, database: MongoD
     assert await database["sessions"].count_documents({"session_id": sid}) == 0
 
 
-def test_handoff_migrate_moves_every_old_session(mongod: MongodProcess, monkeypatch: pytest.MonkeyPatch) -> None:
-    name = f"t_migrate_{secrets.token_hex(4)}"
-    monkeypatch.setenv("HANDOFF_MONGODB_URL", mongod.url)
-    monkeypatch.setenv("HANDOFF_DATABASE", name)
+def test_handoff_migrate_moves_every_old_session(
+    cli_db: Database[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HANDOFF_PAGE_ENTRIES", "4")
-    client: MongoClient[dict[str, Any]] = MongoClient(mongod.url, tz_aware=True)
     runner = CliRunner()
-    try:
-        for slug in ("acme", "globex"):
-            assert runner.invoke(cli, ["workspaces", "create", slug]).exit_code == 0
-        db = client[name]
-        workspaces = [ws["workspace_id"] for ws in db["workspaces"].find()]
-        for number, workspace_id in enumerate([*workspaces, workspaces[0]]):
-            log = [{"id": f"e{n}", "message": f"m{n}", "type": "info", "data": {}} for n in range(number * 5 + 3)]
-            db["sessions"].insert_one(
-                {
-                    "workspace_id": workspace_id,
-                    "session_id": f"sess_old_{number}",
-                    "status": "active",
-                    "work_log": log,
-                    "artifacts": [],
-                    "action_count": len(log),
-                    "artifact_count": 0,
-                    "checkpoint_count": 0,
-                    "error_count": 0,
-                    "started_at": ObjectId().generation_time,
-                    "last_active_at": ObjectId().generation_time,
-                    "created_at": ObjectId().generation_time,
-                    "updated_at": ObjectId().generation_time,
-                }
-            )
+    for slug in ("acme", "globex"):
+        assert runner.invoke(cli, ["workspaces", "create", slug]).exit_code == 0
+    workspaces = [ws["workspace_id"] for ws in cli_db["workspaces"].find()]
+    for number, workspace_id in enumerate([*workspaces, workspaces[0]]):
+        log = [{"id": f"e{n}", "message": f"m{n}", "type": "info", "data": {}} for n in range(number * 5 + 3)]
+        cli_db["sessions"].insert_one(
+            {
+                "workspace_id": workspace_id,
+                "session_id": f"sess_old_{number}",
+                "status": "active",
+                "work_log": log,
+                "artifacts": [],
+                "action_count": len(log),
+                "artifact_count": 0,
+                "checkpoint_count": 0,
+                "error_count": 0,
+                "started_at": ObjectId().generation_time,
+                "last_active_at": ObjectId().generation_time,
+                "created_at": ObjectId().generation_time,
+                "updated_at": ObjectId().generation_time,
+            }
+        )
 
-        result = runner.invoke(cli, ["migrate"])
-        again = runner.invoke(cli, ["migrate"])
+    result = runner.invoke(cli, ["migrate"])
+    again = runner.invoke(cli, ["migrate"])
 
-        assert result.exit_code == 0, result.output
-        assert result.output.strip().endswith("migrated 3 sessions")
-        assert again.output.strip().endswith("migrated 0 sessions")
-        for doc in db["sessions"].find():
-            assert doc["_id"] == f"{doc['workspace_id']}/{doc['session_id']}"
-            pages = list(db["log_pages"].find({"session_id": doc["session_id"]}).sort("no", 1))
-            log = [entry["id"] for page in pages for entry in page["entries"]] + [e["id"] for e in doc["work_log"]]
-            assert log == [f"e{n}" for n in range(doc["action_count"])]
-            assert doc["pages_version"] == len(pages)
-    finally:
-        client.drop_database(name)
-        client.close()
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().endswith("migrated 3 sessions")
+    assert again.output.strip().endswith("migrated 0 sessions")
+    for doc in cli_db["sessions"].find():
+        assert doc["_id"] == f"{doc['workspace_id']}/{doc['session_id']}"
+        pages = list(cli_db["log_pages"].find({"session_id": doc["session_id"]}).sort("no", 1))
+        log = [entry["id"] for page in pages for entry in page["entries"]] + [e["id"] for e in doc["work_log"]]
+        assert log == [f"e{n}" for n in range(doc["action_count"])]
+        assert doc["pages_version"] == len(pages)

@@ -173,6 +173,17 @@ class Settings(BaseSettings):
         description="How often lapsed claims are ended as expired (their replays fail, handoff.released); 0 = never.",
     )
 
+    # Blob upload reservations (handoff.blobs.reservation) -------------------------------------------------------
+    blob_reservation_lease_seconds: float = Field(
+        default=300,
+        ge=3,
+        le=86400,
+        description=(
+            "How long an upload's reserved bytes count in its session without word from the upload (renewed every "
+            "third of it): the bytes of an upload whose worker died come back after this long."
+        ),
+    )
+
     @property
     def rate_limit_policy_burst(self) -> int:
         """The burst in force: the configured one, else one second's worth of requests."""

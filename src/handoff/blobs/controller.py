@@ -26,6 +26,7 @@ from handoff.config import Settings
 from handoff.errors import ClientDisconnected
 from handoff.openapi import BinaryBodyOperation, binary, problems
 from handoff.ops import NO_DEADLINE
+from handoff.streaming import ClosingStream
 from handoff.timeouts import STREAMED_BODY
 
 SESSION_BLOBS = "/{session_id:str}/blobs"
@@ -114,7 +115,7 @@ class BlobController(Controller):
     ) -> Stream:
         """The blob's bytes, streamed (Range gives 206), with its ETag (the sha256)."""
         found = await service.download(principal.workspace_id, session_id, blob_id, range_header=range)
-        return Stream(found.body(), status_code=found.status, headers=found.headers)
+        return ClosingStream(found.body(), status_code=found.status, headers=found.headers)
 
     @head(
         ONE_BLOB,

@@ -17,16 +17,30 @@ reservation into the blob's exact size in one guarded update (the session still 
 (over the limit, the client gone, the session ended or deleted, the task cancelled), :meth:`Reservation.release`
 gives it back.
 
-Not covered: a process killed mid-upload leaves its reservation counted in the session (at most the declared
-length, or one step ahead of what had arrived) until the session is deleted or its blobs recounted
-(``handoff import --blobs`` sets a session's blob bytes from GridFS).
+Each reservation is also named in the session, ``blob_reservations.<id>: {bytes, renewed_at}``, and renewed every
+third of ``HANDOFF_BLOB_RESERVATION_LEASE_SECONDS`` while its upload runs, so the bytes of an upload whose worker
+died (nothing left to settle or release them) are not counted for ever: once a reservation has gone a lease
+without word, :func:`reclaim_lapsed` takes it out of the session and its bytes out of the counters, in one
+pipeline update computed on the server (no read, no rewrite of what was read). It runs when the cap is what stops
+a write (an upload's step here, an append in ``sessions.appends``), which then tries again. Every update of a
+reservation names the bytes its holder knows it has (``blob_reservations.<id>.bytes``), so a reservation
+reclaimed under a live upload (its loop stalled for a whole lease) is never given back twice or settled as if it
+still held bytes: that upload is refused with a 409.
+
+Not covered: the workspace's usage (``handoff.quotas``) counts a lapsed reservation until a write to its session
+is stopped by the cap, or the session is deleted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import uuid
 from collections.abc import AsyncIterable, AsyncIterator
+from datetime import timedelta
 from typing import Any
+
+from pymongo.errors import PyMongoError
 
 from handoff import clock, quotas
 from handoff.config import Settings
@@ -38,6 +52,8 @@ from handoff.sessions.lifecycle import Operation, accepted_statuses, is_ended
 RESERVE_STEP = 8 * 1024 * 1024
 #: How often a guarded update is tried when a concurrent write moved the session between it and its diagnosis.
 MAX_ATTEMPTS = 3
+#: The session's field of the reservations in progress.
+RESERVATIONS = "blob_reservations"
 
 
 class Reservation:
@@ -48,6 +64,8 @@ class Reservation:
         self.session_id = session_id
         self.settings = settings
         self.reserved = 0
+        self.field = f"{RESERVATIONS}.{uuid.uuid4().hex}"
+        self._renewing: asyncio.Task[None] | None = None
 
     async def ensure(self, total: int, *, ahead: int = 0) -> None:
         """Hold at least ``total`` bytes (up to ``total + ahead`` when the cap has room); else the 409 why not."""
@@ -84,18 +102,27 @@ class Reservation:
         await quotas.check_can_write(self.workspace_id, adds_bytes=amount, settings=self.settings)
         await self._guarded_inc(amount)
         self.reserved += amount
+        if self._renewing is None:
+            self._renewing = asyncio.create_task(self._renew())
 
     async def settle(self, size: int) -> None:
         """Count the stored blob at its exact ``size`` in place of the reservation, the session still open."""
         await self.ensure(size)  # a body longer than it declared: the rest is held to the cap too
-        await self._guarded_inc(size - self.reserved)
+        await self._guarded_inc(size - self.reserved, settles=True)
         self.reserved = 0
+        await self._stop_renewing()
 
     async def release(self) -> None:
         """Give the reservation back (the upload failed); runs to the end even if the task is being cancelled."""
         amount, self.reserved = self.reserved, 0
-        if amount:
-            await asyncio.shield(self._inc({**store.key(self.workspace_id, self.session_id)}, -amount))
+        await asyncio.shield(self._give_back(amount))
+
+    async def _give_back(self, amount: int) -> None:
+        await self._stop_renewing()
+        if amount:  # matches nothing when the reservation lapsed and was reclaimed: its bytes are given back already
+            await self._inc(
+                {**store.key(self.workspace_id, self.session_id), **self._as_held(amount)}, -amount, ends=True
+            )
 
     def hold_ahead(self, body: AsyncIterable[bytes], *, limit: int) -> AsyncIterator[bytes]:
         """``body``, each piece reserved before it is passed on (:data:`RESERVE_STEP` ahead, never past
@@ -110,38 +137,68 @@ class Reservation:
                 await self.ensure(min(received, limit), ahead=max(0, min(RESERVE_STEP, limit - received)))
             yield piece
 
-    async def _guarded_inc(self, amount: int) -> None:
-        """``$inc`` the session's blob bytes by ``amount`` while it is open, paged and (growing) within the cap."""
+    async def _renew(self) -> None:
+        """Tell the session the upload is alive, every third of the lease, until it is settled or released."""
+        every = self.settings.blob_reservation_lease_seconds / 3
+        while True:
+            await asyncio.sleep(every)
+            with contextlib.suppress(PyMongoError):  # a missed renewal is made up by the next (two are left)
+                await store.sessions().update_one(
+                    {**store.key(self.workspace_id, self.session_id), self.field: {"$exists": True}},
+                    {"$set": {f"{self.field}.renewed_at": clock.now()}},
+                )
+
+    async def _stop_renewing(self) -> None:
+        renewing, self._renewing = self._renewing, None
+        if renewing is not None:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+
+    def _as_held(self, amount: int) -> dict[str, Any]:
+        """The filter on this reservation as its holder knows it: absent before its first bytes, else ``amount``."""
+        return {f"{self.field}.bytes": amount} if amount else {self.field: {"$exists": False}}
+
+    async def _guarded_inc(self, amount: int, *, settles: bool = False) -> None:
+        """``$inc`` the session's blob bytes by ``amount`` while it is open, paged and (growing) within the cap, and
+        the reservation by as much (or, ``settles``, remove it: its bytes are the blob's now)."""
         cap = self.settings.max_session_bytes
         guard: dict[str, Any] = {
             **store.key(self.workspace_id, self.session_id),
             "status": {"$in": accepted_statuses(Operation.WRITE)},
             **store.PAGED,
+            **self._as_held(self.reserved),
         }
         if cap and amount > 0:
             guard["payload_bytes"] = {"$lte": cap - amount}
         for _ in range(MAX_ATTEMPTS):
-            if await self._inc(guard, amount):
+            if await self._inc(guard, amount, ends=settles):
                 return
             await self._explain_miss(amount)
         raise Conflict(f"session {self.session_id} changed while the blob was stored; upload it again")
 
-    async def _inc(self, query: dict[str, Any], amount: int) -> bool:
+    async def _inc(self, query: dict[str, Any], amount: int, *, ends: bool) -> bool:
+        """One update of the counters by ``amount``; the reservation grows by as much and is renewed, or it ``ends``
+        (settled or released)."""
         now = clock.now()
-        result = await store.sessions().update_one(
-            query,
-            {
-                "$inc": {"payload_bytes": amount, "stored_bytes.blobs": amount},
-                "$set": {"last_active_at": now, "updated_at": now},
-            },
-        )
+        update: dict[str, Any] = {
+            "$inc": {"payload_bytes": amount, "stored_bytes.blobs": amount},
+            "$set": {"last_active_at": now, "updated_at": now},
+        }
+        if ends:
+            update["$unset"] = {self.field: ""}
+        else:
+            update["$inc"][f"{self.field}.bytes"] = amount
+            update["$set"][f"{self.field}.renewed_at"] = now
+        result = await store.sessions().update_one(query, update)
         return bool(result.matched_count)
 
     async def _explain_miss(self, amount: int) -> None:
-        """Raise why the guarded update matched nothing; return (to try again) once an old layout is migrated."""
+        """Raise why the guarded update matched nothing; return (to try again) once an old layout is migrated or
+        lapsed reservations are reclaimed."""
         view = await store.sessions().find_one(
             store.key(self.workspace_id, self.session_id),
-            {"_id": 0, "status": 1, "payload_bytes": 1, "pages_version": 1},
+            {"_id": 0, "status": 1, "payload_bytes": 1, "pages_version": 1, self.field: 1},
         )
         if view is None:
             raise store.not_found(self.session_id)
@@ -150,6 +207,51 @@ class Reservation:
         if "pages_version" not in view:  # stored before the paged layout: migrate it, then count the blob there
             await misses.explain_miss(self.workspace_id, self.session_id, settings=self.settings)
             return
+        held = view.get(RESERVATIONS, {}).get(self.field.partition(".")[2], {}).get("bytes", 0)
+        if held != self.reserved:
+            raise Conflict(
+                f"the upload to session {self.session_id} gave no word for HANDOFF_BLOB_RESERVATION_LEASE_SECONDS "
+                "and its reserved bytes were reclaimed; upload it again"
+            )
         cap = self.settings.max_session_bytes
         if cap and view.get("payload_bytes", 0) > cap - amount:
+            if await reclaim_lapsed(self.workspace_id, self.session_id, settings=self.settings):
+                return
             raise store.full(self.session_id, cap)
+
+
+def _reservations() -> dict[str, Any]:
+    return {"$objectToArray": {"$ifNull": [f"${RESERVATIONS}", {}]}}
+
+
+async def reclaim_lapsed(workspace_id: str, session_id: str, *, settings: Settings) -> bool:
+    """Take the reservations of a session that gave no word for a lease out of it and their bytes out of its
+    counters, in one update computed on the server; ``True`` when there were any (a write stopped by the cap may
+    then try again)."""
+    cutoff = clock.now() - timedelta(seconds=settings.blob_reservation_lease_seconds)
+
+    def lapsed(item: str) -> dict[str, Any]:
+        return {"$lt": [f"$${item}.v.renewed_at", cutoff]}
+
+    result = await store.sessions().update_one(
+        {
+            **store.key(workspace_id, session_id),
+            "$expr": {"$anyElementTrue": [{"$map": {"input": _reservations(), "as": "r", "in": lapsed("r")}}]},
+        },
+        [
+            {"$set": {"_lapsed": {"$filter": {"input": _reservations(), "as": "r", "cond": lapsed("r")}}}},
+            {
+                "$set": {
+                    "payload_bytes": {"$subtract": ["$payload_bytes", {"$sum": "$_lapsed.v.bytes"}]},
+                    "stored_bytes.blobs": {"$subtract": ["$stored_bytes.blobs", {"$sum": "$_lapsed.v.bytes"}]},
+                    RESERVATIONS: {
+                        "$arrayToObject": {
+                            "$filter": {"input": _reservations(), "as": "r", "cond": {"$not": [lapsed("r")]}}
+                        }
+                    },
+                }
+            },
+            {"$unset": "_lapsed"},
+        ],
+    )
+    return bool(result.modified_count)

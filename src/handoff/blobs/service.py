@@ -21,9 +21,10 @@ session is gone, and an upload that finishes later finds no session to count its
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,12 +150,14 @@ class Download:
     status: int
     headers: dict[str, str]
 
-    async def body(self) -> AsyncIterator[bytes]:
+    async def body(self) -> AsyncGenerator[bytes, None]:
         """The bytes, read from GridFS chunk by chunk as they are sent (and counted as they go)."""
         part = self.part or delivery.ByteRange(0, self.stored.size - 1)
-        async for chunk in storage.read(self.stored, part.first, part.last):
-            yield chunk
-            metrics.blob_bytes_out(len(chunk))
+        # ``aclosing``: closing this generator (a download cut off) must close the read, which holds the cursor.
+        async with contextlib.aclosing(storage.read(self.stored, part.first, part.last)) as chunks:
+            async for chunk in chunks:
+                yield chunk
+                metrics.blob_bytes_out(len(chunk))
 
 
 async def download(workspace_id: str, session_id: str, blob_id: str, *, range_header: str | None) -> Download:

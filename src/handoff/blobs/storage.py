@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -161,7 +161,7 @@ class ChunkWriter:
             await in_flight
 
 
-async def read(stored: StoredFile, first: int, last: int) -> AsyncIterator[bytes]:
+async def read(stored: StoredFile, first: int, last: int) -> AsyncGenerator[bytes, None]:
     """Bytes ``first`` to ``last`` (inclusive) of a blob, a chunk (or the part of one in range) at a time.
 
     The next cursor reply is kept in flight while the chunks of the current one are sent: the database reads and
@@ -182,7 +182,10 @@ async def read(stored: StoredFile, first: int, last: int) -> AsyncIterator[bytes
     expected = first_n
     ahead: asyncio.Task[list[dict[str, Any]]] = asyncio.ensure_future(cursor.to_list(CHUNKS_PER_READ))
     try:
-        while batch := await ahead:
+        # Shielded: a task that awaits another cancels it when it is cancelled itself, and a download's task is
+        # cancelled over and over once its client has gone (anyio's cancel scope delivers it again on every turn of
+        # the loop), which would cut the reply in flight and then PyMongo's own killCursors after it.
+        while batch := await asyncio.shield(ahead):
             ahead = asyncio.ensure_future(cursor.to_list(CHUNKS_PER_READ))
             for chunk in batch:
                 n, data = chunk["n"], chunk["data"]
@@ -201,9 +204,9 @@ async def read(stored: StoredFile, first: int, last: int) -> AsyncIterator[bytes
 
 
 async def _stop_reading(cursor: AsyncCursor[dict[str, Any]], ahead: asyncio.Task[Any]) -> None:
-    """End a read: the reply in flight, if any, is dropped (its outcome no longer matters), then the cursor."""
-    if not ahead.done():
-        ahead.cancel()
+    """End a read: the reply in flight, if any, is let arrive and dropped (its outcome no longer matters), then the
+    cursor is closed. Not cancelled: a ``getMore`` cut half-way costs a pooled connection, and one reply of
+    :data:`CHUNKS_PER_READ` chunks is soon there."""
     with contextlib.suppress(BaseException):
         await ahead
     await cursor.close()

@@ -245,6 +245,7 @@ def _document(fields: _Fields, target: Target, row: RowFacts) -> dict[str, Any]:
         "last_removal": None,  # as a session created through the API stores it
         "claim": None,  # claims are not exported: an imported handoff starts unclaimed, like a new one
         "last_claim": None,
+        "blob_reservations": {},  # no upload in progress, as a session created through the API starts
         "replayed_from": fields.replayed_from,
         "duration_minutes": views.duration_minutes(started, ended_at, started) if ended_at else None,
         "legacy": fields.legacy,

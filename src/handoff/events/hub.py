@@ -15,7 +15,8 @@ Streams are read with ``try_next`` (each waits at most :data:`MAX_AWAIT_MS` on t
 mid-read, so closing one never cuts a connection.
 
 An event of :data:`~handoff.events.mapping.WITH_SESSION` (``session.updated``) carries the Session body as
-``GET /v1/sessions/{id}`` answers it, which the change itself does not hold: :class:`Bodies` reads it once per
+``GET /v1/sessions/{id}`` answers it, which the change itself does not hold, and a ``handoff.waiting`` of a claim
+that let go carries the handoff notes from it (``mapping.needs_body``): :class:`Bodies` reads it once per
 change on this worker, however many subscribers hear of it, and only when one of them wants the event. It is the
 session *as read when the event was first sent*: a later write may already show in it (its ``changes`` are
 exactly this change's), and it is ``null`` when the session was deleted in between. A resumed stream meeting a
@@ -37,7 +38,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 
 from handoff import clock
 from handoff.errors import Gone, RateLimited, Unavailable
-from handoff.events.mapping import WITH_SESSION, Event, Position, events_of, workspace_filter
+from handoff.events.mapping import Event, Position, events_of, needs_body, with_body, workspace_filter
 from handoff.sessions import store, views
 
 logger = logging.getLogger("handoff.events")
@@ -189,9 +190,9 @@ async def _pump(
             found = deliveries(change, cursor.token)[skip:]
             for i, delivery in enumerate(found):
                 event = delivery.event
-                if event.type in WITH_SESSION and wanted(event):
+                if needs_body(event) and wanted(event):
                     body = await bodies.of(change["_id"]["_data"], event.workspace_id, event.session_id)
-                    found[i] = replace(delivery, event=replace(event, data={**event.data, "session": body}))
+                    found[i] = replace(delivery, event=with_body(event, body))
             for delivery in found:
                 await deliver(delivery)
             skip = 0

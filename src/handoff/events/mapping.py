@@ -11,14 +11,16 @@ A change may mean several events (a batch append is one update); each gets a :cl
 that resumes exactly after it (see :class:`Position`).
 
 An update's description does not hold the whole session, so the events of :data:`WITH_SESSION` are made without
-their ``session``: the hub reads the body once per change and fills it in (see ``hub.Bodies``).
+their ``session``, and a ``handoff.waiting`` made by a claim letting go without the handoff's ``handoff_notes``
+(the update that lets go does not touch them): :func:`needs_body` says which, the hub reads the body once per change
+and :func:`with_body` fills it in (see ``hub.Bodies``).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, get_args
 
@@ -88,6 +90,18 @@ class Position:
 
     def resume_token(self) -> dict[str, str]:
         return {"_data": self.token}
+
+
+def needs_body(event: Event) -> bool:
+    """Whether the event is made whole from the Session body (:func:`with_body`) before it is sent."""
+    return event.type in WITH_SESSION or (event.type == "handoff.waiting" and "handoff_notes" not in event.data)
+
+
+def with_body(event: Event, body: Mapping[str, Any] | None) -> Event:
+    """An event of :func:`needs_body` completed from the Session body read for its change (``None``: deleted since)."""
+    if event.type in WITH_SESSION:
+        return replace(event, data={**event.data, "session": body})
+    return replace(event, data={**event.data, "handoff_notes": body["handoff_notes"] if body else None})
 
 
 def split_key(key: object) -> tuple[str, str] | None:

@@ -89,10 +89,17 @@ class HandoffBackend(Protocol):
         type: EntryTypeName | None = None,
         data: Mapping[str, Any] | None = None,
         id: str | None = None,
+        blob_id: str | None = None,
     ) -> TypedEntry: ...
 
     async def log_action(
-        self, session_id: str, action: str, *, details: Mapping[str, Any] | None = None, id: str | None = None
+        self,
+        session_id: str,
+        action: str,
+        *,
+        details: Mapping[str, Any] | None = None,
+        id: str | None = None,
+        blob_id: str | None = None,
     ) -> ActionEntry: ...
 
     async def record_artifact(
@@ -233,16 +240,23 @@ class ServiceBackend:
         type: EntryTypeName | None = None,
         data: Mapping[str, Any] | None = None,
         id: str | None = None,
+        blob_id: str | None = None,
     ) -> TypedEntry:
-        request = _validated(WorkLogCreate, message=message, type=type, data=_plain(data), id=id)
+        request = _validated(WorkLogCreate, message=message, type=type, data=_plain(data), id=id, blob_id=blob_id)
         with _unavailable(self.settings):
             entry, _ = await service.log_work(self._workspace, session_id, request, settings=self.settings)
         return cast(TypedEntry, views.work_log_entry(entry))
 
     async def log_action(
-        self, session_id: str, action: str, *, details: Mapping[str, Any] | None = None, id: str | None = None
+        self,
+        session_id: str,
+        action: str,
+        *,
+        details: Mapping[str, Any] | None = None,
+        id: str | None = None,
+        blob_id: str | None = None,
     ) -> ActionEntry:
-        request = _validated(ActionCreate, action=action, details=_plain(details), id=id)
+        request = _validated(ActionCreate, action=action, details=_plain(details), id=id, blob_id=blob_id)
         with _unavailable(self.settings):
             entry, _ = await service.log_action(self._workspace, session_id, request, settings=self.settings)
         return cast(ActionEntry, views.work_log_entry(entry))

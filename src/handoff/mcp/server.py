@@ -86,6 +86,13 @@ EntryId = Annotated[
     ),
 ]
 FreeFormArg = Annotated[dict[str, Any] | None, Field(description="Optional JSON object of extra structured data.")]
+BlobIdArg = Annotated[
+    str | None,
+    Field(
+        description="Optional blob of this session holding the entry's content (a big output, a checkpoint's "
+        "state, a file's bytes), as attach_file's artifact names it (blob_...)."
+    ),
+]
 
 
 def build_server(  # noqa: PLR0915 - one nested function per tool
@@ -148,9 +155,12 @@ def build_server(  # noqa: PLR0915 - one nested function per tool
         ] = "info",
         data: FreeFormArg = None,
         id: EntryId = None,
+        blob_id: BlobIdArg = None,
     ) -> Annotated[CallToolResult, TypedEntry]:
         """Add an entry to the session's work log. Checkpoints and decisions are what a replay resumes from."""
-        entry = await _guard(backend_for(ctx).log_work(session_id, message, type=type, data=data, id=id))
+        entry = await _guard(
+            backend_for(ctx).log_work(session_id, message, type=type, data=data, id=id, blob_id=blob_id)
+        )
         return _answer(render.logged(session_id, entry), entry)
 
     @server.tool(annotations=_IDEMPOTENT)
@@ -161,9 +171,10 @@ def build_server(  # noqa: PLR0915 - one nested function per tool
         action: Annotated[str, Field(min_length=1, description="The action taken, e.g. 'ran pytest'.")],
         details: FreeFormArg = None,
         id: EntryId = None,
+        blob_id: BlobIdArg = None,
     ) -> Annotated[CallToolResult, ActionEntry]:
         """Record an action you took (a command run, a call made) in the session's work log."""
-        entry = await _guard(backend_for(ctx).log_action(session_id, action, details=details, id=id))
+        entry = await _guard(backend_for(ctx).log_action(session_id, action, details=details, id=id, blob_id=blob_id))
         return _answer(render.logged(session_id, entry), entry)
 
     @server.tool(annotations=_IDEMPOTENT)
@@ -177,10 +188,11 @@ def build_server(  # noqa: PLR0915 - one nested function per tool
         ] = "modified",
         metadata: FreeFormArg = None,
         id: EntryId = None,
+        blob_id: BlobIdArg = None,
     ) -> Annotated[CallToolResult, Artifact]:
         """Record a file you created, modified or deleted, so the next agent knows what changed."""
         artifact = await _guard(
-            backend_for(ctx).record_artifact(session_id, path, action=action, metadata=metadata, id=id)
+            backend_for(ctx).record_artifact(session_id, path, action=action, metadata=metadata, id=id, blob_id=blob_id)
         )
         return _answer(render.recorded(session_id, artifact), artifact)
 

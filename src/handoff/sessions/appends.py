@@ -40,6 +40,7 @@ from pymongo.read_concern import ReadConcern
 
 from handoff import clock, metrics, quotas
 from handoff.blobs import service as blobs
+from handoff.blobs.reservation import reclaim_lapsed
 from handoff.config import Settings
 from handoff.errors import Conflict, FieldError, Invalid
 from handoff.sessions import group_commit, log_reads, misses, paging, seals, store, views
@@ -337,6 +338,11 @@ async def _diagnose(
     bounds = misses.page_bounds(settings)
     if paging.is_full(view["open_length"], (view.get("open_bytes") or {}).get(array, 0), bounds):
         await seals.seal_full_page(workspace_id, session_id, array, bounds=bounds)
-    elif settings.max_session_bytes and view.get("payload_bytes", 0) > settings.max_session_bytes - size:
+    elif (
+        settings.max_session_bytes
+        and view.get("payload_bytes", 0) > settings.max_session_bytes - size
+        # Bytes held by uploads whose workers died are no reason to refuse: reclaimed, the append tries again.
+        and not await reclaim_lapsed(workspace_id, session_id, settings=settings)
+    ):
         raise store.full(session_id, settings.max_session_bytes)
     return checked, pending

@@ -120,6 +120,9 @@ class Session(Document):
     #: the write filters keep under ``HANDOFF_MAX_SESSION_BYTES``.
     stored_bytes: dict[str, int] = Field(default_factory=lambda: dict.fromkeys((*ENTRY_KINDS, "blobs"), 0))
     payload_bytes: int = 0
+    #: The uploads in progress (``handoff.blobs.reservation``), by reservation id: ``{bytes, renewed_at}``, the bytes
+    #: each holds in ``payload_bytes`` and ``stored_bytes.blobs`` and when it last gave word.
+    blob_reservations: dict[str, dict[str, Any]] = Field(default_factory=dict)
     #: What the last removal took (``{kind, ids, at}``), written by the removing update so a change stream sees it.
     last_removal: dict[str, Any] | None = None
     #: A handoff's claim (``handoff.claims``): the claim that holds it (``{claim_id, session_id, agent_type,

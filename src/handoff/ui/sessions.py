@@ -23,6 +23,7 @@ from handoff.plans import views as plan_views
 from handoff.sessions import queries, service
 from handoff.sessions.models import ArtifactAction, EntryType, SessionStatus
 from handoff.sessions.queries import Order
+from handoff.streaming import ClosingStream
 from handoff.ui import views
 from handoff.ui.auth import signed_in
 from handoff.ui.render import flash, page
@@ -146,7 +147,7 @@ class SessionPages(Controller):
         """An artifact's content, from the signed-in workspace only (404 otherwise), with the REST route's headers:
         inline only for types that cannot script (``blobs.delivery.INLINE_TYPES``), an attachment for the rest."""
         found = await blobs.download(principal.workspace_id, session_id, blob_id, range_header=None)
-        return Stream(found.body(), status_code=found.status, headers=found.headers)
+        return ClosingStream(found.body(), status_code=found.status, headers=found.headers)
 
     # Lifecycle: POST (CSRF-checked by the middleware), then back to the session page ----------------------------
 
