@@ -10,12 +10,14 @@ Any console error or uncaught page error fails the test.
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, Playwright, async_playwright, expect
 from pydantic import SecretStr
@@ -327,3 +329,140 @@ async def test_another_workspaces_session_is_the_404_page(visit: Visit, tenant: 
     assert response.status == 404
     await expect(visit.page.get_by_role("heading", level=1)).to_have_text("404 · Not found")
     await visit.check("not-found")
+
+
+# The live parts: the pages follow changes made through the REST API, without a reload ---------------------------
+
+
+@pytest.fixture
+async def rest(base_url: str, tenant: Tenant) -> AsyncIterator[httpx.AsyncClient]:
+    """The REST API of the same service, as an agent holding the tenant's key calls it."""
+    async with httpx.AsyncClient(base_url=base_url, headers=tenant.headers) as client:
+        yield client
+
+
+async def _live(page: Page) -> None:
+    """Wait until the page's stream is open (it subscribes before it answers, so what follows is seen)."""
+    await expect(page.locator("[sse-connect]")).to_have_attribute("data-live", "open")
+
+
+async def _call(rest: httpx.AsyncClient, method: str, path: str, body: Any = None) -> Any:
+    response = await rest.request(method, f"/v1/{path}", json=body)
+    assert response.status_code in (200, 201), response.text
+    return response.json()
+
+
+async def test_the_sessions_rows_follow_the_api_and_keep_to_the_filters(
+    visit: Visit, tenant: Tenant, rest: httpx.AsyncClient
+) -> None:
+    page = visit.page
+    await _sign_in(visit, tenant)
+    await expect(page.get_by_text("No sessions match.")).to_be_visible()
+    await page.get_by_label("Agent type").fill("coder")
+    await page.get_by_label("Agent type").press("Enter")
+    await expect(page).to_have_url(f"{_origin(page)}/ui/sessions?status=&agent_type=coder&plan=&external_id=")
+    await _live(page)
+    rows = page.locator("#sessions tbody tr")
+
+    # A new session of the filtered agent type appears at the top; one of another type does not.
+    other = await _call(rest, "POST", "sessions", {"agent_type": "reviewer"})
+    coder = await _call(rest, "POST", "sessions", {"agent_type": "coder"})
+    row = page.locator(f"#row-{coder['session_id']}")
+    await expect(row).to_contain_text("Active")
+    await expect(page.get_by_text("No sessions match.")).to_be_hidden()
+    await expect(rows).to_have_count(1)
+
+    # Its counts and status follow the API.
+    await _call(rest, "POST", f"sessions/{coder['session_id']}/work-log", {"message": "m", "type": "error"})
+    await expect(row.locator("td[data-label=Errors]")).to_have_text("1")
+    await expect(row.locator("td[data-label=Actions]")).to_have_text("1")
+    await _call(rest, "POST", f"sessions/{coder['session_id']}/pause")
+    await expect(row).to_contain_text("Paused")
+    await visit.check("sessions-live")
+
+    # A session that stops matching the filters leaves the table (and the other never entered it).
+    await page.get_by_label("Status").select_option("paused")
+    await expect(rows).to_have_count(1)
+    await _live(page)
+    await _call(rest, "POST", f"sessions/{coder['session_id']}/resume")
+    await expect(rows).to_have_count(0)
+    assert await page.locator(f"#row-{other['session_id']}").count() == 0
+
+
+async def test_the_session_page_tails_its_log_live(visit: Visit, tenant: Tenant, rest: httpx.AsyncClient) -> None:
+    page = visit.page
+    created = await _call(rest, "POST", "sessions", {"agent_type": "coder"})
+    sid = created["session_id"]
+    await _sign_in(visit, tenant)
+    await page.goto(f"/ui/sessions/{sid}")
+    await expect(page.get_by_text("No entries.")).to_be_visible()
+    await _live(page)
+
+    await _call(rest, "POST", f"sessions/{sid}/work-log", {"message": "first step", "id": "live-1"})
+    await _call(
+        rest, "POST", f"sessions/{sid}/work-log", {"message": "Chose the parser", "type": "decision", "id": "live-2"}
+    )
+    entries = page.locator("#entries li")
+    await expect(entries).to_have_count(2)
+    await expect(entries.first).to_contain_text("Chose the parser")  # newest first, as the page orders them
+    await expect(entries.first).to_contain_text("Decision")
+    await expect(page.get_by_text("No entries.")).to_be_hidden()
+    await expect(page.locator("dl.facts")).to_contain_text("2 entries")
+
+    await _call(rest, "POST", f"sessions/{sid}/artifacts", {"path": "src/parser.py", "action": "created"})
+    await expect(page.locator("#artifacts")).to_contain_text("src/parser.py")
+    await _call(rest, "PUT", f"sessions/{sid}/context", {"goal": "stream the input"})
+    await expect(page.locator("#notes")).to_contain_text("stream the input")
+    await _call(rest, "POST", f"sessions/{sid}/handoff", {"summary": "parser half done"})
+    await expect(page.get_by_role("heading", level=1)).to_contain_text("Paused")
+    await expect(page.locator("#notes")).to_contain_text("parser half done")
+    await expect(page.get_by_text("Resume…")).to_be_visible()  # the lifecycle follows the status
+    await visit.check("session-live")
+
+    # Oldest first, the newest entries are at the end: new ones are appended there.
+    await page.get_by_label("Order").select_option("asc")
+    await expect(entries.last).to_contain_text("Chose the parser")
+    await _live(page)
+    await _call(rest, "POST", f"sessions/{sid}/work-log", {"message": "third step", "id": "live-3"})
+    await expect(entries).to_have_count(3)
+    await expect(entries.last).to_contain_text("third step")
+
+
+async def test_the_handoffs_page_shows_a_claim_with_its_lease_counting_down(
+    visit: Visit, tenant: Tenant, rest: httpx.AsyncClient
+) -> None:
+    page = visit.page
+    waiting = await _call(rest, "POST", "sessions", {"agent_type": "reviewer"})
+    await _call(rest, "POST", f"sessions/{waiting['session_id']}/handoff", {"summary": "review the parser"})
+    await _sign_in(visit, tenant)
+    await page.get_by_role("link", name="Handoffs").click()
+    await expect(page.locator("#waiting")).to_contain_text("review the parser")
+    await expect(page.locator("#claims")).to_contain_text("No handoff is claimed right now.")
+    await _live(page)
+
+    claim = await _call(rest, "POST", "handoffs/claim", {"lease_seconds": 600})
+    row = page.locator(f"#claim-{claim['claim_id']}")
+    await expect(row).to_contain_text(waiting["session_id"])
+    await expect(row).to_contain_text(claim["session"]["session_id"])
+    countdown = row.locator("time.countdown")
+    await expect(countdown).to_have_text(re.compile(r"^(10 min 0|9 min \d+) s left$"))
+    first = await countdown.text_content()
+    await expect(countdown).not_to_have_text(first or "")  # it counts down by itself, a second at a time
+    assert await countdown.get_attribute("datetime") is not None
+    await visit.check("handoffs-live")
+
+
+async def test_a_revoked_key_ends_a_live_page_without_a_reload(
+    visit: Visit, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeMonotonic()
+    monkeypatch.setattr(cache, "time", SimpleNamespace(monotonic=fake.monotonic))
+    await _sign_in(visit, tenant)
+    await _live(visit.page)
+
+    await workspaces.revoke_api_key(tenant.key_id)
+    fake.offset = 5.0  # the key cache of the page the browser is sent back to
+
+    # The stream notices within live.KEY_CHECK_SECONDS and the page goes to the sign-in form by itself.
+    await expect(visit.page).to_have_url(f"{_origin(visit.page)}/ui/sign-in", timeout=10_000)
+    await expect(visit.page.get_by_role("status")).to_contain_text("no longer opens this workspace")

@@ -2,6 +2,7 @@
  *
  * - Lease countdowns: every <time class="countdown" datetime="..."> says, in words, how long its lease has left,
  *   rewritten each second from the datetime (so it stays right between server updates).
+ * - The element a stream feeds says whether it is connected (data-live="open" or "closed"), for styles and tests.
  * - A stream that says "signed-out" (the key was revoked, or the sign-in expired) reloads the page, which the
  *   server answers with the sign-in form and the reason, as any other page would.
  */
@@ -26,7 +27,11 @@
     });
   }
 
+  document.addEventListener("htmx:sseError", function (event) {
+    event.target.setAttribute("data-live", "closed");
+  });
   document.addEventListener("htmx:sseOpen", function (event) {
+    event.target.setAttribute("data-live", "open");
     event.detail.source.addEventListener("signed-out", function () {
       event.detail.source.close();
       window.location.reload();
