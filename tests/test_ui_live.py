@@ -1,0 +1,123 @@
+"""The dashboard's live streams over HTTP (a real server, since they stream): what a browser cannot easily see.
+
+The browser flows (rows, the live tail, the claims' countdown, a revocation) are in ``test_ui_browser.py``; these
+check the stream's own answers: no sign-in, the key's stream limit, another workspace's session, keyset pages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from handoff.app import create_app
+from handoff.config import Settings
+from handoff.db import MongoDatabase
+from handoff.events.mapping import Position
+from tests.factories import Tenant
+from tests.test_client_sync import serve_app
+from tests.ui_helpers import sign_in, ui_settings
+
+
+@pytest.fixture
+async def url(settings: Settings, tmp_path: Path, database: MongoDatabase) -> AsyncIterator[str]:
+    async with serve_app(create_app(ui_settings(settings, tmp_path, max_streams_per_key=2), database=database)) as url:
+        yield url
+
+
+@pytest.fixture
+async def browser(url: str, tenant: Tenant) -> AsyncIterator[httpx.AsyncClient]:
+    """A signed-in browser session (its cookies), as the pages' EventSource sends them."""
+    async with httpx.AsyncClient(base_url=url, timeout=20) as client:
+        assert (await sign_in(client, tenant.secret)).status_code == 303
+        yield client
+
+
+class Messages:
+    """The messages of one open stream, as ``(event, id, data, fields)`` (comments skipped)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.lines = response.aiter_lines()
+
+    async def next(self) -> tuple[str | None, str | None, str, dict[str, str]]:
+        fields: dict[str, str] = {}
+        while True:
+            line = await anext(self.lines)
+            if line == "":
+                if "event" in fields or "retry" in fields:  # not a comment's (Litestar adds it an empty data)
+                    return fields.get("event"), fields.get("id"), fields.get("data", ""), fields
+                fields = {}
+                continue
+            if not line.startswith(":"):
+                name, _, value = line.partition(":")
+                fields[name] = fields.get(name, "") + value.removeprefix(" ")
+
+
+@asynccontextmanager
+async def live(client: httpx.AsyncClient, path: str, **params: Any) -> AsyncIterator[Messages]:
+    async with client.stream("GET", path, params=params) as response:
+        assert response.status_code == 200, await response.aread()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        yield Messages(response)
+
+
+async def _open(messages: Messages) -> None:
+    """Wait for the first comment: the stream is subscribed from here on."""
+    line = await anext(messages.lines)
+    assert line == ": live"
+
+
+async def test_a_stream_without_a_sign_in_says_signed_out(url: str) -> None:
+    async with httpx.AsyncClient(base_url=url) as anonymous, live(anonymous, "/ui/live/sessions") as messages:
+        event, _, _, _ = await messages.next()
+    assert event == "signed-out"
+
+
+async def test_the_streams_count_against_the_keys_limit(browser: httpx.AsyncClient, url: str, tenant: Tenant) -> None:
+    async with (
+        httpx.AsyncClient(base_url=url, headers=tenant.headers, timeout=20) as agent,
+        agent.stream("GET", "/v1/events") as first,
+        live(browser, "/ui/live/handoffs") as second,
+    ):
+        assert first.status_code == 200
+        await _open(second)
+        async with live(browser, "/ui/live/sessions") as third:
+            event, _, data, fields = await third.next()
+    assert event == "live-off"
+    assert "holds all the streams" in data
+    assert int(fields["retry"]) >= 10_000  # the browser comes back later, not at once
+
+
+async def test_another_workspaces_session_has_no_stream(
+    browser: httpx.AsyncClient, url: str, other_tenant: Tenant
+) -> None:
+    async with httpx.AsyncClient(base_url=url, headers=other_tenant.headers) as theirs:
+        created = (await theirs.post("/v1/sessions", json={})).json()
+    response = await browser.get(f"/ui/live/sessions/{created['session_id']}")
+    assert response.status_code == 404
+
+
+async def test_new_sessions_arrive_on_the_first_page_only(browser: httpx.AsyncClient, url: str, tenant: Tenant) -> None:
+    async with httpx.AsyncClient(base_url=url, headers=tenant.headers, timeout=20) as agent:
+        async with live(browser, "/ui/live/sessions", agent_type="coder") as first:
+            await _open(first)
+            created = (await agent.post("/v1/sessions", json={"agent_type": "coder"})).json()
+            event, position, data, _ = await first.next()
+        sid = created["session_id"]
+        assert event == "session-created"
+        assert f'id="row-{sid}"' in data
+        assert position is not None
+        assert Position.decode(position) is not None  # the browser resumes from it
+        assert tenant.secret not in data
+
+        async with live(browser, "/ui/live/sessions", cursor="1.sess_x") as older:  # a later keyset page
+            await _open(older)
+            await agent.post("/v1/sessions", json={"agent_type": "coder"})
+            await agent.post(f"/v1/sessions/{sid}/work-log", json={"message": "m"})
+            event, _, data, _ = await older.next()
+        assert event == f"row-{sid}"  # the new session was not offered to this page; the shown row still updates
+        assert '<td data-label="Actions" class="num">1</td>' in data
