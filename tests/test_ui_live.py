@@ -121,3 +121,20 @@ async def test_new_sessions_arrive_on_the_first_page_only(browser: httpx.AsyncCl
             event, _, data, _ = await older.next()
         assert event == f"row-{sid}"  # the new session was not offered to this page; the shown row still updates
         assert '<td data-label="Actions" class="num">1</td>' in data
+
+
+async def test_an_older_page_of_the_log_counts_the_entries_that_arrived(
+    browser: httpx.AsyncClient, url: str, tenant: Tenant
+) -> None:
+    async with httpx.AsyncClient(base_url=url, headers=tenant.headers, timeout=20) as agent:
+        sid = (await agent.post("/v1/sessions", json={})).json()["session_id"]
+        async with live(browser, f"/ui/live/sessions/{sid}", type="decision") as older:  # no edge: an older page
+            await _open(older)
+            await agent.post(f"/v1/sessions/{sid}/work-log", json={"message": "not a decision"})
+            await agent.post(f"/v1/sessions/{sid}/work-log", json={"message": "chose", "type": "decision"})
+            found = {}
+            while "behind" not in found:
+                event, _, data, _ = await older.next()
+                found[event] = data
+    assert "entry" not in found  # entries go in place only at the live edge
+    assert "1 new entry since this page loaded" in found["behind"]  # the filter's type only

@@ -307,6 +307,7 @@ async def _stream(
     """Admit, subscribe (or resume), then stream ``view`` until the client leaves, the key is revoked, or the
     server shuts down."""
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    key_hash = signed_in_key(request)
     hub: Hub = request.app.state.events
     try:
         release = hub.admit(principal.api_key_id)
@@ -326,7 +327,6 @@ async def _stream(
     except BaseException:
         release()
         raise
-    key_hash = signed_in_key(request)
 
     async def stream() -> AsyncIterator[ServerSentEventMessage]:
         try:
