@@ -341,9 +341,10 @@ async def rest(base_url: str, tenant: Tenant) -> AsyncIterator[httpx.AsyncClient
         yield client
 
 
-async def _live(page: Page) -> None:
-    """Wait until the page's stream is open (it subscribes before it answers, so what follows is seen)."""
-    await expect(page.locator("[sse-connect]")).to_have_attribute("data-live", "open")
+async def _live(page: Page, query: str = "") -> None:
+    """Wait until the page's stream (for ``query``, after a filter swapped it) is open: it subscribes before it
+    answers, so what follows is seen."""
+    await expect(page.locator(f'[sse-connect*="{query}"][data-live="open"]')).to_have_count(1)
 
 
 async def _call(rest: httpx.AsyncClient, method: str, path: str, body: Any = None) -> Any:
@@ -361,7 +362,7 @@ async def test_the_sessions_rows_follow_the_api_and_keep_to_the_filters(
     await page.get_by_label("Agent type").fill("coder")
     await page.get_by_label("Agent type").press("Enter")
     await expect(page).to_have_url(f"{_origin(page)}/ui/sessions?status=&agent_type=coder&plan=&external_id=")
-    await _live(page)
+    await _live(page, "agent_type=coder")
     rows = page.locator("#sessions tbody tr")
 
     # A new session of the filtered agent type appears at the top; one of another type does not.
@@ -383,7 +384,7 @@ async def test_the_sessions_rows_follow_the_api_and_keep_to_the_filters(
     # A session that stops matching the filters leaves the table (and the other never entered it).
     await page.get_by_label("Status").select_option("paused")
     await expect(rows).to_have_count(1)
-    await _live(page)
+    await _live(page, "status=paused")
     await _call(rest, "POST", f"sessions/{coder['session_id']}/resume")
     await expect(rows).to_have_count(0)
     assert await page.locator(f"#row-{other['session_id']}").count() == 0
@@ -422,7 +423,7 @@ async def test_the_session_page_tails_its_log_live(visit: Visit, tenant: Tenant,
     # Oldest first, the newest entries are at the end: new ones are appended there.
     await page.get_by_label("Order").select_option("asc")
     await expect(entries.last).to_contain_text("Chose the parser")
-    await _live(page)
+    await _live(page, "order=asc")
     await _call(rest, "POST", f"sessions/{sid}/work-log", {"message": "third step", "id": "live-3"})
     await expect(entries).to_have_count(3)
     await expect(entries.last).to_contain_text("third step")

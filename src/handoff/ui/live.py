@@ -246,9 +246,12 @@ def _message(name: str, data: str, position: Position | None = None) -> ServerSe
     return ServerSentEventMessage(event=name, data=data, id=position.encode() if position else None)
 
 
-async def _still_signed_in(key_hash: str, request: Request[Any, Any, Any]) -> bool:
+async def _still_signed_in(key_hash: str, expires: float) -> bool:
+    """Whether the sign-in the stream began with still holds (read once: the scope's session is the middleware's
+    to clear once the response has started)."""
+    if expires <= clock.now().timestamp():
+        return False
     try:
-        signed_in_key(request)  # the sign-in's own expiry
         await workspaces.authenticate_hash(key_hash)  # not the key cache: a revocation shows at the next check
     except Unauthorized:
         return False
@@ -256,7 +259,7 @@ async def _still_signed_in(key_hash: str, request: Request[Any, Any, Any]) -> bo
 
 
 async def _messages(
-    request: Request[Any, Any, Any], view: LiveView, subscriber: Subscriber, key_hash: str
+    request: Request[Any, Any, Any], view: LiveView, subscriber: Subscriber, sign_in: tuple[str, float]
 ) -> AsyncIterator[ServerSentEventMessage]:
     """The view's parts as events arrive, a comment after a heartbeat of silence, ``signed-out`` when the key
     stops opening the workspace, and a ``retry:`` hint when the hub dropped the subscriber."""
@@ -278,7 +281,7 @@ async def _messages(
             pass
         now = time.monotonic()
         if now - checked >= KEY_CHECK_SECONDS:
-            if not await _still_signed_in(key_hash, request):
+            if not await _still_signed_in(*sign_in):
                 yield _message("signed-out", "the key no longer opens this workspace, or the sign-in expired")
                 return
             checked = now
@@ -307,7 +310,7 @@ async def _stream(
     """Admit, subscribe (or resume), then stream ``view`` until the client leaves, the key is revoked, or the
     server shuts down."""
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    key_hash = signed_in_key(request)
+    sign_in = signed_in_key(request)
     hub: Hub = request.app.state.events
     try:
         release = hub.admit(principal.api_key_id)
@@ -331,7 +334,7 @@ async def _stream(
     async def stream() -> AsyncIterator[ServerSentEventMessage]:
         try:
             async for message in until_shutdown(
-                _messages(request, view, subscriber, key_hash), shutdown_signal(request)
+                _messages(request, view, subscriber, sign_in), shutdown_signal(request)
             ):
                 yield message
             if shutdown_signal(request).is_set():
