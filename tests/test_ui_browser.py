@@ -343,8 +343,9 @@ async def rest(base_url: str, tenant: Tenant) -> AsyncIterator[httpx.AsyncClient
 
 async def _live(page: Page, query: str = "") -> None:
     """Wait until the page's stream (for ``query``, after a filter swapped it) is open: it subscribes before it
-    answers, so what follows is seen."""
-    await expect(page.locator(f'[sse-connect*="{query}"][data-live="open"]')).to_have_count(1)
+    answers, so what follows is seen. (No ``*=""`` for no query: an empty substring selector matches nothing.)"""
+    connect = f'[sse-connect*="{query}"]' if query else "[sse-connect]"
+    await expect(page.locator(f'{connect}[data-live="open"]')).to_have_count(1)
 
 
 async def _call(rest: httpx.AsyncClient, method: str, path: str, body: Any = None) -> Any:
