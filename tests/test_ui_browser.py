@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
+from litestar import Litestar
 from playwright.async_api import Browser, ConsoleMessage, Page, Playwright, async_playwright, expect
 from pydantic import SecretStr
 
@@ -78,20 +81,40 @@ async def browser(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> A
         await playwright.stop()
 
 
+def _settings(mongod: MongodProcess, database: MongoDatabase, data_dir: Path, **changes: Any) -> Settings:
+    """The service's settings for these tests: the test mongod, a dashboard secret of their own (so a sign-in
+    outlives a restart of the service), its data dir its own."""
+    return Settings(
+        mongodb_url=mongod.url,
+        database=database.name,
+        data_dir=data_dir,
+        ui_secret=SecretStr("browser-tests-" + "s" * 32),
+        log_level="WARNING",
+        **changes,
+    )
+
+
 @pytest.fixture(scope="module")
 async def base_url(
     mongod: MongodProcess, database: MongoDatabase, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[str]:
-    """The service on a loopback port for this module (its dashboard secret configured, its data dir its own)."""
-    settings = Settings(
-        mongodb_url=mongod.url,
-        database=database.name,
-        data_dir=tmp_path_factory.mktemp("ui-data"),
-        ui_secret=SecretStr("browser-tests-" + "s" * 32),
-        log_level="WARNING",
-    )
+    """The service on a loopback port for this module."""
+    settings = _settings(mongod, database, tmp_path_factory.mktemp("ui-data"))
     async with serve_app(create_app(settings, database=database)) as url:
         yield url
+
+
+MakeApp = Callable[..., Litestar]
+
+
+@pytest.fixture
+def make_app(mongod: MongodProcess, database: MongoDatabase, tmp_path: Path) -> MakeApp:
+    """A service of the test's own (to stop, restart or limit), with these tests' settings and ``changes``."""
+
+    def make(**changes: Any) -> Litestar:
+        return create_app(_settings(mongod, database, tmp_path / "data", **changes), database=database)
+
+    return make
 
 
 class Visit:
@@ -102,6 +125,8 @@ class Visit:
         self.shots = shots
         self.errors: list[str] = []
         self.allowed_statuses: set[int] = set()
+        #: While a test has stopped the service: Chromium logs each refused reconnection of a stream.
+        self.service_down = False
         page.on("console", self._console)
         page.on("pageerror", lambda error: self.errors.append(f"page error: {error}"))
 
@@ -110,6 +135,8 @@ class Visit:
             return
         # A 404 or 401 page that a test asks for on purpose is logged as a failed resource load.
         if any(f"status of {status}" in message.text for status in self.allowed_statuses):
+            return
+        if self.service_down and "net::ERR_CONNECTION_REFUSED" in message.text:
             return
         self.errors.append(f"console: {message.text} ({message.location.get('url')})")
 
@@ -126,13 +153,12 @@ class Visit:
         assert violations == [], f"{name}: {violations}"
 
 
-@pytest.fixture
-async def visit(
-    browser: Browser, base_url: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> AsyncIterator[Visit]:
+@asynccontextmanager
+async def _tab(browser: Browser, base_url: str, shots: Path, request: pytest.FixtureRequest) -> AsyncIterator[Visit]:
+    """A fresh browser context on ``base_url``; its screenshots kept when the test failed, its errors asserted."""
     context = await browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 900})
     await context.add_init_script(path=str(AXE))  # through DevTools: not a page script, so the CSP allows it
-    tab = Visit(await context.new_page(), tmp_path)
+    tab = Visit(await context.new_page(), shots)
     try:
         yield tab
     finally:
@@ -140,9 +166,17 @@ async def visit(
         failed = getattr(request.node, "rep_call", None)
         if failed is not None and failed.failed:
             kept = ARTIFACTS / request.node.name
-            shutil.copytree(tmp_path, kept, dirs_exist_ok=True)
+            shutil.copytree(shots, kept, dirs_exist_ok=True)
             print(f"screenshots of the failed test: {kept}")  # noqa: T201 - the report is where CI shows it
     assert tab.errors == []
+
+
+@pytest.fixture
+async def visit(
+    browser: Browser, base_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Visit]:
+    async with _tab(browser, base_url, tmp_path, request) as tab:
+        yield tab
 
 
 def _principal(tenant: Tenant) -> Principal:
@@ -341,6 +375,11 @@ async def rest(base_url: str, tenant: Tenant) -> AsyncIterator[httpx.AsyncClient
         yield client
 
 
+#: What a page says (static/live.js) while its stream is open, and while it reconnects.
+LIVE = "Live: changes appear here as they happen."
+RECONNECTING = "Reconnecting to live updates…"
+
+
 async def _live(page: Page, query: str = "") -> None:
     """Wait until the page's stream (for ``query``, after a filter swapped it) is open: it subscribes before it
     answers, so what follows is seen. (No ``*=""`` for no query: an empty substring selector matches nothing.)"""
@@ -389,6 +428,16 @@ async def test_the_sessions_rows_follow_the_api_and_keep_to_the_filters(
     await _call(rest, "POST", f"sessions/{coder['session_id']}/resume")
     await expect(rows).to_have_count(0)
     assert await page.locator(f"#row-{other['session_id']}").count() == 0
+
+    # One whose status changes into the filter arrives at the top, the newest arrival first.
+    await _call(rest, "POST", f"sessions/{coder['session_id']}/pause")
+    await expect(rows).to_have_count(1)
+    later = await _call(rest, "POST", "sessions", {"agent_type": "coder"})
+    await _call(rest, "POST", f"sessions/{later['session_id']}/pause")
+    await expect(rows).to_have_count(2)
+    await expect(rows.first).to_have_id(f"row-{later['session_id']}")
+    await expect(rows.last).to_have_id(f"row-{coder['session_id']}")
+    await expect(page.locator("#results .live-state")).to_have_text(LIVE)
 
 
 async def test_the_session_page_tails_its_log_live(visit: Visit, tenant: Tenant, rest: httpx.AsyncClient) -> None:
@@ -468,3 +517,66 @@ async def test_a_revoked_key_ends_a_live_page_without_a_reload(
     # The stream notices within live.KEY_CHECK_SECONDS and the page goes to the sign-in form by itself.
     await expect(visit.page).to_have_url(f"{_origin(visit.page)}/ui/sign-in", timeout=10_000)
     await expect(visit.page.get_by_role("status")).to_contain_text("no longer opens this workspace")
+
+
+async def test_a_live_page_says_it_reconnects_while_the_service_restarts_and_misses_nothing(
+    browser: Browser, make_app: MakeApp, tenant: Tenant, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    ws = tenant.workspace.workspace_id
+    sid = (await service.create_session(_principal(tenant), SessionCreate(), settings=SETTINGS)).session.session_id
+    with socket.socket() as probe:  # a port given from the start: both servers may bind it (SO_REUSEADDR)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    first: AbstractAsyncContextManager[str] | None = serve_app(make_app(), port=port, graceful=True)
+    url = await first.__aenter__()
+    try:
+        async with _tab(browser, url, tmp_path, request) as visit:
+            page = visit.page
+            await _sign_in(visit, tenant)
+            await page.goto(f"/ui/sessions/{sid}")
+            await _live(page)
+            state = page.locator("#session-live > .live-state")
+            await expect(state).to_have_text(LIVE)
+            entries = page.locator("#entries li")
+            await service.log_work(ws, sid, WorkLogCreate(message="before the restart"), settings=SETTINGS)
+            await expect(entries).to_have_count(1)
+
+            # A graceful stop (what SIGTERM does): the stream ends with its retry hint, and the page says so.
+            await first.__aexit__(None, None, None)
+            first = None
+            visit.service_down = True
+            await expect(page.locator("#session-live")).to_have_attribute("data-live", "reconnecting")
+            await expect(state).to_have_text(RECONNECTING)
+            await visit.check("session-reconnecting")
+            await service.log_work(ws, sid, WorkLogCreate(message="while it was down"), settings=SETTINGS)
+
+            # Back on the same address: the browser reconnects by itself, from the last event it had.
+            async with serve_app(make_app(), port=port, graceful=True):
+                await expect(state).to_have_text(LIVE)
+                await expect(entries).to_have_count(2)
+                await expect(entries.first).to_contain_text("while it was down")
+                await page.close()  # before this server stops too
+    finally:
+        if first is not None:
+            await first.__aexit__(None, None, None)
+
+
+async def test_a_page_whose_key_holds_all_its_streams_says_live_updates_are_paused(
+    browser: Browser, make_app: MakeApp, tenant: Tenant, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    async with (
+        serve_app(make_app(max_streams_per_key=1)) as url,
+        httpx.AsyncClient(base_url=url, headers=tenant.headers) as agent,
+        agent.stream("GET", "/v1/events") as held,  # the key's one stream
+        _tab(browser, url, tmp_path, request) as visit,
+    ):
+        assert held.status_code == 200
+        await _sign_in(visit, tenant)
+        results = visit.page.locator("#results")
+        await expect(results).to_have_attribute("data-live", "off")
+        # In words, not only the dot's colour (the browser tries again after the retry the stream sent).
+        await expect(results.locator(".live-state")).to_have_text(
+            "Live updates are paused: this key holds all the streams it may."
+        )
+        await visit.check("sessions-live-off")
+        await visit.page.close()

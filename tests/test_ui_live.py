@@ -18,6 +18,8 @@ from handoff.app import create_app
 from handoff.config import Settings
 from handoff.db import MongoDatabase
 from handoff.events.mapping import Position
+from handoff.ops.shutdown import RETRY_AFTER_SHUTDOWN_MS
+from handoff.ui import live as live_views
 from tests.factories import Tenant
 from tests.test_client_sync import serve_app
 from tests.ui_helpers import sign_in, ui_settings
@@ -108,7 +110,7 @@ async def test_new_sessions_arrive_on_the_first_page_only(browser: httpx.AsyncCl
             created = (await agent.post("/v1/sessions", json={"agent_type": "coder"})).json()
             event, position, data, _ = await first.next()
         sid = created["session_id"]
-        assert event == "session-created"
+        assert event == "session-added"
         assert f'id="row-{sid}"' in data
         assert position is not None
         assert Position.decode(position) is not None  # the browser resumes from it
@@ -121,6 +123,45 @@ async def test_new_sessions_arrive_on_the_first_page_only(browser: httpx.AsyncCl
             event, _, data, _ = await older.next()
         assert event == f"row-{sid}"  # the new session was not offered to this page; the shown row still updates
         assert '<td data-label="Actions" class="num">1</td>' in data
+
+
+async def test_a_session_whose_status_enters_the_filter_arrives_on_the_first_page_only(
+    browser: httpx.AsyncClient, url: str, tenant: Tenant
+) -> None:
+    async with httpx.AsyncClient(base_url=url, headers=tenant.headers, timeout=20) as agent:
+        sid = (await agent.post("/v1/sessions", json={})).json()["session_id"]
+        async with live(browser, "/ui/live/sessions", status="paused") as first:
+            await _open(first)
+            await agent.post(f"/v1/sessions/{sid}/pause")
+            event, _, data, _ = await first.next()
+        assert event == "session-added"  # at the top of the first page, though it is not new
+        assert f'id="row-{sid}"' in data
+
+        async with live(browser, "/ui/live/sessions", status="paused", cursor="1.sess_x") as older:
+            await _open(older)
+            await agent.post(f"/v1/sessions/{sid}/resume")
+            event, _, data, _ = await older.next()
+            assert (event, data) == (f"row-{sid}", live_views.REMOVED)  # left the filter: out of any page
+            await agent.post(f"/v1/sessions/{sid}/pause")
+            event, _, data, _ = await older.next()
+        assert event == f"row-{sid}"  # back in the filter: a later page is not added to, only updates a shown row
+        assert f'id="row-{sid}"' in data
+
+
+async def test_a_shutdown_ends_a_live_stream_with_the_retry_hint(
+    settings: Settings, tmp_path: Path, database: MongoDatabase, tenant: Tenant
+) -> None:
+    app = create_app(ui_settings(settings, tmp_path), database=database)
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=20) as client:
+        assert (await sign_in(client, tenant.secret)).status_code == 303
+        async with live(client, "/ui/live/handoffs") as messages:
+            await _open(messages)
+            app.state.shutdown.set()  # what SIGTERM sets first (handoff.ops.shutdown)
+            event, _, _, fields = await messages.next()
+            assert event is None
+            assert int(fields["retry"]) == RETRY_AFTER_SHUTDOWN_MS  # the browser reconnects, to the next worker
+            with pytest.raises(StopAsyncIteration):  # and the stream has ended
+                await messages.next()
 
 
 async def test_an_older_page_of_the_log_counts_the_entries_that_arrived(

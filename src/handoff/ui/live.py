@@ -6,7 +6,8 @@ templates and macros that render the page (``parts/*.html.j2``, ``macros.html.j2
 (``sse-swap="row-<id>"``, ``"entry"``, ``"summary"``...), so an event for a row that is not on the page is
 ignored by the browser, and a live row or entry cannot drift from a loaded one. JSON to a script would have meant
 a second renderer of every row and entry in JavaScript; the only script of our own (``static/live.js``) counts
-the leases down and reloads a page whose stream says ``signed-out``.
+the leases down, says in words whether the page is live, reconnecting or paused (``live-off``), keeps a row that
+arrives at the top from appearing twice, and reloads a page whose stream says ``signed-out``.
 
 **One change stream.** Streams subscribe to ``app.state.events`` (:class:`handoff.events.hub.Hub`) like the
 ``/v1`` event routes: each counts against its key's ``HANDOFF_MAX_STREAMS_PER_KEY`` (``Hub.admit``; past it the
@@ -62,6 +63,8 @@ COALESCE_SECONDS = 0.2
 RETRY_WHEN_FULL_MS = 30_000
 #: Claims the Handoffs page shows (the newest; ``claims.service.list_claims`` filters a page by state).
 CLAIMS_SHOWN = 200
+#: The event of a row added at the top of the Sessions page's first page.
+ADDED = "session-added"
 #: What replaces a row that no longer matches the filters (SSE does not deliver an empty message).
 REMOVED = "<!-- no longer matches the filters -->"
 
@@ -90,7 +93,9 @@ class LiveView:
 
 class SessionRows(LiveView):
     """The rows of the Sessions table: a changed session's row re-rendered (or removed when it no longer matches
-    the filters), a new matching session at the top of the first page only, so keyset pages stay what they were."""
+    the filters), and a session that starts matching them (created, or its status changed into the filter's) at
+    the top of the first page only, so keyset pages stay what they were. The browser replaces a row it already
+    shows rather than add it twice (``static/live.js``)."""
 
     def __init__(
         self, request: Request[Any, Any, Any], workspace_id: str, filters: dict[str, str | None], *, first_page: bool
@@ -102,8 +107,17 @@ class SessionRows(LiveView):
         types = {"session.created", "session.updated", "session.deleted", *_LIST_CHANGES}
         self.selection = Selection(workspace_id, None, frozenset(types))
 
+    def _arrivals(self, events: list[Event], created: set[str]) -> set[str]:
+        """The sessions these events may have brought into the filters: new ones, and (when the filters name a
+        status, the only filtered field a session changes) those whose status changed."""
+        if self.filters.get("status") is None:
+            return created
+        changed = {e.session_id for e in events if e.type == "session.updated" and "status" in e.data["changes"]}
+        return created | changed
+
     async def parts(self, events: list[Event]) -> list[Part]:
         created = {event.session_id for event in events if event.type == "session.created"}
+        arrived = self._arrivals(events, created)
         out: list[Part] = []
         for session_id in dict.fromkeys(event.session_id for event in events):
             try:
@@ -113,9 +127,10 @@ class SessionRows(LiveView):
                 continue
             if not views.session_matches(session, self.filters):
                 out.append((f"row-{session_id}", REMOVED))
-            elif session_id in created:
-                if self.first_page:
-                    out.append(("session-created", self._row(session)))
+            elif session_id in arrived and self.first_page:
+                out.append((ADDED, self._row(session)))
+            elif session_id in created:  # a later page cannot show a new session
+                continue
             else:
                 out.append((f"row-{session_id}", self._row(session)))
         return out
