@@ -61,7 +61,7 @@ KEY_CHECK_SECONDS = 2.0
 COALESCE_SECONDS = 0.2
 #: When a key holds all the streams it may, the browser tries again after this long.
 RETRY_WHEN_FULL_MS = 30_000
-#: Claims the Handoffs page shows (the newest; ``claims.service.list_claims`` filters a page by state).
+#: Active claims the Handoffs page shows, newest first (``claims.service.list_claims``, as ``GET /v1/claims``).
 CLAIMS_SHOWN = 200
 #: The event of a row added at the top of the Sessions page's first page.
 ADDED = "session-added"
