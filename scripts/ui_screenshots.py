@@ -74,6 +74,8 @@ async def photograph(base: str, secret: str, session_id: str) -> list[Path]:
                 shots += [("sessions", "/ui/sessions"), ("handoffs", "/ui/handoffs"), ("analytics", "/ui/analytics")]
             for name, path in shots:
                 await page.goto(base + path)
+                if name != "analytics":  # a live page, photographed once its stream is open (it says so)
+                    await page.locator('[data-live="open"]').wait_for()
                 target = OUT / f"{name}{suffix}.png"
                 await page.screenshot(path=str(target))
                 saved.append(target)
