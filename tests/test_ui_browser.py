@@ -10,6 +10,7 @@ Any console error or uncaught page error fails the test.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import socket
@@ -22,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from litestar import Litestar
-from playwright.async_api import Browser, ConsoleMessage, Page, Playwright, async_playwright, expect
+from playwright.async_api import Browser, ConsoleMessage, Page, Playwright, Route, async_playwright, expect
 from pydantic import SecretStr
 
 from handoff import cache
@@ -580,3 +581,34 @@ async def test_a_page_whose_key_holds_all_its_streams_says_live_updates_are_paus
         )
         await visit.check("sessions-live-off")
         await visit.page.close()
+
+
+async def test_what_changes_before_a_page_s_stream_opens_still_shows(
+    visit: Visit, tenant: Tenant, rest: httpx.AsyncClient
+) -> None:
+    page = visit.page
+    sid = (await _call(rest, "POST", "sessions", {"agent_type": "coder"}))["session_id"]
+    await _call(rest, "POST", f"sessions/{sid}/work-log", {"message": "on the page", "id": "g1"})
+    await _sign_in(visit, tenant)
+    held: list[Route] = []
+    asked = asyncio.Event()
+
+    def hold(route: Route) -> None:  # each stream waits, as a slow one would, until let go
+        held.append(route)
+        asked.set()
+
+    await page.route("**/ui/live/**", hold)
+
+    await page.goto(f"/ui/sessions/{sid}")
+    entries = page.locator("#entries li")
+    await expect(entries).to_have_count(1)
+    await asyncio.wait_for(asked.wait(), 10)
+    await _call(rest, "POST", f"sessions/{sid}/work-log", {"message": "before the stream", "id": "g2"})
+    await held[0].continue_()
+    await page.unroute("**/ui/live/**")
+    await _live(page)
+    await expect(entries).to_have_count(2)
+    await expect(entries.first).to_contain_text("before the stream")
+    await _call(rest, "POST", f"sessions/{sid}/work-log", {"message": "after it", "id": "g3"})
+    await expect(entries).to_have_count(3)  # each entry once, whether re-sent, streamed or both
+    await expect(page.locator("#entry-g2")).to_have_count(1)

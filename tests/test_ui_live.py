@@ -46,6 +46,12 @@ class Messages:
         self.lines = response.aiter_lines()
 
     async def next(self) -> tuple[str | None, str | None, str, dict[str, str]]:
+        while isinstance(found := await self.next_or_comment(), str):
+            pass
+        return found
+
+    async def next_or_comment(self) -> tuple[str | None, str | None, str, dict[str, str]] | str:
+        """The next message, or the next comment line (``": ..."``)."""
         fields: dict[str, str] = {}
         while True:
             line = await anext(self.lines)
@@ -54,7 +60,10 @@ class Messages:
                     return fields.get("event"), fields.get("id"), fields.get("data", ""), fields
                 fields = {}
                 continue
-            if not line.startswith(":"):
+            if line.startswith(":"):
+                if not fields:
+                    return line
+            else:
                 name, _, value = line.partition(":")
                 fields[name] = fields.get(name, "") + value.removeprefix(" ")
 
@@ -67,10 +76,14 @@ async def live(client: httpx.AsyncClient, path: str, **params: Any) -> AsyncIter
         yield Messages(response)
 
 
-async def _open(messages: Messages) -> None:
-    """Wait for the first comment: the stream is subscribed from here on."""
-    line = await anext(messages.lines)
-    assert line == ": live"
+async def _open(messages: Messages) -> list[tuple[str | None, str]]:
+    """Wait for the comment that says the page is current (it follows every change from here on); returns the
+    parts re-sent before it, as ``(event, data)``."""
+    resent = []
+    while (found := await messages.next_or_comment()) != ": live":
+        assert isinstance(found, tuple), found
+        resent.append((found[0], found[2]))
+    return resent
 
 
 async def test_a_stream_without_a_sign_in_says_signed_out(url: str) -> None:
@@ -116,7 +129,9 @@ async def test_new_sessions_arrive_on_the_first_page_only(browser: httpx.AsyncCl
         assert Position.decode(position) is not None  # the browser resumes from it
         assert tenant.secret not in data
 
-        async with live(browser, "/ui/live/sessions", cursor="1.sess_x") as older:  # a later keyset page
+        await agent.post("/v1/sessions", json={"agent_type": "coder"})
+        cursor = (await agent.get("/v1/sessions", params={"limit": 1})).json()["next_cursor"]
+        async with live(browser, "/ui/live/sessions", cursor=cursor) as older:  # a later keyset page, showing sid
             await _open(older)
             await agent.post("/v1/sessions", json={"agent_type": "coder"})
             await agent.post(f"/v1/sessions/{sid}/work-log", json={"message": "m"})
@@ -137,7 +152,9 @@ async def test_a_session_whose_status_enters_the_filter_arrives_on_the_first_pag
         assert event == "session-added"  # at the top of the first page, though it is not new
         assert f'id="row-{sid}"' in data
 
-        async with live(browser, "/ui/live/sessions", status="paused", cursor="1.sess_x") as older:
+        await agent.post("/v1/sessions", json={})
+        cursor = (await agent.get("/v1/sessions", params={"limit": 1})).json()["next_cursor"]
+        async with live(browser, "/ui/live/sessions", status="paused", cursor=cursor) as older:
             await _open(older)
             await agent.post(f"/v1/sessions/{sid}/resume")
             event, _, data, _ = await older.next()
@@ -146,6 +163,46 @@ async def test_a_session_whose_status_enters_the_filter_arrives_on_the_first_pag
             event, _, data, _ = await older.next()
         assert event == f"row-{sid}"  # back in the filter: a later page is not added to, only updates a shown row
         assert f'id="row-{sid}"' in data
+
+
+async def test_a_fresh_stream_first_resends_what_changed_since_the_page_was_rendered(
+    browser: httpx.AsyncClient, url: str, tenant: Tenant
+) -> None:
+    async with httpx.AsyncClient(base_url=url, headers=tenant.headers, timeout=20) as agent:
+        sid = (await agent.post("/v1/sessions", json={"agent_type": "coder"})).json()["session_id"]
+        shown = (await agent.post(f"/v1/sessions/{sid}/work-log", json={"message": "shown", "id": "s1"})).json()
+        page = await browser.get(f"/ui/sessions/{sid}")
+        assert f"after={shown['id']}" in page.text  # the page names the newest entry it shows
+        # Between the page's render and its stream's subscription:
+        await agent.post(f"/v1/sessions/{sid}/work-log", json={"message": "in the gap", "id": "s2"})
+        late = (await agent.post("/v1/sessions", json={"agent_type": "coder"})).json()["session_id"]
+
+        async with live(browser, f"/ui/live/sessions/{sid}", order="desc", edge="1", after=shown["id"]) as tail:
+            resent = await _open(tail)
+        async with live(browser, "/ui/live/sessions", agent_type="coder") as rows:
+            rows_resent = dict(await _open(rows))
+        async with live(browser, f"/ui/live/sessions/{sid}", edge="1", after="s2") as tail:
+            await _open(tail)
+            await agent.post(f"/v1/sessions/{sid}/work-log", json={"message": "live", "id": "s3"})
+            event, position, _, _ = await tail.next()
+        assert (event, position is not None) == ("entry", True)
+        headers = {"Last-Event-ID": str(position)}
+        async with browser.stream("GET", f"/ui/live/sessions/{sid}?edge=1&after=s2", headers=headers) as resumed:
+            assert await _open(Messages(resumed)) == []  # resumed: it sends what it missed, nothing re-sent
+        headers = {"Last-Event-ID": "00" * 8}  # not a position this service can resume from: starts afresh
+        async with browser.stream("GET", "/ui/live/handoffs", headers=headers) as handoffs:
+            assert (await Messages(handoffs).next())[0] == "handoffs"
+
+    entries = [data for event, data in resent if event == "entry"]
+    assert len(entries) == 1  # only the entry the page did not show
+    assert "in the gap" in entries[0]
+    assert "2 entries" in dict(resent)["summary"]
+    assert f'id="row-{late}"' in rows_resent["rows"]  # the first page's rows as they are now
+
+
+async def test_a_stream_of_a_bad_keyset_page_is_refused_before_it_starts(browser: httpx.AsyncClient) -> None:
+    response = await browser.get("/ui/live/sessions", params={"cursor": "not-a-cursor"})
+    assert response.status_code == 422
 
 
 async def test_a_shutdown_ends_a_live_stream_with_the_retry_hint(

@@ -19,6 +19,12 @@ event it includes) after a drop.
 key is never in its URL); every :data:`KEY_CHECK_SECONDS` it re-reads the key from the database, so a revoked key
 or an expired sign-in ends it within that time with ``event: signed-out``.
 
+**Nothing falls between the page and its stream.** A page is rendered, then its stream subscribes: a change in
+between would be missed. So a stream that starts afresh (not resumed) first re-sends the page's live parts as
+they are now, read after subscribing (``LiveView.resync``: the Sessions rows of its filters and keyset page, the
+Session page's entries after the newest it shows and its header, notes and artifacts, the Handoffs board); a
+change is then in that read, or an event, or both, and the browser keeps one of each row and entry.
+
 Events that arrive together (an agent's burst of entries) are handled together after :data:`COALESCE_SECONDS`:
 each session they touch is read once, through the same domain functions as the pages.
 """
@@ -46,7 +52,7 @@ from handoff.events.hub import Hub, Selection, Subscriber
 from handoff.events.mapping import Event, Position
 from handoff.ops import NO_DEADLINE
 from handoff.ops.shutdown import RETRY_AFTER_SHUTDOWN_MS, shutdown_signal, until_shutdown
-from handoff.sessions import service
+from handoff.sessions import queries, service
 from handoff.sessions.models import EntryType, SessionStatus
 from handoff.sessions.schemas import SessionRead, WorkLogEntry
 from handoff.ui import sessions as session_pages
@@ -87,6 +93,11 @@ class LiveView:
     async def wake(self) -> list[Part]:
         return []
 
+    async def resync(self) -> list[Part]:
+        """The parts as they are now, sent once when a stream starts afresh (not resumed): what changed between
+        the page's render and the stream's subscription would otherwise be missed."""
+        return []
+
 
 # The Sessions page ---------------------------------------------------------------------------------------------
 
@@ -98,12 +109,13 @@ class SessionRows(LiveView):
     shows rather than add it twice (``static/live.js``)."""
 
     def __init__(
-        self, request: Request[Any, Any, Any], workspace_id: str, filters: dict[str, str | None], *, first_page: bool
+        self, request: Request[Any, Any, Any], workspace_id: str, filters: dict[str, str | None], cursor: str | None
     ) -> None:
         self.request = request
         self.workspace_id = workspace_id
         self.filters = filters
-        self.first_page = first_page
+        self.cursor = cursor
+        self.first_page = cursor is None
         types = {"session.created", "session.updated", "session.deleted", *_LIST_CHANGES}
         self.selection = Selection(workspace_id, None, frozenset(types))
 
@@ -138,6 +150,11 @@ class SessionRows(LiveView):
     def _row(self, session: SessionRead) -> str:
         return fragment(self.request, "parts/session_row.html.j2", s=session)
 
+    async def resync(self) -> list[Part]:
+        sessions, next_cursor = await session_pages.session_rows(self.workspace_id, self.filters, self.cursor)
+        context = {"sessions": sessions, "next_cursor": next_cursor, "paged": not self.first_page}
+        return [("rows", fragment(self.request, "parts/session_results.html.j2", filters=self.filters, **context))]
+
 
 # The Session page ----------------------------------------------------------------------------------------------
 
@@ -154,12 +171,14 @@ class SessionTail(LiveView):
         *,
         entry_type: EntryType | None,
         edge: bool,
+        after: str | None,
     ) -> None:
         self.request = request
         self.workspace_id = workspace_id
         self.session_id = session_id
         self.entry_type = entry_type
         self.edge = edge
+        self.after = after  # the newest entry the page shows, at the edge
         self.behind = 0
         types = {"session.updated", "session.deleted", *_LIST_CHANGES}
         self.selection = Selection(workspace_id, session_id, frozenset(types))
@@ -168,13 +187,35 @@ class SessionTail(LiveView):
         return self.entry_type is None or getattr(entry, "type", None) == self.entry_type
 
     async def parts(self, events: list[Event]) -> list[Part]:
+        entries = [_ENTRY.validate_python(e.data["entry"]) for e in events if e.type == "work_log.appended"]
+        changed: set[str] = set()
+        for event in events:
+            if event.type == "session.updated":
+                changed |= set(event.data["changes"])
+        artifacts = any(event.type.startswith("artifact.") for event in events)
+        return await self._render([entry for entry in entries if self._shown(entry)], changed, artifacts=artifacts)
+
+    async def resync(self) -> list[Part]:
+        entries: list[WorkLogEntry] = []
+        if self.edge:  # what was appended after the newest entry the page shows (all of its type, if it had none)
+            entries, _ = await queries.work_log_page(
+                self.workspace_id,
+                self.session_id,
+                entry_type=self.entry_type,
+                offset=0,
+                limit=views.LOG_PAGE_SIZE,
+                order="asc",
+                after=self.after,
+            )
+        return await self._render(entries, {"status", "context_summary"}, artifacts=True)
+
+    async def _render(self, entries: list[WorkLogEntry], changed: set[str], *, artifacts: bool) -> list[Part]:
+        """The parts for new ``entries`` (oldest first), the session fields in ``changed``, and the artifacts."""
         try:
             session = await service.get_session(self.workspace_id, self.session_id)
         except NotFound:
             return [("summary", '<div id="summary"><h1>Deleted</h1><p>This session was deleted.</p></div>')]
         out: list[Part] = []
-        entries = [_ENTRY.validate_python(e.data["entry"]) for e in events if e.type == "work_log.appended"]
-        entries = [entry for entry in entries if self._shown(entry)]
         if entries and self.edge:
             out += [
                 ("entry", fragment(self.request, "parts/entry.html.j2", item=views.timeline_item(entry)))
@@ -184,10 +225,6 @@ class SessionTail(LiveView):
             self.behind += len(entries)
             out.append(("behind", fragment(self.request, "parts/behind.html.j2", count=self.behind, session=session)))
         out.append(("summary", fragment(self.request, "parts/session_summary.html.j2", session=session)))
-        changed: set[str] = set()
-        for event in events:
-            if event.type == "session.updated":
-                changed |= set(event.data["changes"])
         if changed & {"status", "final_summary"}:
             buttons = views.lifecycle_buttons(session.status)
             out.append(
@@ -198,7 +235,7 @@ class SessionTail(LiveView):
             )
         if changed & {"context_summary", "handoff_notes"}:
             out.append(("notes", fragment(self.request, "parts/session_notes.html.j2", session=session)))
-        if any(event.type.startswith("artifact.") for event in events):
+        if artifacts:
             groups = await session_pages.artifact_groups(self.workspace_id, self.session_id)
             out.append(
                 (
@@ -243,6 +280,9 @@ class HandoffBoard(LiveView):
             return []  # entries of sessions no shown claim depends on
         return await self.wake()
 
+    async def resync(self) -> list[Part]:
+        return await self.wake()
+
     async def wake(self) -> list[Part]:
         board = await handoff_board(self.workspace_id)
         self._watch(board["claims"])
@@ -273,13 +313,20 @@ async def _still_signed_in(key_hash: str, expires: float) -> bool:
     return True
 
 
+async def _opening(view: LiveView, *, fresh: bool) -> list[ServerSentEventMessage]:
+    """What a stream sends first: when it starts afresh (not resumed), the view's parts as they are now, read
+    after subscribing, so a change since the page was rendered is in this read, or arrives as an event, or both
+    (the parts are idempotent); then a comment: the page is current, and follows every change from here on."""
+    parts = await view.resync() if fresh else []
+    return [*(_message(name, html) for name, html in parts), ServerSentEventMessage(comment="live")]
+
+
 async def _messages(
     request: Request[Any, Any, Any], view: LiveView, subscriber: Subscriber, sign_in: tuple[str, float]
 ) -> AsyncIterator[ServerSentEventMessage]:
     """The view's parts as events arrive, a comment after a heartbeat of silence, ``signed-out`` when the key
     stops opening the workspace, and a ``retry:`` hint when the hub dropped the subscriber."""
     heartbeat: float = request.app.state.settings.events_heartbeat_seconds
-    yield ServerSentEventMessage(comment="live")
     checked = spoke = time.monotonic()
     while True:
         now = time.monotonic()
@@ -340,14 +387,23 @@ async def _stream(
         position = Position.decode(last_event_id) if last_event_id else None
         try:
             subscriber = await (hub.resume(view.selection, position) if position else hub.subscribe(view.selection))
-        except Gone:  # too old to resume: from now on (the page shows what it loaded)
+        except Gone:  # too old to resume: from now on, the parts re-sent as they are
+            position = None
             subscriber = await hub.subscribe(view.selection)
     except BaseException:
+        release()
+        raise
+    try:
+        opening = await _opening(view, fresh=position is None)  # a bad cursor is a 422 before the stream starts
+    except BaseException:
+        hub.unsubscribe(subscriber)
         release()
         raise
 
     async def stream() -> AsyncIterator[ServerSentEventMessage]:
         try:
+            for message in opening:
+                yield message
             async for message in until_shutdown(
                 _messages(request, view, subscriber, sign_in), shutdown_signal(request)
             ):
@@ -395,8 +451,7 @@ class LiveStreams(Controller):
             "plan": session_pages.text_or_none(plan),
             "external_id": session_pages.text_or_none(external_id),
         }
-        first_page = session_pages.text_or_none(cursor) is None
-        view = SessionRows(request, principal.workspace_id, filters, first_page=first_page)
+        view = SessionRows(request, principal.workspace_id, filters, session_pages.text_or_none(cursor))
         return await _stream(request, principal, view, last_event_id)
 
     @get("/sessions/{session_id:str}")
@@ -407,12 +462,20 @@ class LiveStreams(Controller):
         session_id: FromPath[str],
         type: FromQuery[str | None] = None,
         edge: FromQuery[str | None] = None,
+        after: FromQuery[str | None] = None,
         last_event_id: LastEventId = None,
     ) -> ServerSentEvent:
-        """One session's page: its live tail and its parts that change."""
+        """One session's page: its live tail (``after`` the newest entry it shows) and its parts that change."""
         await service.get_session(principal.workspace_id, session_id)  # another workspace's id: 404
         entry_type = session_pages.choice(type, "type", EntryType)
-        view = SessionTail(request, principal.workspace_id, session_id, entry_type=entry_type, edge=bool(edge))
+        view = SessionTail(
+            request,
+            principal.workspace_id,
+            session_id,
+            entry_type=entry_type,
+            edge=bool(edge),
+            after=session_pages.text_or_none(after),
+        )
         return await _stream(request, principal, view, last_event_id)
 
     @get("/handoffs")

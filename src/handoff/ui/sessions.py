@@ -23,6 +23,7 @@ from handoff.plans import views as plan_views
 from handoff.sessions import queries, service
 from handoff.sessions.models import ArtifactAction, EntryType, SessionStatus
 from handoff.sessions.queries import Order
+from handoff.sessions.schemas import SessionRead
 from handoff.ui import views
 from handoff.ui.auth import signed_in
 from handoff.ui.render import flash, page
@@ -57,6 +58,30 @@ def text_or_none(value: str | None) -> str | None:
     return value.strip() or None if value is not None else None
 
 
+async def session_rows(
+    workspace_id: str, filters: dict[str, str | None], cursor: str | None
+) -> tuple[list[SessionRead], str | None]:
+    """The Sessions page's rows for its filters (``status`` by value) and keyset page, and the next page's cursor:
+    what the page shows, and what its stream re-sends when it starts afresh."""
+    status = filters.get("status")
+    return await service.list_sessions(
+        workspace_id,
+        status=SessionStatus(status) if status else None,
+        agent_type=filters.get("agent_type"),
+        plan=filters.get("plan"),
+        external_id=filters.get("external_id"),
+        limit=views.SESSIONS_PAGE_SIZE,
+        cursor=cursor,
+    )
+
+
+def newest_shown(timeline: list[views.TimelineItem], order: Order) -> str | None:
+    """The id of the newest entry a log page shows (its first newest first, its last oldest first)."""
+    if not timeline:
+        return None
+    return timeline[0].id if order == "desc" else timeline[-1].id
+
+
 class SessionPages(Controller):
     """Sessions, one session, and its lifecycle."""
 
@@ -76,16 +101,15 @@ class SessionPages(Controller):
         cursor: FromQuery[str | None] = None,
     ) -> Template:
         """The workspace's sessions, newest first, filtered, a keyset page at a time."""
+        chosen = choice(status, "status", SessionStatus)
         filters = {
-            "status": choice(status, "status", SessionStatus),
+            "status": chosen.value if chosen else None,
             "agent_type": text_or_none(agent_type),
             "plan": text_or_none(plan),
             "external_id": text_or_none(external_id),
         }
         (items, next_cursor), plan_list = await asyncio.gather(
-            service.list_sessions(
-                principal.workspace_id, **filters, limit=views.SESSIONS_PAGE_SIZE, cursor=text_or_none(cursor)
-            ),
+            session_rows(principal.workspace_id, filters, text_or_none(cursor)),
             plans.list_plans(principal.workspace_id),
         )
         return page(
@@ -96,9 +120,7 @@ class SessionPages(Controller):
             next_cursor=next_cursor,
             paged=bool(text_or_none(cursor)),
             cursor=text_or_none(cursor),
-            filters={
-                name: value.value if isinstance(value, SessionStatus) else value for name, value in filters.items()
-            },
+            filters=filters,
             statuses=list(SessionStatus),
             plans=[p.slug for p in plan_list],
         )
@@ -133,12 +155,13 @@ class SessionPages(Controller):
             entries, total = await queries.work_log_page(
                 workspace_id, session_id, entry_type=entry_type, offset=pager.offset, limit=size, order=log_order
             )
+        timeline = [views.timeline_item(entry) for entry in entries]
         return page(
             request,
             "session.html.j2",
             nav="sessions",
             session=session,
-            timeline=[views.timeline_item(entry) for entry in entries],
+            timeline=timeline,
             pager=pager,
             log_filters={"type": entry_type.value if entry_type else None, "order": log_order},
             entry_types=list(EntryType),
@@ -148,6 +171,7 @@ class SessionPages(Controller):
             plan=plan_views.plan_with_progress(plan) if plan else None,
             buttons=views.lifecycle_buttons(session.status),
             live_edge=views.live_edge(pager, log_order),
+            newest_shown=newest_shown(timeline, log_order),
         )
 
     @get("/{session_id:str}/blobs/{blob_id:str}")

@@ -8,8 +8,9 @@
  *   or failed is "reconnecting" until the browser's next connection opens, which htmx's extension keeps trying.
  * - A stream that says "signed-out" (the key was revoked, or the sign-in expired) reloads the page, which the
  *   server answers with the sign-in form and the reason, as any other page would.
- * - A "session-added" row (a session that started matching the filters) replaces the same row if the page
- *   already shows it, rather than appear twice.
+ * - A row or entry that arrives ("session-added": a session that started matching the filters; "entry": a new
+ *   entry at the live edge) replaces the same one if the page already shows it, rather than appear twice (a
+ *   fresh stream re-sends what changed since the page was rendered, which its events may also bring).
  */
 (function () {
   "use strict";
@@ -88,9 +89,11 @@
     });
   });
   document.addEventListener("htmx:sseBeforeMessage", function (event) {
-    if (event.detail.type !== "session-added") return;
-    var id = /\bid="(row-[^"]+)"/.exec(event.detail.data);
-    var shown = id && document.getElementById(id[1]);
+    if (event.detail.type !== "session-added" && event.detail.type !== "entry") return;
+    var parsed = document.createElement("template"); // inert: nothing in it loads or runs
+    parsed.innerHTML = event.detail.data;
+    var arriving = parsed.content.firstElementChild;
+    var shown = arriving && arriving.id && document.getElementById(arriving.id);
     if (shown) shown.remove();
   });
   document.addEventListener("htmx:afterSwap", tick);
