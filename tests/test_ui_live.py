@@ -19,7 +19,7 @@ from handoff.config import Settings
 from handoff.db import MongoDatabase
 from handoff.events.mapping import Position
 from handoff.ops.shutdown import RETRY_AFTER_SHUTDOWN_MS
-from handoff.ui import live as live_views
+from handoff.ui import live_parts
 from tests.factories import Tenant
 from tests.test_client_sync import serve_app
 from tests.ui_helpers import sign_in, ui_settings
@@ -158,7 +158,7 @@ async def test_a_session_whose_status_enters_the_filter_arrives_on_the_first_pag
             await _open(older)
             await agent.post(f"/v1/sessions/{sid}/resume")
             event, _, data, _ = await older.next()
-            assert (event, data) == (f"row-{sid}", live_views.REMOVED)  # left the filter: out of any page
+            assert (event, data) == (f"row-{sid}", live_parts.REMOVED)  # left the filter: out of any page
             await agent.post(f"/v1/sessions/{sid}/pause")
             event, _, data, _ = await older.next()
         assert event == f"row-{sid}"  # back in the filter: a later page is not added to, only updates a shown row

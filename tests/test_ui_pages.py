@@ -21,7 +21,7 @@ from handoff.db import MongoDatabase
 from handoff.sessions import service
 from handoff.sessions.models import EntryType
 from handoff.sessions.schemas import SessionCreate, WorkLogCreate
-from handoff.ui import live
+from handoff.ui import live_parts
 from handoff.ui.security import CSRF_COOKIE, SECRET_FILE, SESSION_COOKIE, ui_secret
 from handoff.workspaces import service as workspaces
 from handoff.workspaces.schemas import Principal
@@ -175,7 +175,7 @@ async def test_another_workspaces_session_is_the_404_page(
 async def test_the_handoffs_page_shows_active_claims_however_many_newer_claims_ended(
     ui: httpx.AsyncClient, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(live, "CLAIMS_SHOWN", 2)  # as 200 claims would, with fewer calls: more ended than shown
+    monkeypatch.setattr(live_parts, "CLAIMS_SHOWN", 2)  # as 200 claims would, with fewer calls: more ended than shown
 
     async def claim() -> dict[str, Any]:
         created = await ui.post("/v1/sessions", json={}, headers=tenant.headers)
