@@ -3,7 +3,7 @@
     .venv/bin/python scripts/ui_screenshots.py          # writes docs/screenshots/*.png
 
 It starts a bundled mongod and ``handoff serve`` of its own, records a few sessions through ``/v1`` as agents
-would (entries of every type, artifacts, a handoff, a replay), signs in at ``/ui`` in Debian's Chromium (headless,
+would (entries of every type, artifacts, handoffs, a claimed one), signs in at ``/ui`` in Debian's Chromium (headless,
 driven by Playwright as in the browser tests) and saves each page at a laptop width, and the session page at a
 phone width too.
 """
@@ -51,6 +51,10 @@ def record(http: httpx.Client) -> str:
         f"/v1/sessions/{ids[2]}/handoff",
         json={"summary": "Parser done; docs next", "next_steps": ["update docs"], "blockers": ["flaky CI"]},
     )
+    reviewed = http.post("/v1/sessions", json={"agent_type": "reviewer"}).json()["session_id"]
+    http.post(f"/v1/sessions/{reviewed}/handoff", json={"summary": "Review the parser change", "next_steps": ["read"]})
+    claimed = http.post("/v1/handoffs/claim", json={"agent_type": "reviewer", "lease_seconds": 900})
+    claimed.raise_for_status()  # the Handoffs page shows it among the active claims, its lease counting down
     return str(ids[3])
 
 
@@ -70,6 +74,8 @@ async def photograph(base: str, secret: str, session_id: str) -> list[Path]:
                 shots += [("sessions", "/ui/sessions"), ("handoffs", "/ui/handoffs"), ("analytics", "/ui/analytics")]
             for name, path in shots:
                 await page.goto(base + path)
+                if name != "analytics":  # a live page, photographed once its stream is open (it says so)
+                    await page.locator('[data-live="open"]').wait_for()
                 target = OUT / f"{name}{suffix}.png"
                 await page.screenshot(path=str(target))
                 saved.append(target)

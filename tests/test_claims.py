@@ -203,6 +203,38 @@ async def test_claims_list_pages_newest_first(client: httpx.AsyncClient, tenant:
     problem(await claims_call(client, tenant, "GET", "", params={"cursor": "nonsense"}), 422)
 
 
+async def test_claims_listed_by_state_fill_the_page_however_many_newer_claims_are_in_other_states(
+    client: httpx.AsyncClient, tenant: Tenant, api: Api
+) -> None:
+    active = []
+    for _ in range(2):
+        await waiting_handoff(api)
+        active.append(ok(await claim(client, tenant, {"lease_seconds": 600}), 201)["claim_id"])
+    released = []
+    for _ in range(3):  # newer than the active ones: a page filtered after its limit would hold none of those
+        await waiting_handoff(api)
+        made = ok(await claim(client, tenant), 201)["claim_id"]
+        ok(await claims_call(client, tenant, "POST", f"/{made}/release", json={}))
+        released.append(made)
+    ended = ok(await claim(client, tenant), 201)  # its replay completes: not ended in store, but derived so
+    await api.post(ended["session"]["session_id"], "complete", {"summary": "done"})
+
+    def listed(body: Any) -> list[str]:
+        return [item["claim_id"] for item in body["items"]]
+
+    page = ok(await claims_call(client, tenant, "GET", "", params={"state": "active", "limit": 2}))
+    assert (listed(page), page["next_cursor"]) == (active[::-1], None)
+    first = ok(await claims_call(client, tenant, "GET", "", params={"state": "active", "limit": 1}))
+    assert listed(first) == [active[1]]
+    params = {"state": "active", "limit": 1, "cursor": first["next_cursor"]}
+    second = ok(await claims_call(client, tenant, "GET", "", params=params))
+    assert (listed(second), second["next_cursor"]) == ([active[0]], None)
+    page = ok(await claims_call(client, tenant, "GET", "", params={"state": "released", "limit": 5}))
+    assert (listed(page), page["next_cursor"]) == (released[::-1], None)
+    page = ok(await claims_call(client, tenant, "GET", "", params={"state": "completed", "limit": 1}))
+    assert (listed(page), page["next_cursor"]) == ([ended["claim_id"]], None)
+
+
 async def test_a_repeated_idempotency_key_returns_the_same_claim(
     client: httpx.AsyncClient, tenant: Tenant, api: Api
 ) -> None:

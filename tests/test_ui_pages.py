@@ -9,6 +9,7 @@ from __future__ import annotations
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,6 +21,7 @@ from handoff.db import MongoDatabase
 from handoff.sessions import service
 from handoff.sessions.models import EntryType
 from handoff.sessions.schemas import SessionCreate, WorkLogCreate
+from handoff.ui import live_parts
 from handoff.ui.security import CSRF_COOKIE, SECRET_FILE, SESSION_COOKIE, ui_secret
 from handoff.workspaces import service as workspaces
 from handoff.workspaces.schemas import Principal
@@ -168,6 +170,32 @@ async def test_another_workspaces_session_is_the_404_page(
     assert (
         await service.get_session(other_tenant.workspace.workspace_id, theirs.session.session_id)
     ).status == "active"
+
+
+async def test_the_handoffs_page_shows_active_claims_however_many_newer_claims_ended(
+    ui: httpx.AsyncClient, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(live_parts, "CLAIMS_SHOWN", 2)  # as 200 claims would, with fewer calls: more ended than shown
+
+    async def claim() -> dict[str, Any]:
+        created = await ui.post("/v1/sessions", json={}, headers=tenant.headers)
+        sid = created.json()["session_id"]
+        await ui.post(f"/v1/sessions/{sid}/handoff", json={"summary": "over"}, headers=tenant.headers)
+        made = await ui.post("/v1/handoffs/claim", json={"lease_seconds": 600}, headers=tenant.headers)
+        assert made.status_code == 201
+        body: dict[str, Any] = made.json()
+        return body
+
+    active = await claim()
+    for _ in range(2):
+        ended = await claim()
+        await ui.post(f"/v1/claims/{ended['claim_id']}/release", json={}, headers=tenant.headers)
+    await sign_in(ui, tenant.secret)
+
+    page = (await ui.get("/ui/handoffs")).text
+
+    assert f'id="claim-{active["claim_id"]}"' in page
+    assert page.count('id="claim-') == 1
 
 
 async def test_a_bad_filter_is_a_422_page(ui: httpx.AsyncClient, tenant: Tenant) -> None:

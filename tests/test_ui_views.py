@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from handoff.analytics.schemas import ActivityBucket
 from handoff.sessions.models import ArtifactAction, EntryType, SessionStatus
-from handoff.sessions.schemas import ActionEntry, Artifact, TypedEntry
+from handoff.sessions.schemas import ActionEntry, Artifact, SessionRead, TypedEntry
 from handoff.ui import charts, views
 
 AT = datetime(2026, 12, 1, 14, 3, tzinfo=UTC)
@@ -111,3 +111,36 @@ def test_bar_list_rows_carry_their_figures() -> None:
     assert [(row.label, row.text) for row in chart.rows] == [("coder", "50 %"), ("reviewer", "100 %")]
     assert chart.rows[1].width == 2 * chart.rows[0].width
     assert chart.rows[1].y > chart.rows[0].y
+
+
+def test_the_live_edge_is_the_page_with_the_newest_entries() -> None:
+    three = {n: views.Pager(page=n, size=50, total=120) for n in (1, 2, 3)}
+    assert [views.live_edge(three[n], "desc") for n in (1, 2, 3)] == [True, False, False]
+    assert [views.live_edge(three[n], "asc") for n in (1, 2, 3)] == [False, False, True]
+    assert views.live_edge(views.Pager(page=1, size=50, total=0), "asc")  # an empty log is its own edge
+
+
+def test_a_live_row_matches_the_filters_as_the_list_does() -> None:
+    session = SessionRead.model_validate(
+        {
+            "session_id": "sess_a", "external_id": "ext-1", "workspace_id": "ws", "agent_api_key_id": None,
+            "plan": "p", "agent_type": "coder", "status": "active", "context_summary": None, "handoff_notes": None,
+            "final_summary": None, "started_at": AT, "last_active_at": AT, "ended_at": None, "created_at": AT,
+            "updated_at": AT, "duration": "Unknown", "duration_minutes": None, "action_count": 0,
+            "artifact_count": 0, "checkpoint_count": 0, "error_count": 0,
+        }
+    )  # fmt: skip
+    none = {"status": None, "agent_type": None, "plan": None, "external_id": None}
+    assert views.session_matches(session, none)
+    assert views.session_matches(session, {**none, "status": "active", "agent_type": "coder", "external_id": "ext-1"})
+    assert not views.session_matches(session, {**none, "status": "paused"})
+    assert not views.session_matches(session, {**none, "plan": "other"})
+    assert not views.session_matches(session, {**none, "agent_type": "code"})  # exact, like the query
+
+
+def test_a_lease_counts_down_in_words() -> None:
+    assert views.lease_left(AT + timedelta(seconds=299.2), AT) == "5 min 0 s left"
+    assert views.lease_left(AT + timedelta(seconds=61), AT) == "1 min 1 s left"
+    assert views.lease_left(AT + timedelta(seconds=9), AT) == "9 s left"
+    assert views.lease_left(AT + timedelta(hours=2, minutes=3), AT) == "2 h 3 min left"
+    assert views.lease_left(AT, AT) == views.lease_left(AT - timedelta(seconds=5), AT) == "lease expired"

@@ -56,6 +56,16 @@ class Claim(Document):
                 [("workspace_id", pymongo.ASCENDING), ("claimed_at", pymongo.DESCENDING), ("claim_id", 1)],
                 name="claims_newest_first",
             ),
+            # list_claims by state: the claims stored in one state (or not ended), newest first.
+            IndexModel(
+                [
+                    ("workspace_id", pymongo.ASCENDING),
+                    ("ended_state", pymongo.ASCENDING),
+                    ("claimed_at", pymongo.DESCENDING),
+                    ("claim_id", pymongo.DESCENDING),
+                ],
+                name="claims_by_state_newest_first",
+            ),
             IndexModel([("workspace_id", pymongo.ASCENDING), ("session_id", pymongo.ASCENDING)]),
             # The sweep (handoff.claims.sweep): every workspace's unsettled claims, least recently renewed first.
             IndexModel(

@@ -274,25 +274,26 @@ def _decode_cursor(cursor: str) -> dict[str, Any]:
     micros, _, claim_id = cursor.partition(".")
     if not micros.isdigit() or not claim_id:
         raise Invalid("cursor is not one this API issued", errors=[FieldError("cursor", "invalid cursor")])
-    at = datetime.fromtimestamp(int(micros) / 1_000_000, tz=clock.now().tzinfo)
+    return _after(datetime.fromtimestamp(int(micros) / 1_000_000, tz=clock.now().tzinfo), claim_id)
+
+
+def _after(at: datetime, claim_id: str) -> dict[str, Any]:
+    """The claims after ``(at, claim_id)`` in newest-first order."""
     return {"$or": [{"claimed_at": {"$lt": at}}, {"claimed_at": at, "claim_id": {"$lt": claim_id}}]}
 
 
-async def list_claims(
-    workspace_id: str, *, state: ClaimState | None = None, limit: int = 50, cursor: str | None = None
-) -> tuple[list[ClaimRead], str | None]:
-    """A page of the workspace's claims, newest first (``state`` filters the page as derived now)."""
-    query: dict[str, Any] = {"workspace_id": workspace_id}
-    if cursor is not None:
-        query |= _decode_cursor(cursor)
-    docs = (
-        await claims()
-        .find(query, {"_id": 0})
-        .sort([("claimed_at", DESCENDING), ("claim_id", DESCENDING)])
-        .limit(limit + 1)
-        .to_list()
-    )
-    more, docs = len(docs) > limit, docs[:limit]
+def _stored_state(state: ClaimState | None) -> dict[str, Any]:
+    """What the query can filter of ``state``: a claim that has ended is stored with its state; one that has not
+    (``ended_state`` null) may be any state now (a lease runs out, a replay ends), so it is read and derived."""
+    if state is None:
+        return {}
+    if state == "active":
+        return {"ended_state": None}
+    return {"ended_state": {"$in": [state, None]}}
+
+
+async def _reads(workspace_id: str, docs: list[dict[str, Any]]) -> list[ClaimRead]:
+    """The bodies of stored claims as of now, their replays read in one query."""
     replay_ids = [doc["session_id"] for doc in docs if doc.get("session_id")]
     replays = {
         doc["session_id"]: doc
@@ -301,10 +302,37 @@ async def list_claims(
         )
     }
     now = clock.now()
-    items = [views.claim_read(doc, replays.get(doc.get("session_id") or ""), now) for doc in docs]
-    if state is not None:
-        items = [item for item in items if item.state == state]
-    return items, _encode_cursor(docs[-1]) if more else None
+    return [views.claim_read(doc, replays.get(doc.get("session_id") or ""), now) for doc in docs]
+
+
+async def list_claims(
+    workspace_id: str, *, state: ClaimState | None = None, limit: int = 50, cursor: str | None = None
+) -> tuple[list[ClaimRead], str | None]:
+    """A page of the workspace's claims, newest first, only those in ``state`` (as derived now) when it is given.
+
+    The query filters on the stored state, so a page is full however many claims of other states are newer; only
+    claims that have not ended are derived here and may be passed over (read on until the page is full), and
+    those are few: the sweep settles each one whose lease ran out or whose replay ended."""
+    query: dict[str, Any] = {"workspace_id": workspace_id, **_stored_state(state)}
+    after = _decode_cursor(cursor) if cursor is not None else {}
+    found: list[tuple[dict[str, Any], ClaimRead]] = []  # one more than the page: whether a next page exists
+    while True:
+        docs = (
+            await claims()
+            .find(query | after, {"_id": 0})
+            .sort([("claimed_at", DESCENDING), ("claim_id", DESCENDING)])
+            .limit(limit + 1)
+            .to_list()
+        )
+        found += [
+            (doc, item)
+            for doc, item in zip(docs, await _reads(workspace_id, docs), strict=True)
+            if state is None or item.state == state
+        ]
+        if len(found) > limit or len(docs) <= limit:
+            page = found[:limit]
+            return [item for _, item in page], _encode_cursor(page[-1][0]) if len(found) > limit else None
+        after = _after(clock.as_utc(docs[-1]["claimed_at"]), docs[-1]["claim_id"])
 
 
 async def heartbeat(workspace_id: str, claim_id: str) -> Heartbeat:

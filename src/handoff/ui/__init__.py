@@ -1,7 +1,8 @@
 """The web dashboard, served by the service itself at ``/ui``: server-rendered pages over the domain services.
 
-Pages are Jinja templates rendered by Litestar; the only script is htmx (vendored in ``static/``, with its
-license), which makes the filter form and the log's pager update in place; every page works without it.
+Pages are Jinja templates rendered by Litestar; the scripts are htmx and its SSE extension (vendored in
+``static/``, with their licenses), which make the filter forms update in place and the live parts (``live``)
+swap in, and ``live.js`` for the lease countdowns; every page works without them, only not live.
 Signing in takes an API key (``auth``), and the browser session is a sealed cookie with CSRF protection
 (``security``). Handlers are thin (``sessions``, ``insights``): they call the same functions as the REST routes.
 
@@ -26,6 +27,7 @@ from handoff.errors import NotFound
 from handoff.ui.auth import HOME, SignInController
 from handoff.ui.errors import ui_exception_handler
 from handoff.ui.insights import InsightPages
+from handoff.ui.live import LiveStreams
 from handoff.ui.render import STATIC_DIR, template_config
 from handoff.ui.security import SECURITY_HEADERS, BrowserSessionMiddleware
 from handoff.ui.sessions import SessionPages
@@ -49,7 +51,7 @@ def routers(settings: Settings) -> list[Router | HTTPRouteHandler]:
     """The dashboard's pages (behind the browser session) and its static files (public, cached)."""
     pages = Router(
         path="/ui",
-        route_handlers=[home, SignInController, SessionPages, InsightPages, unknown],
+        route_handlers=[home, SignInController, SessionPages, InsightPages, LiveStreams, unknown],
         middleware=[DefineMiddleware(BrowserSessionMiddleware, settings=settings)],
         exception_handlers={Exception: ui_exception_handler},
         dependencies={"principal": Provide(provide_principal, sync_to_thread=False)},

@@ -34,8 +34,9 @@ SIGN_IN = "/ui/sign-in"
 MAX_KEY_CHARS = 200
 
 
-async def signed_in(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Guard: a browser session that has not expired, whose key still opens its workspace."""
+def signed_in_key(connection: ASGIConnection[Any, Any, Any, Any]) -> tuple[str, float]:
+    """The hash of the browser session's key and when the sign-in expires, while it has not (``Unauthorized``
+    otherwise)."""
     data = connection.scope.get("session")
     data = data if isinstance(data, dict) else {}
     key_hash, expires = data.get(KEY_HASH), data.get(EXPIRES)
@@ -43,7 +44,12 @@ async def signed_in(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRoute
         raise Unauthorized("sign in with an API key")
     if expires <= clock.now().timestamp():
         raise Unauthorized("the sign-in has expired")
-    connection.state.principal = await resolve_key_hash(connection, key_hash)
+    return key_hash, float(expires)
+
+
+async def signed_in(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard: a browser session that has not expired, whose key still opens its workspace."""
+    connection.state.principal = await resolve_key_hash(connection, signed_in_key(connection)[0])
 
 
 def sign_in_redirect(request: Request[Any, Any, Any], reason: str) -> Redirect:

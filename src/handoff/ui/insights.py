@@ -22,7 +22,7 @@ from handoff.analytics import service as analytics
 from handoff.analytics.expressions import Bucket, Window
 from handoff.analytics.schemas import Activity, AgentList, PathList
 from handoff.auth import CurrentPrincipal
-from handoff.ui import charts
+from handoff.ui import charts, live_parts
 from handoff.ui.auth import signed_in
 from handoff.ui.render import page
 
@@ -41,9 +41,9 @@ class InsightPages(Controller):
 
     @get("/handoffs")
     async def handoffs(self, request: Request[Any, Any, Any], principal: CurrentPrincipal) -> Template:
-        """Paused sessions whose handoff notes wait for the next agent, longest waiting first."""
-        waiting = await analytics.handoffs(principal.workspace_id)
-        return page(request, "handoffs.html.j2", nav="handoffs", waiting=waiting.items)
+        """Paused sessions whose handoff notes wait for the next agent, longest waiting first, and the active claims."""
+        board = await live_parts.handoff_board(principal.workspace_id)
+        return page(request, "handoffs.html.j2", nav="handoffs", **board)
 
     @get("/analytics")
     async def analytics_page(

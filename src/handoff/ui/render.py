@@ -33,6 +33,7 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
         "ago": views.ago,
         "pretty_json": views.pretty_json,
         "scalar": views.scalar,
+        "lease_left": views.lease_left,
     }
     environment.globals |= {"version": __version__, "query": views.query_string}
     return TemplateConfig(instance=JinjaTemplateEngine.from_environment(environment))
@@ -63,3 +64,12 @@ def page(request: Request[Any, Any, Any], name: str, *, status_code: int = 200, 
         context={"principal": principal, "now": clock.now(), "flash": message, "nav": None, **context},
         status_code=status_code,
     )
+
+
+def fragment(request: Request[Any, Any, Any], name: str, **context: Any) -> str:
+    """A template rendered to a string with the context a page of this request gets (its CSRF field included),
+    for a live stream to send: the same template as the page, so a live part never differs from a loaded one."""
+    template = Template(template_name=name, context={"now": clock.now(), **context})
+    engine = request.app.template_engine
+    assert isinstance(engine, JinjaTemplateEngine)  # the app's template_config is ours
+    return engine.get_template(name).render(**template.create_template_context(request))

@@ -23,6 +23,7 @@ from handoff.plans import views as plan_views
 from handoff.sessions import queries, service
 from handoff.sessions.models import ArtifactAction, EntryType, SessionStatus
 from handoff.sessions.queries import Order
+from handoff.sessions.schemas import SessionRead
 from handoff.streaming import ClosingStream
 from handoff.ui import views
 from handoff.ui.auth import signed_in
@@ -31,7 +32,7 @@ from handoff.ui.render import flash, page
 SessionId = FromPath[str]
 
 
-def _choice(value: str | None, field: str, allowed: type[SessionStatus] | type[EntryType]) -> Any:
+def choice(value: str | None, field: str, allowed: type[SessionStatus] | type[EntryType]) -> Any:
     """An optional enum from a form: empty means no filter; anything not in the enum is a 422 naming the field."""
     if not value:
         return None
@@ -42,8 +43,44 @@ def _choice(value: str | None, field: str, allowed: type[SessionStatus] | type[E
         raise Invalid(f"{field} must be one of {names}", errors=[FieldError(field, "unknown value")]) from None
 
 
-def _text(value: str | None) -> str | None:
+async def artifact_groups(workspace_id: str, session_id: str) -> list[views.ArtifactGroup]:
+    """The session page's artifacts: the first of each action, and how many there are (also what its live tail
+    re-sends when one is recorded)."""
+    pages = await asyncio.gather(
+        *(
+            queries.artifacts_page(workspace_id, session_id, action=action, limit=views.ARTIFACTS_PER_ACTION)
+            for action in ArtifactAction
+        )
+    )
+    return views.artifact_groups(zip(ArtifactAction, pages, strict=True))
+
+
+def text_or_none(value: str | None) -> str | None:
     return value.strip() or None if value is not None else None
+
+
+async def session_rows(
+    workspace_id: str, filters: dict[str, str | None], cursor: str | None
+) -> tuple[list[SessionRead], str | None]:
+    """The Sessions page's rows for its filters (``status`` by value) and keyset page, and the next page's cursor:
+    what the page shows, and what its stream re-sends when it starts afresh."""
+    status = filters.get("status")
+    return await service.list_sessions(
+        workspace_id,
+        status=SessionStatus(status) if status else None,
+        agent_type=filters.get("agent_type"),
+        plan=filters.get("plan"),
+        external_id=filters.get("external_id"),
+        limit=views.SESSIONS_PAGE_SIZE,
+        cursor=cursor,
+    )
+
+
+def newest_shown(timeline: list[views.TimelineItem], order: Order) -> str | None:
+    """The id of the newest entry a log page shows (its first newest first, its last oldest first)."""
+    if not timeline:
+        return None
+    return timeline[0].id if order == "desc" else timeline[-1].id
 
 
 class SessionPages(Controller):
@@ -65,16 +102,15 @@ class SessionPages(Controller):
         cursor: FromQuery[str | None] = None,
     ) -> Template:
         """The workspace's sessions, newest first, filtered, a keyset page at a time."""
+        chosen = choice(status, "status", SessionStatus)
         filters = {
-            "status": _choice(status, "status", SessionStatus),
-            "agent_type": _text(agent_type),
-            "plan": _text(plan),
-            "external_id": _text(external_id),
+            "status": chosen.value if chosen else None,
+            "agent_type": text_or_none(agent_type),
+            "plan": text_or_none(plan),
+            "external_id": text_or_none(external_id),
         }
         (items, next_cursor), plan_list = await asyncio.gather(
-            service.list_sessions(
-                principal.workspace_id, **filters, limit=views.SESSIONS_PAGE_SIZE, cursor=_text(cursor)
-            ),
+            session_rows(principal.workspace_id, filters, text_or_none(cursor)),
             plans.list_plans(principal.workspace_id),
         )
         return page(
@@ -83,10 +119,9 @@ class SessionPages(Controller):
             nav="sessions",
             sessions=items,
             next_cursor=next_cursor,
-            paged=bool(_text(cursor)),
-            filters={
-                name: value.value if isinstance(value, SessionStatus) else value for name, value in filters.items()
-            },
+            paged=bool(text_or_none(cursor)),
+            cursor=text_or_none(cursor),
+            filters=filters,
             statuses=list(SessionStatus),
             plans=[p.slug for p in plan_list],
         )
@@ -103,20 +138,15 @@ class SessionPages(Controller):
         """One session: its timeline a page at a time, artifacts, context, handoff notes, plan, lineage."""
         workspace_id = principal.workspace_id
         session = await service.get_session(workspace_id, session_id)  # 404 before anything else is read
-        entry_type = _choice(type, "type", EntryType)
+        entry_type = choice(type, "type", EntryType)
         log_order: Order = "asc" if order == "asc" else "desc"
         number = views.page_number(request.query_params.get("page"))  # not a parameter: it would hide page()
         size = views.LOG_PAGE_SIZE
-        (entries, total), artifacts, lineage, plan = await asyncio.gather(
+        (entries, total), groups, lineage, plan = await asyncio.gather(
             queries.work_log_page(
                 workspace_id, session_id, entry_type=entry_type, offset=(number - 1) * size, limit=size, order=log_order
             ),
-            asyncio.gather(
-                *(
-                    queries.artifacts_page(workspace_id, session_id, action=action, limit=views.ARTIFACTS_PER_ACTION)
-                    for action in ArtifactAction
-                )
-            ),
+            artifact_groups(workspace_id, session_id),
             analytics.lineage(workspace_id, session_id),
             plans.find_plan(workspace_id, session.plan),
         )
@@ -126,20 +156,23 @@ class SessionPages(Controller):
             entries, total = await queries.work_log_page(
                 workspace_id, session_id, entry_type=entry_type, offset=pager.offset, limit=size, order=log_order
             )
+        timeline = [views.timeline_item(entry) for entry in entries]
         return page(
             request,
             "session.html.j2",
             nav="sessions",
             session=session,
-            timeline=[views.timeline_item(entry) for entry in entries],
+            timeline=timeline,
             pager=pager,
             log_filters={"type": entry_type.value if entry_type else None, "order": log_order},
             entry_types=list(EntryType),
             kinds=views.KINDS,
-            artifact_groups=views.artifact_groups(zip(ArtifactAction, artifacts, strict=True)),
+            artifact_groups=groups,
             lineage=lineage,
             plan=plan_views.plan_with_progress(plan) if plan else None,
             buttons=views.lifecycle_buttons(session.status),
+            live_edge=views.live_edge(pager, log_order),
+            newest_shown=newest_shown(timeline, log_order),
         )
 
     @get("/{session_id:str}/blobs/{blob_id:str}")
@@ -172,7 +205,7 @@ class SessionPages(Controller):
         self, request: Request[Any, Any, Any], principal: CurrentPrincipal, session_id: SessionId
     ) -> Redirect:
         """End the session as completed, with the summary typed in the confirmation."""
-        summary = _text(str((await request.form()).get("summary") or ""))
+        summary = text_or_none(str((await request.form()).get("summary") or ""))
         await service.end(principal.workspace_id, session_id, status=SessionStatus.COMPLETED, summary=summary)
         return _back(request, session_id, "Session completed.")
 
@@ -181,7 +214,7 @@ class SessionPages(Controller):
         self, request: Request[Any, Any, Any], principal: CurrentPrincipal, session_id: SessionId
     ) -> Redirect:
         """End the session as failed, with the reason typed in the confirmation."""
-        reason = _text(str((await request.form()).get("reason") or ""))
+        reason = text_or_none(str((await request.form()).get("reason") or ""))
         await service.end(principal.workspace_id, session_id, status=SessionStatus.FAILED, summary=reason)
         return _back(request, session_id, "Session marked as failed.")
 

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 from handoff import clock
 from handoff.sessions.lifecycle import Operation, accepted_statuses
 from handoff.sessions.models import ArtifactAction, EntryType, SessionStatus
-from handoff.sessions.schemas import ActionEntry, Artifact, WorkLogEntry
+from handoff.sessions.schemas import ActionEntry, Artifact, SessionRead, WorkLogEntry
 
 #: Entries per page of the timeline, and sessions per page of the list.
 LOG_PAGE_SIZE = 50
@@ -154,6 +154,24 @@ def lifecycle_buttons(status: SessionStatus) -> list[Button]:
     return buttons
 
 
+def live_edge(pager: Pager, order: str) -> bool:
+    """Whether the page shows the newest entries (the first page newest first, the last oldest first): only there
+    does the live tail insert new entries, so an older page keeps the entries its pager says it has."""
+    return pager.page == 1 if order == "desc" else pager.page == pager.pages
+
+
+def session_matches(session: SessionRead, filters: Mapping[str, str | None]) -> bool:
+    """Whether a session passes the Sessions page's filters, as ``sessions.service.list_sessions`` applies them
+    (each given filter an exact match): a live row that stops matching leaves the table."""
+    values = {
+        "status": session.status.value,
+        "agent_type": session.agent_type,
+        "plan": session.plan,
+        "external_id": session.external_id,
+    }
+    return all(value is None or values[name] == value for name, value in filters.items())
+
+
 # Formatting (registered as template filters) ------------------------------------------------------------------
 
 
@@ -180,6 +198,17 @@ def ago(value: datetime | None, now: datetime) -> str:
     if seconds < 86_400:
         return f"{seconds // 3600} h ago"
     return f"{seconds // 86_400} d ago"
+
+
+def lease_left(expires: datetime, now: datetime) -> str:
+    """A lease's time left in words (``4 min 5 s left``, ``lease expired``); ``live.js`` counts down the same way."""
+    seconds = max(0, math.ceil((clock.as_utc(expires) - now).total_seconds()))
+    if seconds == 0:
+        return "lease expired"
+    minutes, rest = divmod(seconds, 60)
+    if minutes >= 60:
+        return f"{minutes // 60} h {minutes % 60} min left"
+    return f"{minutes} min {rest} s left" if minutes else f"{rest} s left"
 
 
 def pretty_json(value: Any) -> str:
