@@ -47,9 +47,13 @@ async def serve_app(
     open event streams end with their retry hint instead of holding the server. ``shutdown_timeout`` is uvicorn's
     ``timeout_graceful_shutdown``: the requests still running that long after the stop began are cancelled."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
+    try:
+        if port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.close()  # a port still taken: the error, not a stray socket's warning in a later test
+        raise
     port = sock.getsockname()[1]
     server = _InLoopServer(
         uvicorn.Config(
