@@ -10,9 +10,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.read_concern import ReadConcern
+
 from handoff import clock
 from handoff.analytics import pipelines
 from handoff.analytics.expressions import ALL_TIME, Bucket, Pipeline, Window, window_conditions
+from handoff.analytics.rollup import pipelines as rollup_pipelines
+from handoff.analytics.rollup import worker as rollup_worker
+from handoff.analytics.rollup.models import ArtifactDay
 from handoff.analytics.schemas import (
     Activity,
     AgentList,
@@ -55,11 +61,13 @@ def parse_window(since: str | None = None, until: str | None = None) -> Window:
     return Window(since=start, until=end)
 
 
-async def _rows(pipeline: Pipeline, *, hint: str | None = None) -> list[dict[str, Any]]:
+async def _rows(
+    pipeline: Pipeline, *, hint: str | None = None, collection: AsyncCollection[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     options: dict[str, Any] = {"maxTimeMS": MAX_TIME_MS}
     if hint is not None:
         options["hint"] = hint
-    cursor = await Session.get_pymongo_collection().aggregate(pipeline, **options)
+    cursor = await (collection or Session.get_pymongo_collection()).aggregate(pipeline, **options)
     return await cursor.to_list(None)
 
 
@@ -100,7 +108,20 @@ async def activity(workspace_id: str, *, bucket: Bucket = Bucket.DAY, window: Wi
 
 
 async def artifacts(workspace_id: str, *, limit: int = 20, window: Window = ALL_TIME) -> PathList:
-    """The most touched paths."""
+    """The most touched paths, from the artifacts rollup (``handoff.analytics.rollup``): its day documents plus
+    the pending change of the window's dirty sessions, read together at one point in time (snapshot read
+    concern), so the answer is the reference pipeline's at every moment. A workspace whose old sessions the
+    rollup has not marked yet is answered by the reference pipeline."""
+    if not await rollup_worker.is_ready(workspace_id):
+        return await artifacts_reference(workspace_id, limit=limit, window=window)
+    days = ArtifactDay.get_pymongo_collection().with_options(read_concern=ReadConcern("snapshot"))
+    rows = await _rows(rollup_pipelines.top_paths(workspace_id, window, limit), collection=days)
+    return PathList.model_validate({"items": rows})
+
+
+async def artifacts_reference(workspace_id: str, *, limit: int = 20, window: Window = ALL_TIME) -> PathList:
+    """The most touched paths, read from every session document of the window and its sealed pages: the
+    definition the rollup's answer is checked against (tests, ``scripts/bench_analytics.py``)."""
     rows = await _rows(pipelines.artifacts(workspace_id, window, limit), hint=pipelines.ARTIFACTS_INDEX)
     return PathList.model_validate({"items": rows})
 
