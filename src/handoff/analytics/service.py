@@ -67,7 +67,9 @@ async def _rows(
     options: dict[str, Any] = {"maxTimeMS": MAX_TIME_MS}
     if hint is not None:
         options["hint"] = hint
-    cursor = await (collection or Session.get_pymongo_collection()).aggregate(pipeline, **options)
+    cursor = await (Session.get_pymongo_collection() if collection is None else collection).aggregate(
+        pipeline, **options
+    )
     return await cursor.to_list(None)
 
 
