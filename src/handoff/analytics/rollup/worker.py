@@ -23,6 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from pymongo import UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.read_concern import ReadConcern
 
@@ -86,6 +87,12 @@ def _fold(workspace_id: str, rows: list[dict[str, Any]]) -> list[_Folded]:
     return list(folded.values())
 
 
+def _guarded(doc: dict[str, Any]) -> tuple[Any, ...]:
+    """The values the guard compares, from a stored session or from a guard (dotted or nested ``appended``)."""
+    appended = doc.get("appended.artifacts", (doc.get("appended") or {}).get("artifacts"))
+    return doc.get("rollup_dirty"), doc.get("artifact_count"), appended
+
+
 async def fold_batch(workspace_id: str, *, limit: int = BATCH_SIZE) -> tuple[int, int]:
     """Fold up to ``limit`` dirty sessions of the workspace; (sessions read, sessions folded)."""
     sessions = store.sessions()
@@ -96,18 +103,28 @@ async def fold_batch(workspace_id: str, *, limit: int = BATCH_SIZE) -> tuple[int
         return 0, 0
 
     async def commit(txn: AsyncClientSession) -> int:
+        # Which sessions are unchanged, read in the transaction: its writes below see the same snapshot (a change
+        # committed since is a write conflict, and the whole transaction runs again).
+        current = await sessions.find(
+            {"workspace_id": workspace_id, "session_id": {"$in": [one.session_id for one in batch]}},
+            {"_id": 0, "session_id": 1, "rollup_dirty": 1, "artifact_count": 1, "appended.artifacts": 1},
+            session=txn,
+        ).to_list(None)
+        now = {doc["session_id"]: _guarded(doc) for doc in current}
+        kept = [one for one in batch if now.get(one.session_id) == _guarded(one.guard)]
+        if not kept:
+            return 0
+        await sessions.bulk_write(
+            [UpdateOne(one.guard, {"$set": {"rollup_dirty": False, "rollup_snapshot": one.snapshot}}) for one in kept],
+            ordered=False,
+            session=txn,
+        )
         changes = days.new_changes()
-        folded = 0
-        for one in batch:
-            result = await sessions.update_one(
-                one.guard, {"$set": {"rollup_dirty": False, "rollup_snapshot": one.snapshot}}, session=txn
-            )
-            if result.matched_count:
-                folded += 1
-                for (day, path), moved in one.change.items():
-                    days.add(changes, day, path, moved)
+        for one in kept:
+            for (day, path), moved in one.change.items():
+                days.add(changes, day, path, moved)
         await days.apply(workspace_id, changes, session=txn)
-        return folded
+        return len(kept)
 
     async with sessions.database.client.start_session() as txn:
         folded: int = await txn.with_transaction(commit)
