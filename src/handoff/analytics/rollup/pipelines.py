@@ -117,6 +117,7 @@ def dirty_sessions(workspace_id: str, window: Window, *, limit: int | None = Non
                 "_id": 0,
                 "session_id": 1,
                 "head": {
+                    "_id": "$_id",
                     "started_at": "$started_at",
                     "artifact_count": "$artifact_count",
                     "appended": "$appended.artifacts",

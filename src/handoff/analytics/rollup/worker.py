@@ -68,6 +68,7 @@ def _fold(workspace_id: str, rows: list[dict[str, Any]]) -> list[_Folded]:
             one = folded[session_id] = _Folded(
                 session_id,
                 guard={
+                    "_id": head["_id"],  # the fast path of a lookup by _id (the key of a legacy session is other)
                     **store.key(workspace_id, session_id),
                     "rollup_dirty": True,
                     "artifact_count": head.get("artifact_count"),
