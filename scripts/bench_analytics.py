@@ -331,7 +331,14 @@ def run(server: MongodProcess, args: argparse.Namespace) -> None:
     ):
         timings = [time_route(http, path, args.calls, mongod=server.pid, service=service.pid) for _, path in timed]
         load = os.getloadavg()
-        side_by_side = time_rollup(http, server, service, database, [workspace_id, other_id], args.calls)
+        side_by_side = time_rollup(
+            http,
+            server=server,
+            service=service,
+            database=database,
+            workspace_ids=[workspace_id, other_id],
+            calls=args.calls,
+        )
 
     verdicts = asyncio.run(explain_all(server.url, database, workspace_id, deepest, month_ago))
     print(f"load average after the timed calls (1/5/15 min): {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
@@ -364,7 +371,8 @@ def artifact_windows() -> list[tuple[str, str]]:
     ]
 
 
-async def _catch_up(url: str, database: str, workspace_ids: list[str]) -> int:
+async def catch_up(url: str, database: str, workspace_ids: list[str]) -> int:
+    """The artifacts rollup's first pass over the workspaces (what the service's background pass would do)."""
     client = create_client(url, Settings(mongodb_url=url, database=database))
     try:
         await init_database(client, database)
@@ -374,7 +382,7 @@ async def _catch_up(url: str, database: str, workspace_ids: list[str]) -> int:
 
 
 def time_rollup(
-    http: httpx.Client, server: MongodProcess, service: Any, database: str, workspace_ids: list[str], calls: int
+    http: httpx.Client, *, server: MongodProcess, service: Any, database: str, workspace_ids: list[str], calls: int
 ) -> list[str]:
     """The artifacts route side by side on the same data: the reference pipeline (the route before the rollup,
     which it still runs for a workspace the rollup has not taken in), the rollup after a first pass, and the rollup
@@ -388,7 +396,7 @@ def time_rollup(
         timing = time_route(http, path, calls, mongod=server.pid, service=service.pid)
         lines.append(_rollup_row(f"artifacts, {label}: reference pipeline (before)", timing))
     began = time.perf_counter()
-    folded = asyncio.run(_catch_up(server.url, database, workspace_ids))
+    folded = asyncio.run(catch_up(server.url, database, workspace_ids))
     seconds = time.perf_counter() - began
     note = f"first pass (marks the {folded:,} sessions stored before the rollup, folds them): {seconds:.1f} s"
     with MongoClient(server.url) as client:

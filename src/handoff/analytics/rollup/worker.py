@@ -137,9 +137,11 @@ async def mark_stored_before(workspace_id: str) -> None:
     ready = RollupReady.get_pymongo_collection()
     if await ready.find_one({"_id": workspace_id}) is not None:
         return
-    await store.sessions().update_many(
-        {"workspace_id": workspace_id, "rollup_dirty": {"$exists": False}}, {"$set": {"rollup_dirty": True}}
-    )
+    unmarked = {"workspace_id": workspace_id, "rollup_dirty": {"$exists": False}}
+    # Those with artifacts (or no counter: a very old document) are dirty; the others hold nothing to fold. An
+    # artifact appended in between sets the field itself, so the second update leaves that session alone.
+    await store.sessions().update_many({**unmarked, "artifact_count": {"$ne": 0}}, {"$set": {"rollup_dirty": True}})
+    await store.sessions().update_many(unmarked, {"$set": {"rollup_dirty": False}})
     await ready.update_one({"_id": workspace_id}, {"$setOnInsert": {"marked_at": clock.now()}}, upsert=True)
 
 
