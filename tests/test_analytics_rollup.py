@@ -74,7 +74,9 @@ def pinned(monkeypatch: pytest.MonkeyPatch) -> Clock:
 
 def windows() -> list[Window]:
     """All time, whole days, and windows whose edges cut days (one day, two days, many), each way round."""
-    at = [DAY0 + timedelta(days=d, hours=h) for d, h in ((0, 0), (1, 0), (1, 5), (2, 13), (3, 0), (4, 20), (5, 0))]
+    # DAY0 is the first of a month: windows cross it, start or end on it, and hold whole months or not.
+    points = ((-2, 3), (-1, 0), (0, 0), (1, 0), (1, 5), (2, 13), (3, 0), (4, 20))
+    at = [DAY0 + timedelta(days=d, hours=h) for d, h in points]
     found = [Window()]
     found += [Window(since=at[i]) for i in range(len(at))] + [Window(until=at[i]) for i in range(len(at))]
     found += [Window(since=a, until=b) for i, a in enumerate(at) for b in at[i + 1 :]]
@@ -101,10 +103,10 @@ async def assert_route_is_the_reference(client: httpx.AsyncClient, tenant: Tenan
             assert await route(client, tenant, window, limit) == expected["items"], (window, limit)
 
 
-async def day_totals(workspace_id: str) -> dict[str, dict[str, int]]:
-    """The day documents summed per path (zero rows left out)."""
+async def day_totals(workspace_id: str, period: str = "day") -> dict[str, dict[str, int]]:
+    """The day (or month) documents summed per path (zero rows left out)."""
     totals: dict[str, dict[str, int]] = {}
-    async for day in ArtifactDay.find({"workspace_id": workspace_id}):
+    async for day in ArtifactDay.find({"workspace_id": workspace_id, "period": period}):
         row = totals.setdefault(day.path, dict.fromkeys(("touches", *ACTIONS, "sessions"), 0))
         for name in row:
             row[name] += getattr(day, name)
@@ -113,9 +115,11 @@ async def day_totals(workspace_id: str) -> dict[str, dict[str, int]]:
 
 def test_split_cuts_a_window_at_the_midnights_inside_it() -> None:
     d = DAY0
-    assert split(Window()) == Split(days=Window(), edges=[])
+    assert split(Window()) == Split(days=Window(), edges=[], months=Window())
     cut = split(Window(since=d + timedelta(hours=5), until=d + timedelta(days=3, hours=2)))
     assert cut.days == Window(since=d + timedelta(days=1), until=d + timedelta(days=3))
+    assert cut.months is None  # no whole month in it
+    assert cut.day_ranges == (cut.days,)
     assert cut.edges == [
         Window(since=d + timedelta(hours=5), until=d + timedelta(days=1)),
         Window(since=d + timedelta(days=3), until=d + timedelta(days=3, hours=2)),
@@ -123,7 +127,16 @@ def test_split_cuts_a_window_at_the_midnights_inside_it() -> None:
     inside = Window(since=d + timedelta(hours=1), until=d + timedelta(days=1, hours=1))
     assert split(inside) == Split(days=None, edges=[inside])
     whole = Window(since=d, until=d + timedelta(days=2))
-    assert split(whole) == Split(days=whole, edges=[])
+    assert split(whole) == Split(days=whole, edges=[], months=None, day_ranges=(whole,))
+    months = split(Window(since=datetime(2026, 1, 30, 6, tzinfo=UTC), until=datetime(2026, 4, 2, tzinfo=UTC)))
+    assert months.months == Window(since=datetime(2026, 2, 1, tzinfo=UTC), until=datetime(2026, 4, 1, tzinfo=UTC))
+    assert months.day_ranges == (
+        Window(since=datetime(2026, 1, 31, tzinfo=UTC), until=datetime(2026, 2, 1, tzinfo=UTC)),
+        Window(since=datetime(2026, 4, 1, tzinfo=UTC), until=datetime(2026, 4, 2, tzinfo=UTC)),
+    )
+    assert months.edges == [Window(since=datetime(2026, 1, 30, 6, tzinfo=UTC), until=datetime(2026, 1, 31, tzinfo=UTC))]
+    december = split(Window(since=datetime(2025, 12, 1, tzinfo=UTC)))
+    assert december == Split(days=december.days, edges=[], months=Window(since=datetime(2025, 12, 1, tzinfo=UTC)))
     assert day_of(datetime(2026, 3, 1, 23, 59, tzinfo=UTC)) == d
 
 
@@ -136,7 +149,7 @@ async def test_the_route_is_the_reference_through_appends_removals_deletes_and_c
     await worker.mark_stored_before(workspace_id)
     sessions: list[str] = []
     for n in range(10):
-        pinned.at = DAY0 + timedelta(days=n % 6, hours=rng.randrange(24), minutes=n)
+        pinned.at = DAY0 + timedelta(days=n % 6 - 2, hours=rng.randrange(24), minutes=n)
         sessions.append((await api.create())["session_id"])
     pinned.at = DAY0 + timedelta(days=1, hours=3)
     noise = (await other.create())["session_id"]
@@ -186,6 +199,7 @@ async def test_the_route_is_the_reference_through_appends_removals_deletes_and_c
     # Everything folded: the day documents alone are the whole answer.
     everything = (await service.artifacts_reference(workspace_id, limit=100)).model_dump()["items"]
     assert await day_totals(workspace_id) == {row.pop("path"): row for row in everything}
+    assert await day_totals(workspace_id, "month") == await day_totals(workspace_id)
 
 
 async def test_sessions_stored_before_the_rollup_count_from_the_first_pass_on(

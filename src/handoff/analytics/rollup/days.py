@@ -1,4 +1,4 @@
-"""Moving counts in and out of the day documents, always inside the caller's transaction.
+"""Moving counts in and out of the day and month documents, always inside the caller's transaction.
 
 The pass adds each folded session's pending change; a session delete (``DELETE``, retention) subtracts the
 session's snapshot, which is exactly what the day documents hold for it whether or not it was dirty (its pending
@@ -15,8 +15,8 @@ from typing import Any
 from pymongo import UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from handoff.analytics.rollup.models import COUNTERS, ArtifactDay
-from handoff.analytics.rollup.pipelines import SNAPSHOT_COUNTERS, day_of
+from handoff.analytics.rollup.models import COUNTERS, DAY, MONTH, ArtifactDay
+from handoff.analytics.rollup.pipelines import SNAPSHOT_COUNTERS, day_of, month_of
 
 #: Per (day, path): how much each counter moves.
 Changes = defaultdict[tuple[datetime, str], dict[str, int]]
@@ -51,14 +51,20 @@ def subtract_session(changes: Changes, started_at: datetime, snapshot: Iterable[
 
 
 async def apply(workspace_id: str, changes: Changes, *, session: AsyncClientSession) -> None:
-    """Write the changes to the workspace's day documents (creating those that do not exist yet)."""
+    """Write the changes to the workspace's day and month documents (creating those that do not exist yet)."""
+    by_period: dict[tuple[str, datetime, str], dict[str, int]] = {}
+    for (day, path), moved in changes.items():
+        for key in ((DAY, day, path), (MONTH, month_of(day), path)):
+            total = by_period.setdefault(key, dict.fromkeys(COUNTERS, 0))
+            for name, value in moved.items():
+                total[name] += value
     operations = [
         UpdateOne(
-            {"workspace_id": workspace_id, "day": day, "path": path},
+            {"workspace_id": workspace_id, "period": period, "day": day, "path": path},
             {"$inc": {name: value for name, value in moved.items() if value}},
             upsert=True,
         )
-        for (day, path), moved in changes.items()
+        for (period, day, path), moved in by_period.items()
         if any(moved.values())
     ]
     if operations:

@@ -18,11 +18,18 @@ ACTIONS = ("created", "modified", "deleted")
 COUNTERS = ("touches", *ACTIONS, "sessions")
 
 
+#: The periods a count is kept for: each change goes to its day's document and its month's, so a window reads
+#: whole months from month documents and only the days around them from day documents.
+DAY, MONTH = "day", "month"
+
+
 class ArtifactDay(Document):
-    """What the sessions of one workspace that started on ``day`` (midnight UTC) did to one path, as far as the
-    rollup has taken them in (each session's own share is its ``rollup_snapshot``)."""
+    """What the sessions of one workspace that started in one period (the UTC day or month beginning at
+    ``day``) did to one path, as far as the rollup has taken them in (each session's own share is its
+    ``rollup_snapshot``)."""
 
     workspace_id: str
+    period: str = DAY
     day: datetime
     path: str
     touches: int = 0
@@ -38,7 +45,12 @@ class ArtifactDay(Document):
         indexes = [
             # The pass's upserts find their document by it; the route reads a window's days through it.
             IndexModel(
-                [("workspace_id", pymongo.ASCENDING), ("day", pymongo.ASCENDING), ("path", pymongo.ASCENDING)],
+                [
+                    ("workspace_id", pymongo.ASCENDING),
+                    ("period", pymongo.ASCENDING),
+                    ("day", pymongo.ASCENDING),
+                    ("path", pymongo.ASCENDING),
+                ],
                 name="artifact_days_unique",
                 unique=True,
             ),

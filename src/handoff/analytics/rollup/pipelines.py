@@ -5,9 +5,10 @@ A session's *pending change* for a path is what its artifacts (open page and sea
 ``(touches now > 0) - (touches then > 0)``. The pass folds it into the day documents; the route adds it, read
 live, for the dirty sessions of its window, so day documents plus pending changes are always the whole answer.
 
-A window's whole UTC days come from the day documents (plus the pending changes); the part of a day at either
-edge of a window that does not start or end at midnight is read live from its sessions, exactly as the reference
-pipeline (``handoff.analytics.pipelines.artifacts``) reads them.
+A window's whole UTC months come from the month documents, its other whole UTC days from the day documents (plus,
+for both, the pending changes of the dirty sessions started then); the part of a day at either edge of a window
+that does not start or end at midnight is read live from its sessions, exactly as the reference pipeline
+(``handoff.analytics.pipelines.artifacts``) reads them.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from handoff.analytics.expressions import Pipeline, Stage, Window, count_if, is_, window_conditions
-from handoff.analytics.rollup.models import ACTIONS, COUNTERS
+from handoff.analytics.rollup.models import ACTIONS, COUNTERS, DAY, MONTH
 from handoff.sessions.models import LogPage, Session
+from handoff.sessions.paging import ALL
 
 ARTIFACTS = "artifacts"
-DAY = timedelta(days=1)
+ONE_DAY = timedelta(days=1)
 #: The counters a snapshot holds per path (``sessions`` follows from ``touches``).
 SNAPSHOT_COUNTERS = ("touches", *ACTIONS)
 
@@ -32,20 +34,48 @@ def day_of(instant: datetime) -> datetime:
     return datetime(instant.year, instant.month, instant.day, tzinfo=UTC)
 
 
+def month_of(day: datetime) -> datetime:
+    """Midnight (UTC) of the first day of the month a day falls in."""
+    return day.replace(day=1)
+
+
+def _next_month(month: datetime) -> datetime:
+    return month.replace(year=month.year + month.month // 12, month=month.month % 12 + 1)
+
+
 @dataclass(frozen=True, slots=True)
 class Split:
-    """A window cut into its whole days (read from the day documents; ``None``: no whole day) and the parts of
-    days at its edges (read live)."""
+    """A window cut into its whole UTC days (``days``; ``None``: no whole day), those of them that make whole
+    months (``months``, read from month documents; ``None``: none), the days around those (``day_ranges``, read
+    from day documents), and the parts of days at its edges (``edges``, read live from the sessions)."""
 
     days: Window | None
     edges: list[Window]
+    months: Window | None = None
+    day_ranges: tuple[Window, ...] = ()
+
+
+def _whole_months(days: Window) -> tuple[Window | None, tuple[Window, ...]]:
+    """The whole months inside a window of whole days, and the day ranges before and after them."""
+    first = None if days.since is None else month_of(days.since)
+    if first is not None and days.since is not None and first < days.since:
+        first = _next_month(first)
+    last = None if days.until is None else month_of(days.until)
+    if first is not None and last is not None and first >= last:
+        return None, (days,)
+    around = []
+    if first is not None and first != days.since:
+        around.append(Window(since=days.since, until=first))
+    if last is not None and last != days.until:
+        around.append(Window(since=last, until=days.until))
+    return Window(since=first, until=last), tuple(around)
 
 
 def split(window: Window) -> Split:
-    """Cut a window at the midnights inside it (all time is whole days)."""
+    """Cut a window at the midnights and the first days of months inside it (all time is whole months)."""
     first = None if window.since is None else day_of(window.since)
     if first is not None and window.since is not None and first < window.since:
-        first += DAY
+        first += ONE_DAY
     last = None if window.until is None else day_of(window.until)
     if first is not None and last is not None and first >= last:  # no whole day in the window
         return Split(days=None, edges=[window])
@@ -54,7 +84,9 @@ def split(window: Window) -> Split:
         edges.append(Window(since=window.since, until=first))
     if last is not None and window.until is not None and last != window.until:
         edges.append(Window(since=last, until=window.until))
-    return Split(days=Window(since=first, until=last), edges=edges)
+    days = Window(since=first, until=last)
+    months, day_ranges = _whole_months(days)
+    return Split(days=days, edges=edges, months=months, day_ranges=day_ranges)
 
 
 def _path_and_action(entries: Any) -> dict[str, Any]:
@@ -90,16 +122,21 @@ _PENDING_CHANGE: Stage = {
 }
 
 
-def dirty_sessions(workspace_id: str, window: Window, *, limit: int | None = None) -> Pipeline:
-    """Per (session, path) of the workspace's dirty sessions started in the window: the counts now and as the
-    snapshot has them, with the session's ``head`` (start, the counters the pass guards on). A dirty session
-    with neither artifacts nor snapshot gives one row with a null path, so the pass still clears its flag.
+#: Whether a session has artifacts on sealed pages (a session stored before the paged log has none).
+HAS_PAGES = {f"sealed.{ARTIFACTS}.{ALL}": {"$gt": 0}}
+NO_PAGES = {f"sealed.{ARTIFACTS}.{ALL}": {"$not": {"$gt": 0}}}
+
+
+def dirty_sessions(workspace_id: str, window: Window, *, paged: bool, limit: int | None = None) -> Pipeline:
+    """Per (session, path) of the workspace's dirty sessions started in the window, those with sealed artifact
+    pages (``paged``) or those without: the counts now and as the snapshot has them, with the session's ``head``
+    (key, start, the counters the pass guards on). A dirty session with neither artifacts nor snapshot gives one
+    row with a null path, so the pass still clears its flag. Only the sessions with pages look them up (a lookup
+    per session would cost more than all the rest).
 
     Run it on the sessions collection with ``hint=ROLLUP_DIRTY_INDEX`` and at snapshot read concern (a seal moves
     artifacts from the open page to a page: both must be read at one point in time)."""
-    return [
-        {"$match": {"workspace_id": workspace_id, "rollup_dirty": True, **window_conditions(window)}},
-        *([{"$limit": limit}] if limit is not None else []),
+    lookup: Pipeline = [
         {
             "$lookup": {
                 "from": LogPage.Settings.name,
@@ -111,7 +148,13 @@ def dirty_sessions(workspace_id: str, window: Window, *, limit: int | None = Non
                 ],
                 "as": "pages",
             }
-        },
+        }
+    ]
+    conditions = HAS_PAGES if paged else NO_PAGES
+    return [
+        {"$match": {"workspace_id": workspace_id, "rollup_dirty": True, **conditions, **window_conditions(window)}},
+        *([{"$limit": limit}] if limit is not None else []),
+        *(lookup if paged else []),
         {
             "$project": {
                 "_id": 0,
@@ -127,7 +170,7 @@ def dirty_sessions(workspace_id: str, window: Window, *, limit: int | None = Non
                         _path_and_action({"$ifNull": [f"${ARTIFACTS}", []]}),
                         {
                             "$reduce": {
-                                "input": "$pages.entries",
+                                "input": {"$ifNull": ["$pages.entries", []]},  # no lookup: no pages
                                 "initialValue": [],
                                 "in": {"$concatArrays": ["$$value", "$$this"]},
                             }
@@ -169,34 +212,48 @@ def _live(workspace_id: str, window: Window) -> Pipeline:
     ]
 
 
-def _day_conditions(days: Window) -> dict[str, Any]:
+def _range(window: Window) -> dict[str, Any]:
     bounds: dict[str, datetime] = {}
-    if days.since is not None:
-        bounds["$gte"] = days.since
-    if days.until is not None:
-        bounds["$lt"] = days.until
+    if window.since is not None:
+        bounds["$gte"] = window.since
+    if window.until is not None:
+        bounds["$lt"] = window.until
     return {"day": bounds} if bounds else {}
+
+
+def _periods(parts: Split) -> list[dict[str, Any]]:
+    """The conditions on the day and month documents that cover the window's whole days."""
+    found = [] if parts.months is None else [{"period": MONTH, **_range(parts.months)}]
+    return found + [{"period": DAY, **_range(days)} for days in parts.day_ranges]
 
 
 def top_paths(workspace_id: str, window: Window, limit: int) -> Pipeline:
     """The most touched paths of the window, as the reference pipeline answers it: run on the day documents'
     collection, at snapshot read concern (the pass moves counts from pending changes to day documents)."""
     parts = split(window)
-    days = parts.days
     sessions = Session.Settings.name
     sources: Pipeline = []
-    if days is not None:
-        sources.append(
-            {"$unionWith": {"coll": sessions, "pipeline": [*dirty_sessions(workspace_id, days), _PENDING_CHANGE]}}
-        )
+    if parts.days is not None:
+        sources += [
+            {
+                "$unionWith": {
+                    "coll": sessions,
+                    "pipeline": [*dirty_sessions(workspace_id, parts.days, paged=paged), _PENDING_CHANGE],
+                }
+            }
+            for paged in (False, True)
+        ]
     sources += [{"$unionWith": {"coll": sessions, "pipeline": _live(workspace_id, edge)}} for edge in parts.edges]
-    day_match: dict[str, Any] = {"workspace_id": workspace_id}
-    if days is None:
-        day_match["_id"] = {"$exists": False}  # no whole day: the day documents give nothing
+    periods = _periods(parts)
+    match: dict[str, Any] = {"workspace_id": workspace_id}
+    if not periods:
+        match["_id"] = {"$exists": False}  # no whole day: the day documents give nothing
+    elif len(periods) == 1:
+        match |= periods[0]
     else:
-        day_match |= _day_conditions(days)
+        match["$or"] = periods
     return [
-        {"$match": day_match},
+        {"$match": match},
         {"$project": {"_id": 0, "path": 1, **dict.fromkeys(COUNTERS, 1)}},
         *sources,
         {"$group": {"_id": "$path", **{name: {"$sum": f"${name}"} for name in COUNTERS}}},

@@ -94,11 +94,13 @@ def _guarded(doc: dict[str, Any]) -> tuple[Any, ...]:
     return doc.get("rollup_dirty"), doc.get("artifact_count"), appended
 
 
-async def fold_batch(workspace_id: str, *, limit: int = BATCH_SIZE) -> tuple[int, int]:
-    """Fold up to ``limit`` dirty sessions of the workspace; (sessions read, sessions folded)."""
+async def fold_batch(workspace_id: str, *, limit: int = BATCH_SIZE, paged: bool = False) -> tuple[int, int]:
+    """Fold up to ``limit`` dirty sessions of the workspace, those with sealed artifact pages or those without
+    (``paged``); (sessions read, sessions folded)."""
     sessions = store.sessions()
     snapshot = sessions.with_options(read_concern=ReadConcern("snapshot"))
-    cursor = await snapshot.aggregate(dirty_sessions(workspace_id, ALL_TIME, limit=limit), hint=ROLLUP_DIRTY_INDEX)
+    pipeline = dirty_sessions(workspace_id, ALL_TIME, paged=paged, limit=limit)
+    cursor = await snapshot.aggregate(pipeline, hint=ROLLUP_DIRTY_INDEX)
     batch = _fold(workspace_id, await cursor.to_list(None))
     if not batch:
         return 0, 0
@@ -157,13 +159,15 @@ async def catch_up(workspace_id: str, *, batch_size: int = BATCH_SIZE, between: 
     ``between``: awaited after each batch (the pass renews its lease there)."""
     await mark_stored_before(workspace_id)
     total = 0
-    while True:
-        read, folded = await fold_batch(workspace_id, limit=batch_size)
-        total += folded
-        if read < batch_size or folded == 0:
-            return total
-        if between is not None:
-            await between()
+    for paged in (False, True):
+        while True:
+            read, folded = await fold_batch(workspace_id, limit=batch_size, paged=paged)
+            total += folded
+            if between is not None and read:
+                await between()
+            if read < batch_size or folded == 0:
+                break
+    return total
 
 
 async def catch_up_all(*, batch_size: int = BATCH_SIZE) -> dict[str, int]:
