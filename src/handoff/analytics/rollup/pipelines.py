@@ -227,23 +227,14 @@ def _periods(parts: Split) -> list[dict[str, Any]]:
     return found + [{"period": DAY, **_range(days)} for days in parts.day_ranges]
 
 
-def top_paths(workspace_id: str, window: Window, limit: int) -> Pipeline:
-    """The most touched paths of the window, as the reference pipeline answers it: run on the day documents'
-    collection, at snapshot read concern (the pass moves counts from pending changes to day documents)."""
-    parts = split(window)
-    sessions = Session.Settings.name
-    sources: Pipeline = []
-    if parts.days is not None:
-        sources += [
-            {
-                "$unionWith": {
-                    "coll": sessions,
-                    "pipeline": [*dirty_sessions(workspace_id, parts.days, paged=paged), _PENDING_CHANGE],
-                }
-            }
-            for paged in (False, True)
-        ]
-    sources += [{"$unionWith": {"coll": sessions, "pipeline": _live(workspace_id, edge)}} for edge in parts.edges]
+#: Per path, the sum of each counter over the rows before it.
+_BY_PATH: Stage = {"$group": {"_id": "$path", **{name: {"$sum": f"${name}"} for name in COUNTERS}}}
+
+
+def counted_paths(workspace_id: str, parts: Split) -> Pipeline:
+    """Per path, what the window's month and day documents hold plus what its edges count now (read live): run on
+    the day documents' collection. The dirty sessions' pending change comes apart (:func:`pending_paths`), in the
+    same snapshot."""
     periods = _periods(parts)
     match: dict[str, Any] = {"workspace_id": workspace_id}
     if not periods:
@@ -252,13 +243,34 @@ def top_paths(workspace_id: str, window: Window, limit: int) -> Pipeline:
         match |= periods[0]
     else:
         match["$or"] = periods
+    sessions = Session.Settings.name
     return [
         {"$match": match},
         {"$project": {"_id": 0, "path": 1, **dict.fromkeys(COUNTERS, 1)}},
-        *sources,
-        {"$group": {"_id": "$path", **{name: {"$sum": f"${name}"} for name in COUNTERS}}},
-        {"$match": {"touches": {"$gt": 0}}},
-        {"$sort": {"touches": -1, "_id": 1}},
-        {"$limit": limit},
-        {"$project": {"_id": 0, "path": "$_id", **dict.fromkeys(COUNTERS, 1)}},
+        *({"$unionWith": {"coll": sessions, "pipeline": _live(workspace_id, edge)}} for edge in parts.edges),
+        _BY_PATH,
     ]
+
+
+def pending_paths(workspace_id: str, days: Window, *, paged: bool) -> Pipeline:
+    """Per path, the pending change of the dirty sessions started in the window's whole days: run on the sessions
+    collection with ``hint=ROLLUP_DIRTY_INDEX`` (a ``$unionWith`` cannot take a hint, and the planner, left to
+    itself, walks a whole-workspace index instead of the few dirty sessions)."""
+    return [*dirty_sessions(workspace_id, days, paged=paged), _PENDING_CHANGE, _BY_PATH]
+
+
+def top(rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """The ``limit`` most touched paths of per-path rows (``_id`` the path) from several sources, summed, in the
+    reference pipeline's order (most touches first, then by path)."""
+    totals: dict[str, dict[str, int]] = {}
+    for row in rows:
+        if row["_id"] is None:
+            continue
+        total = totals.setdefault(row["_id"], dict.fromkeys(COUNTERS, 0))
+        for name in COUNTERS:
+            total[name] += row[name]
+    ranked = sorted(
+        ((path, total) for path, total in totals.items() if total["touches"] > 0),
+        key=lambda item: (-item[1]["touches"], item[0]),
+    )
+    return [{"path": path, **total} for path, total in ranked[:limit]]
