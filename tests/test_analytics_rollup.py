@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 import pytest
 from litestar import Litestar
-from pymongo import monitoring
 
 from handoff import bulk, clock
 from handoff.analytics import service
@@ -32,9 +31,7 @@ from handoff.localdb import MongodProcess
 from handoff.retention.service import prune
 from handoff.sessions.models import LogPage, Session
 from tests.api import Api, ok
-from tests.factories import Tenant, make_tenant
-from tests.inprocess import in_process
-from tests.listening import StartedCommands, listened_database
+from tests.factories import Tenant
 
 SMALL_PAGES = {"page_entries": 4, "page_bytes": 4096}
 PATHS = [f"src/m{n}.py" for n in range(7)]
@@ -276,33 +273,20 @@ async def test_imports_replacements_and_retention_keep_the_day_documents_exact(
     assert await day_totals(workspace_id) == {}
 
 
-class Writes(StartedCommands):
-    """The write commands sent, with their collection."""
-
-    def __init__(self) -> None:
-        self.writes: list[tuple[str, str]] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name in ("update", "insert", "delete", "findAndModify", "commitTransaction"):
-            self.writes.append((event.command_name, str(event.command.get(event.command_name, ""))))
-
-
-async def test_an_artifact_append_is_one_update_of_its_session_and_nothing_else(mongod: MongodProcess) -> None:
-    writes = Writes()
-    async with listened_database(mongod.url, writes, "t_rollup") as database:
-        settings = Settings(
-            mongodb_url=mongod.url,
-            database=database.name,
-            data_dir=Path("/nonexistent"),
-            artifacts_rollup_interval_seconds=0,
-        )
-        tenant = await make_tenant("rollup-writes")
-        async with in_process(create_app(settings, database=database)) as http:
-            api = Api(http, tenant)
-            sid = (await api.create())["session_id"]
-            writes.writes.clear()
-            await api.post(sid, "artifacts", {"path": "src/a.py", "action": "created"}, 201)
-            assert writes.writes == [("update", "sessions")]
-            stored = await database["sessions"].find_one({"session_id": sid})
-            assert stored is not None
-    assert stored["rollup_dirty"] is True
+async def test_the_pass_runs_under_its_lease_in_one_process_at_a_time(
+    client: httpx.AsyncClient, tenant: Tenant, settings: Settings
+) -> None:
+    api = Api(client, tenant)
+    sid = (await api.create())["session_id"]
+    await api.post(sid, "artifacts", {"path": "src/a.py", "action": "created"}, 201)
+    timed = settings.model_copy(update={"artifacts_rollup_interval_seconds": 5})
+    assert await worker.run_pass(timed, "first") == 1  # the new session, with its artifact
+    assert await worker.run_pass(timed, "second") is None  # the lease is the first one's
+    await api.post(sid, "artifacts", {"path": "src/b.py", "action": "modified"}, 201)
+    assert await worker.run_pass(timed, "first") == 1
+    assert await worker.run_pass(timed, "first") == 0
+    assert await route(client, tenant, Window(), 10) == [
+        {"path": path, "touches": 1, "created": int(path == "src/a.py"), "modified": int(path == "src/b.py"),
+         "deleted": 0, "sessions": 1}
+        for path in ("src/a.py", "src/b.py")
+    ]  # fmt: skip

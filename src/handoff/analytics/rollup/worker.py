@@ -6,8 +6,9 @@ A batch is read once, at snapshot read concern, outside any transaction (``pipel
 session's counts now and its snapshot); then one transaction per batch, for each session, stores the new snapshot
 and clears the flag *only if* the session's ``artifact_count`` and ``appended.artifacts`` are still as read (any
 change of the artifacts moves one of them: appends raise ``appended``, removals lower ``artifact_count``), and adds
-the pending change of every session it cleared to the day and month documents. A session changed meanwhile stays dirty with
-its old snapshot, and the next batch takes it again; the appends themselves never wait on a transaction.
+the pending change of every session it cleared to the day and month documents. A session changed meanwhile stays
+dirty with its old snapshot, and the next batch takes it again. No append runs in a transaction; one that meets
+a batch's transaction on its session waits for that short commit.
 
 Sessions stored before the rollup have no ``rollup_dirty`` field: before a workspace's first pass (or
 ``handoff migrate``) marks them dirty and records :class:`RollupReady`, the route answers from the reference
