@@ -136,8 +136,9 @@ class Session(Document):
     #: The artifacts rollup (``handoff.analytics.rollup``): set by every change of the artifacts in that change's
     #: own update, cleared by the pass that folds the change into the day documents; and what those documents
     #: hold for this session, per path (``{path, touches, created, modified, deleted}``). A session stored before
-    #: the rollup has neither field and counts as dirty (the pass or ``handoff migrate`` marks it so). A new
-    #: document is dirty too, whatever it holds; the pass folds it once.
+    #: the rollup has neither field; the first pass (or ``handoff migrate``) marks it dirty if it holds artifacts. A
+    #: new document is dirty too, whatever it holds (so no way of inserting one can skip the rollup); the pass
+    #: folds it once.
     rollup_dirty: bool = True
     rollup_snapshot: list[dict[str, Any]] = Field(default_factory=list)
     replayed_from: str | None = None
