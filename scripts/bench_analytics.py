@@ -9,7 +9,10 @@ and a few artifacts each, spread over 90 days and 5 agent types, some replay cha
 1,000 sessions of a second workspace that must not count, runs ``handoff serve`` on loopback, and times each
 route: p50 and p95 of ``--calls`` sequential calls after two warm-up calls. Then it explains every pipeline
 (executionStats) and prints one table: latency, rows, and the plan's verdict (index used, covered or not, keys
-and documents examined).
+and documents examined); the artifacts row is the reference pipeline (the rollup has not taken these sessions in
+yet). Last, the artifacts route side by side on the same data: the reference pipeline, then the artifacts rollup
+after its first pass, with the last day's sessions all dirty and with none, checking each answer against the
+reference's.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from _bench_common import serve
 from handoff.analytics import pipelines
 from handoff.analytics import service as analytics
 from handoff.analytics.expressions import ALL_TIME, Bucket, Pipeline, Window
+from handoff.analytics.rollup import worker as rollup
 from handoff.config import Settings
 from handoff.db import create_client, init_database
 from handoff.localdb import MongodProcess, start_mongod
@@ -321,12 +325,21 @@ def run(server: MongodProcess, args: argparse.Namespace) -> None:
     timed = routes(deepest, month_ago)
     headers = {"Authorization": f"Bearer {secret}"}
     with (
-        serve(server.url, database) as service,
+        # No background pass: the rollup is built below, between the two timings of the artifacts route.
+        serve(server.url, database, artifacts_rollup_interval_seconds=0) as service,
         httpx.Client(base_url=service.base, headers=headers, timeout=120) as http,
     ):
         timings = [time_route(http, path, args.calls, mongod=server.pid, service=service.pid) for _, path in timed]
+        load = os.getloadavg()
+        side_by_side = time_rollup(
+            http,
+            server=server,
+            service=service,
+            database=database,
+            workspace_ids=[workspace_id, other_id],
+            calls=args.calls,
+        )
 
-    load = os.getloadavg()
     verdicts = asyncio.run(explain_all(server.url, database, workspace_id, deepest, month_ago))
     print(f"load average after the timed calls (1/5/15 min): {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print()
@@ -341,6 +354,89 @@ def run(server: MongodProcess, args: argparse.Namespace) -> None:
             f"| {timing.rows} | {_plan_text(verdict)} | {verdict.keys_examined:,} | {verdict.docs_examined:,} "
             f"| {'ok' if timing.p50 <= GOAL_MS else 'MISS'} |"
         )
+    print()
+    print("\n".join(side_by_side))
+
+
+def artifact_windows() -> list[tuple[str, str]]:
+    """(label, query) of the artifacts route's windows: all time, 30 whole days, and the dashboard's default (the
+    last 7 days from now: its first and last days are cut, so they are read live)."""
+    now = datetime.now(UTC)
+    month_ago = (now - timedelta(days=30)).date()
+    week_ago = (now - timedelta(days=7)).replace(microsecond=0)
+    return [
+        ("all time", ""),
+        ("since=<30 days ago> (whole days)", f"?since={month_ago}"),
+        ("since=<now - 7 days>", f"?since={week_ago.isoformat().replace('+00:00', 'Z')}"),
+    ]
+
+
+async def catch_up(url: str, database: str, workspace_ids: list[str]) -> int:
+    """The artifacts rollup's first pass over the workspaces (what the service's background pass would do)."""
+    client = create_client(url, Settings(mongodb_url=url, database=database))
+    try:
+        await init_database(client, database)
+        return sum([await rollup.catch_up(workspace_id) for workspace_id in workspace_ids])
+    finally:
+        await client.close()
+
+
+def time_rollup(
+    http: httpx.Client, *, server: MongodProcess, service: Any, database: str, workspace_ids: list[str], calls: int
+) -> list[str]:
+    """The artifacts route side by side on the same data: the reference pipeline (the route before the rollup,
+    which it still runs for a workspace the rollup has not taken in), the rollup after a first pass, and the rollup
+    with the last day's sessions all dirty (read live). Every answer of the rollup must equal the reference's."""
+    lines = []
+    windows = artifact_windows()
+    reference = []
+    for label, query in windows:
+        path = f"/v1/analytics/artifacts{query}"
+        reference.append(http.get(path).json())
+        timing = time_route(http, path, calls, mongod=server.pid, service=service.pid)
+        lines.append(_rollup_row(f"artifacts, {label}: reference pipeline (before)", timing))
+    began = time.perf_counter()
+    folded = asyncio.run(catch_up(server.url, database, workspace_ids))
+    seconds = time.perf_counter() - began
+    note = f"first pass (marks the {folded:,} sessions stored before the rollup, folds them): {seconds:.1f} s"
+    with MongoClient(server.url) as client:
+        days_count = client[database]["artifact_days"].count_documents({})
+        since = datetime.now(UTC) - timedelta(days=1)
+        dirty = client[database]["sessions"].update_many(
+            {"workspace_id": workspace_ids[0], "started_at": {"$gte": since}, "artifact_count": {"$gt": 0}},
+            {"$set": {"rollup_dirty": True}},
+        )
+    for (label, query), expected in zip(windows, reference, strict=True):
+        path = f"/v1/analytics/artifacts{query}"
+        same = http.get(path).json() == expected
+        timing = time_route(http, path, calls, mongod=server.pid, service=service.pid)
+        lines.append(
+            _rollup_row(f"artifacts, {label}: rollup, last day's {dirty.modified_count:,} sessions dirty", timing, same)
+        )
+    with MongoClient(server.url) as client:
+        client[database]["sessions"].update_many({"rollup_dirty": True}, {"$set": {"rollup_dirty": False}})
+    for (label, query), expected in zip(windows, reference, strict=True):
+        path = f"/v1/analytics/artifacts{query}"
+        same = http.get(path).json() == expected
+        timing = time_route(http, path, calls, mongod=server.pid, service=service.pid)
+        lines.append(_rollup_row(f"artifacts, {label}: rollup, no session dirty", timing, same))
+    load = os.getloadavg()
+    return [
+        note,
+        f"{days_count:,} day documents; load average after these calls: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
+        "",
+        "| artifacts route | p50 ms | p95 ms | mongod CPU ms/call | service CPU ms/call | rows | same answer | goal |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
+        *lines,
+    ]
+
+
+def _rollup_row(label: str, timing: Timing, same: bool | None = None) -> str:
+    verdict = "" if same is None else ("yes" if same else "NO")
+    return (
+        f"| {label} | {timing.p50:.0f} | {timing.p95:.0f} | {timing.mongod_cpu:.0f} | {timing.service_cpu:.0f} "
+        f"| {timing.rows} | {verdict} | {'ok' if timing.p50 <= GOAL_MS else 'MISS'} |"
+    )
 
 
 if __name__ == "__main__":

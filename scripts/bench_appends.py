@@ -3,6 +3,7 @@
     .venv/bin/python scripts/bench_appends.py                 # 10 s each side, 32 connections / 32 tasks
     .venv/bin/python scripts/bench_appends.py --rounds 3      # alternate raw and REST three times
     .venv/bin/python scripts/bench_appends.py --workers 1     # one service process instead of one per CPU
+    .venv/bin/python scripts/bench_appends.py --artifacts     # artifact appends (they also mark the rollup)
 
 It starts a bundled mongod of its own (replica set of one, on a temporary directory) and ``handoff serve
 --workers <CPUs>`` on loopback (``HANDOFF_LOG_LEVEL=WARNING``: no access log), then, per round:
@@ -85,11 +86,17 @@ end
 function request()
   counter = counter + 1
   local session = sessions[(counter %% #sessions) + 1]
-  local body = '{"id":"' .. nonce .. '-' .. tid .. '-' .. counter .. '","message":"%(message)s",'
-    .. '"type":"info","data":{"note":"%(note)s"}}'
-  return wrk.format("POST", "/v1/sessions/" .. session .. "/work-log", headers, body)
+  local body = '{"id":"' .. nonce .. '-' .. tid .. '-' .. counter .. '",%(fields)s}'
+  return wrk.format("POST", "/v1/sessions/" .. session .. "/%(route)s", headers, body)
 end
 """
+#: What the Lua script posts (JSON members after the id) and where, per kind of append.
+REST_BODY = {
+    "work_log": ("work-log", f'"message":"{MESSAGE}","type":"info","data":{{"note":"{NOTE}"}}'),
+    "artifacts": ("artifacts", f'"path":"src/bench.py","action":"modified","metadata":{{"note":"{NOTE}"}}'),
+}
+#: The counter each kind's appends move.
+COUNTER = {"work_log": "action_count", "artifacts": "artifact_count"}
 
 
 @dataclass
@@ -157,8 +164,8 @@ def open_sessions(base: str, key: BenchKey, count: int) -> list[str]:
         return ids
 
 
-async def stored_entries(url: str, session_ids: list[str]) -> tuple[int, int]:
-    """(sum of action_count, entries really stored: open pages and sealed pages) over the sessions."""
+async def stored_entries(url: str, session_ids: list[str], kind: str = "work_log") -> tuple[int, int]:
+    """(sum of the kind's counter, entries really stored: open pages and sealed pages) over the sessions."""
     client = async_client(url)
     try:
         rows = await (
@@ -168,8 +175,8 @@ async def stored_entries(url: str, session_ids: list[str]) -> tuple[int, int]:
                     {
                         "$group": {
                             "_id": None,
-                            "counted": {"$sum": "$action_count"},
-                            "stored": {"$sum": {"$size": "$work_log"}},
+                            "counted": {"$sum": f"${COUNTER[kind]}"},
+                            "stored": {"$sum": {"$size": f"${kind}"}},
                         }
                     },
                 ]
@@ -178,7 +185,7 @@ async def stored_entries(url: str, session_ids: list[str]) -> tuple[int, int]:
         sealed = await (
             await client[DATABASE]["log_pages"].aggregate(
                 [
-                    {"$match": {"session_id": {"$in": session_ids}, "kind": "work_log"}},
+                    {"$match": {"session_id": {"$in": session_ids}, "kind": kind}},
                     {"$group": {"_id": None, "stored": {"$sum": {"$size": "$entries"}}}},
                 ]
             )
@@ -191,7 +198,9 @@ async def stored_entries(url: str, session_ids: list[str]) -> tuple[int, int]:
 # Raw PyMongo ---------------------------------------------------------------------------------------------------
 
 
-async def raw_appends(url: str, workspace_id: str, session_ids: list[str], seconds: float, mongod: int) -> Result:
+async def raw_appends(
+    url: str, workspace_id: str, session_ids: list[str], seconds: float, mongod: int, *, kind: str = "work_log"
+) -> Result:
     """32 tasks of ``update_one`` with the service's guard and update, for ``seconds``."""
     client = async_client(url)
     collection = client[DATABASE]["sessions"]
@@ -206,13 +215,15 @@ async def raw_appends(url: str, workspace_id: str, session_ids: list[str], secon
             n += 1
             session_id = session_ids[(task + n) % len(session_ids)]
             now = clock.now()
-            entry: dict[str, Any] = {
-                "id": f"{nonce}{phase}-{task}-{n}",
-                "message": MESSAGE,
-                "type": "info",
-                "data": {"note": NOTE},
-                "timestamp": now,
-            }
+            entry: dict[str, Any] = {"id": f"{nonce}{phase}-{task}-{n}", "timestamp": now}
+            if kind == "work_log":
+                entry |= {"message": MESSAGE, "type": "info", "data": {"note": NOTE}}
+                counters = {"action_count": 1, "checkpoint_count": 0, "error_count": 0}
+                stamps = {}
+            else:  # the artifact append's own update also marks the session for the artifacts rollup
+                entry |= {"path": "src/bench.py", "action": "modified", "metadata": {"note": NOTE}}
+                counters = {"artifact_count": 1}
+                stamps = {"rollup_dirty": True}
             size = stored_size(entry)
             began = time.perf_counter()
             result = await collection.update_one(
@@ -220,13 +231,13 @@ async def raw_appends(url: str, workspace_id: str, session_ids: list[str], secon
                     "_id": session_key(workspace_id, session_id),
                     "workspace_id": workspace_id,
                     "status": {"$in": ["active", "paused"]},
-                    "work_log.id": {"$nin": [entry["id"]]},
+                    f"{kind}.id": {"$nin": [entry["id"]]},
                     "payload_bytes": {"$lte": MAX_SESSION_BYTES - size},
                 },
                 {
-                    "$push": {"work_log": {"$each": [entry]}},
-                    "$inc": {"action_count": 1, "checkpoint_count": 0, "error_count": 0, "payload_bytes": size},
-                    "$set": {"last_active_at": now, "updated_at": now},
+                    "$push": {kind: {"$each": [entry]}},
+                    "$inc": {**counters, "payload_bytes": size},
+                    "$set": {"last_active_at": now, "updated_at": now, **stamps},
                 },
             )
             latencies.append(time.perf_counter() - began)
@@ -272,16 +283,18 @@ def run_wrk(
     workdir: Path,
     url: str,
     mongod: int,
+    kind: str = "work_log",
 ) -> Result:
     script = workdir / f"append-{secrets.token_hex(3)}.lua"
+    route, fields = REST_BODY[kind]
     script.write_text(
         LUA
         % {
             "sessions": ", ".join(f'"{session_id}"' for session_id in session_ids),
             "nonce": secrets.token_hex(4),
             "secret": key.secret,
-            "message": MESSAGE,
-            "note": NOTE,
+            "route": route,
+            "fields": fields,
         }
     )
     argv = [wrk, "-t2", f"-c{CONCURRENCY}", f"-d{seconds:g}s", "--latency", "-s", str(script), service.base]
@@ -322,7 +335,11 @@ def main() -> None:
     )
     parser.add_argument("--log-level", default="WARNING", help="HANDOFF_LOG_LEVEL of the service (INFO logs access)")
     parser.add_argument("--warmup", type=float, default=3, help="seconds of REST warm-up before measuring")
+    parser.add_argument(
+        "--artifacts", action="store_true", help="append artifacts (POST .../artifacts) instead of work-log entries"
+    )
     args = parser.parse_args()
+    kind = "artifacts" if args.artifacts else "work_log"
     wrk = ensure_wrk()
 
     with bench_server("bench-appends") as server, tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
@@ -330,18 +347,29 @@ def main() -> None:
         print(machine(server.url))
         print(
             f"{CONCURRENCY} connections/tasks, {SESSIONS} sessions per side, {args.seconds:g} s per side, "
-            f"handoff serve --workers {args.workers}, HANDOFF_LOG_LEVEL={args.log_level}, w=majority"
+            f"handoff serve --workers {args.workers}, HANDOFF_LOG_LEVEL={args.log_level}, w=majority, "
+            f"appending {kind}"
         )
         results: list[tuple[Result, Result]] = []
         with serve(server.url, workers=args.workers, log_level=args.log_level) as service:
             warm_ids = open_sessions(service.base, key, SESSIONS)
             run_wrk(
-                wrk, service, key, warm_ids, seconds=args.warmup, workdir=Path(tmp), url=server.url, mongod=server.pid
+                wrk,
+                service,
+                key,
+                warm_ids,
+                seconds=args.warmup,
+                workdir=Path(tmp),
+                url=server.url,
+                mongod=server.pid,
+                kind=kind,
             )
             for round_number in range(1, args.rounds + 1):
                 raw_ids = open_sessions(service.base, key, SESSIONS)
                 rest_ids = open_sessions(service.base, key, SESSIONS)
-                raw = asyncio.run(raw_appends(server.url, key.workspace_id, raw_ids, args.seconds, server.pid))
+                raw = asyncio.run(
+                    raw_appends(server.url, key.workspace_id, raw_ids, args.seconds, server.pid, kind=kind)
+                )
                 rest = run_wrk(
                     wrk,
                     service,
@@ -351,8 +379,9 @@ def main() -> None:
                     workdir=Path(tmp),
                     url=server.url,
                     mongod=server.pid,
+                    kind=kind,
                 )
-                counted, stored = asyncio.run(stored_entries(server.url, rest_ids))
+                counted, stored = asyncio.run(stored_entries(server.url, rest_ids, kind))
                 results.append((raw, rest))
                 print(f"\nround {round_number}")
                 for result in (raw, rest):

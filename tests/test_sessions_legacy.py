@@ -221,11 +221,15 @@ def test_handoff_migrate_moves_every_old_session(
     again = runner.invoke(cli, ["migrate"])
 
     assert result.exit_code == 0, result.output
-    assert result.output.strip().endswith("migrated 3 sessions")
-    assert again.output.strip().endswith("migrated 0 sessions")
+    assert result.output.strip().splitlines()[-2:] == [
+        "migrated 3 sessions",
+        "artifacts rollup: took in 0 sessions",  # none of them has an artifact
+    ]
+    assert again.output.strip().splitlines()[-2:] == ["migrated 0 sessions", "artifacts rollup: took in 0 sessions"]
     for doc in cli_db["sessions"].find():
         assert doc["_id"] == f"{doc['workspace_id']}/{doc['session_id']}"
         pages = list(cli_db["log_pages"].find({"session_id": doc["session_id"]}).sort("no", 1))
         log = [entry["id"] for page in pages for entry in page["entries"]] + [e["id"] for e in doc["work_log"]]
         assert log == [f"e{n}" for n in range(doc["action_count"])]
         assert doc["pages_version"] == len(pages)
+        assert doc["rollup_dirty"] is False  # the artifacts rollup took it in (handoff.analytics.rollup)

@@ -19,6 +19,7 @@ import pytest
 from litestar import Litestar
 from pymongo import monitoring
 
+from handoff.analytics.rollup import worker as rollup
 from handoff.app import create_app
 from handoff.config import Settings
 from handoff.db import MongoDatabase
@@ -137,6 +138,7 @@ async def _every_flow(
     await api.post(sid, "work-log", {"id": "e1", "message": "m1", "type": "checkpoint"}, 200)
     for n in range(10):
         await api.post(sid, "artifacts", {"id": f"f{n}", "path": f"{n}.py", "action": "created"}, 201)
+    await rollup.catch_up(api.tenant.workspace.workspace_id, batch_size=2)  # the artifacts rollup's pass
     for path, params in [
         ("", {}),
         ("/work-log", {"limit": 1000}),
@@ -163,6 +165,8 @@ async def _every_flow(
     await api.post(sid, "resume", None, 200)
     await api.post(sid, "pause", None, 200)
     replay = (await api.post(sid, "replay", None, 201))["session_id"]
+    await rollup.catch_up(api.tenant.workspace.workspace_id)  # after the pop: the route reads none dirty, then one
+    await api.post(replay, "artifacts", {"id": "late", "path": "late.py"}, 201)
     for route in ("summary", "agents", "activity", "artifacts", "errors", "stale", "handoffs", f"lineage/{replay}"):
         assert (await client.get(f"/v1/analytics/{route}", headers=headers)).status_code == 200
     assert (await client.get("/v1/plans/p/sessions", headers=headers)).status_code == 200

@@ -22,6 +22,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from handoff import __version__
+from handoff.analytics.rollup import worker as artifacts_rollup
 from handoff.auth import KeyCache, api_key_guard, provide_principal
 from handoff.claims import sweep as claim_sweep
 from handoff.config import Settings, get_settings
@@ -113,6 +114,7 @@ def create_app(
             await stack.enter_async_context(mcp.running())
             await stack.enter_async_context(retention.running(settings))
             await stack.enter_async_context(claim_sweep.running(settings))
+            await stack.enter_async_context(artifacts_rollup.running(settings))
             await stack.enter_async_context(events_running(app, settings))
             yield
 

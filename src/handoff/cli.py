@@ -336,9 +336,11 @@ def _import_blobs(directory: str, workspace_slug: str) -> bool:
 
 @cli.command("migrate")
 def migrate_command() -> None:
-    """Move every session stored before the paged log into it (each is also moved by its next write)."""
+    """Move every session stored before the paged log into it (each is also moved by its next write), then fold
+    every session the artifacts rollup has not taken in yet (the background pass would too)."""
     import sys  # noqa: PLC0415 - only this command needs these
 
+    from handoff.analytics.rollup import worker as rollup  # noqa: PLC0415
     from handoff.progress import counting  # noqa: PLC0415
     from handoff.sessions import migration, misses  # noqa: PLC0415
 
@@ -356,6 +358,11 @@ def migrate_command() -> None:
             return await migration.migrate_workspaces(bounds=misses.page_bounds(settings), on_session=one_more)
 
     click.echo(f"migrated {run_with_database(migrate, settings)} sessions")
+
+    async def fold() -> int:
+        return sum((await rollup.catch_up_all()).values())
+
+    click.echo(f"artifacts rollup: took in {run_with_database(fold, settings)} sessions")
 
 
 @cli.command("prune")

@@ -184,6 +184,14 @@ class Settings(BaseSettings):
         ),
     )
 
+    # Artifacts rollup (handoff.analytics.rollup) -----------------------------------------------------------
+    artifacts_rollup_interval_seconds: float = Field(
+        default=5,
+        ge=0,
+        description="How often changed sessions are folded into the artifacts analytics' day counts; 0 = never "
+        "(the route stays exact, reading the changed sessions live).",
+    )
+
     @property
     def rate_limit_policy_burst(self) -> int:
         """The burst in force: the configured one, else one second's worth of requests."""

@@ -16,6 +16,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.monitoring import CommandListener
 
+from handoff.analytics.rollup.models import ArtifactDay, RollupReady
 from handoff.blobs.models import BlobChunk, BlobFile
 from handoff.claims.models import Claim
 from handoff.config import Settings
@@ -38,6 +39,8 @@ DOCUMENT_MODELS: list[type[Document]] = [
     BlobFile,
     BlobChunk,
     Claim,
+    ArtifactDay,
+    RollupReady,
 ]
 
 MongoDatabase = AsyncDatabase[dict[str, Any]]

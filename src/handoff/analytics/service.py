@@ -10,9 +10,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
+
 from handoff import clock
 from handoff.analytics import pipelines
 from handoff.analytics.expressions import ALL_TIME, Bucket, Pipeline, Window, window_conditions
+from handoff.analytics.rollup import pipelines as rollup_pipelines
+from handoff.analytics.rollup import worker as rollup_worker
+from handoff.analytics.rollup.models import ArtifactDay
 from handoff.analytics.schemas import (
     Activity,
     AgentList,
@@ -28,7 +34,7 @@ from handoff.analytics.schemas import (
 )
 from handoff.claims import waiting
 from handoff.errors import FieldError, Invalid, NotFound
-from handoff.sessions.models import Session, SessionStatus
+from handoff.sessions.models import ROLLUP_DIRTY_INDEX, Session, SessionStatus
 
 #: A runaway analytics query ends with a 503 instead of holding a connection.
 MAX_TIME_MS = 30_000
@@ -55,11 +61,18 @@ def parse_window(since: str | None = None, until: str | None = None) -> Window:
     return Window(since=start, until=end)
 
 
-async def _rows(pipeline: Pipeline, *, hint: str | None = None) -> list[dict[str, Any]]:
+async def _rows(
+    pipeline: Pipeline,
+    *,
+    hint: str | None = None,
+    collection: AsyncCollection[dict[str, Any]] | None = None,
+    session: AsyncClientSession | None = None,
+) -> list[dict[str, Any]]:
     options: dict[str, Any] = {"maxTimeMS": MAX_TIME_MS}
     if hint is not None:
         options["hint"] = hint
-    cursor = await Session.get_pymongo_collection().aggregate(pipeline, **options)
+    found = Session.get_pymongo_collection() if collection is None else collection
+    cursor = await found.aggregate(pipeline, session=session, **options)
     return await cursor.to_list(None)
 
 
@@ -100,7 +113,27 @@ async def activity(workspace_id: str, *, bucket: Bucket = Bucket.DAY, window: Wi
 
 
 async def artifacts(workspace_id: str, *, limit: int = 20, window: Window = ALL_TIME) -> PathList:
-    """The most touched paths."""
+    """The most touched paths, from the artifacts rollup (``handoff.analytics.rollup``): its day documents plus
+    the pending change of the window's dirty sessions, read together at one point in time (a snapshot session),
+    so the answer is the reference pipeline's at every moment. A workspace whose old sessions the
+    rollup has not marked yet is answered by the reference pipeline."""
+    if not await rollup_worker.is_ready(workspace_id):
+        return await artifacts_reference(workspace_id, limit=limit, window=window)
+    parts = rollup_pipelines.split(window)
+    days = ArtifactDay.get_pymongo_collection()
+    # One point in time for every read: the pass moves counts from pending changes into the day documents.
+    async with days.database.client.start_session(snapshot=True) as snapshot:
+        rows = await _rows(rollup_pipelines.counted_paths(workspace_id, parts), collection=days, session=snapshot)
+        if parts.days is not None:
+            for paged in (False, True):
+                pending = rollup_pipelines.pending_paths(workspace_id, parts.days, paged=paged)
+                rows += await _rows(pending, hint=ROLLUP_DIRTY_INDEX, session=snapshot)
+    return PathList.model_validate({"items": rollup_pipelines.top(rows, limit)})
+
+
+async def artifacts_reference(workspace_id: str, *, limit: int = 20, window: Window = ALL_TIME) -> PathList:
+    """The most touched paths, read from every session document of the window and its sealed pages: the
+    definition the rollup's answer is checked against (tests, ``scripts/bench_analytics.py``)."""
     rows = await _rows(pipelines.artifacts(workspace_id, window, limit), hint=pipelines.ARTIFACTS_INDEX)
     return PathList.model_validate({"items": rows})
 

@@ -241,6 +241,9 @@ def _document(fields: _Fields, target: Target, row: RowFacts) -> dict[str, Any]:
         "final_summary": fields.final_summary,
         **views.sum_increments(work_log),
         "artifact_count": len(artifacts),
+        # As a session created through the API: the artifacts rollup's pass takes it in (handoff.analytics.rollup).
+        "rollup_dirty": True,
+        "rollup_snapshot": [],
         "last_checkpoint": views.last_checkpoint(work_log),
         "last_removal": None,  # as a session created through the API stores it
         "claim": None,  # claims are not exported: an imported handoff starts unclaimed, like a new one

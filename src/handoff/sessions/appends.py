@@ -139,6 +139,8 @@ def update_for(kind: Kind, entries: list[dict[str, Any]], size: int, now: Any) -
     stamps: dict[str, Any] = {"last_active_at": now, "updated_at": now}
     if kind == "work_log" and (checkpoint := views.last_checkpoint(entries)) is not None:
         stamps["last_checkpoint"] = checkpoint
+    if kind == "artifacts":  # the artifacts rollup takes the change in later (handoff.analytics.rollup)
+        stamps["rollup_dirty"] = True
     return {
         "$push": {kind: {"$each": entries}},
         "$inc": {

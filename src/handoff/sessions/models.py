@@ -77,6 +77,10 @@ def session_key(workspace_id: str, session_id: str) -> str:
     return f"{workspace_id}/{session_id}"
 
 
+#: The partial index of the sessions the artifacts rollup has not taken in yet.
+ROLLUP_DIRTY_INDEX = "artifacts_rollup_dirty"
+
+
 class Session(Document):
     """One agent session: its fields, counters and the open pages of its work log and artifacts."""
 
@@ -132,6 +136,14 @@ class Session(Document):
     #: moves ``updated_at``: the Session body is unchanged.
     claim: dict[str, Any] | None = None
     last_claim: dict[str, Any] | None = None
+    #: The artifacts rollup (``handoff.analytics.rollup``): set by every change of the artifacts in that change's
+    #: own update, cleared by the pass that folds the change into the day documents; and what those documents
+    #: hold for this session, per path (``{path, touches, created, modified, deleted}``). A session stored before
+    #: the rollup has neither field; the first pass (or ``handoff migrate``) marks it dirty if it holds artifacts. A
+    #: new document is dirty too, whatever it holds (so no way of inserting one can skip the rollup); the pass
+    #: folds it once.
+    rollup_dirty: bool = True
+    rollup_snapshot: list[dict[str, Any]] = Field(default_factory=list)
     replayed_from: str | None = None
     duration_minutes: int | None = None
     legacy: dict[str, Any] | None = None
@@ -223,6 +235,13 @@ class Session(Document):
                 ],
                 name="waiting_handoffs",
                 partialFilterExpression={"status": SessionStatus.PAUSED.value, "handoff_notes": {"$type": "object"}},
+            ),
+            # The artifacts rollup (handoff.analytics.rollup): the sessions whose artifacts changed since the pass
+            # last took them in, by start, for the pass's batches and the route's live correction of a window.
+            IndexModel(
+                [("workspace_id", pymongo.ASCENDING), ("started_at", pymongo.ASCENDING)],
+                name=ROLLUP_DIRTY_INDEX,
+                partialFilterExpression={"rollup_dirty": True},
             ),
         ]
 

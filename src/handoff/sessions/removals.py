@@ -34,6 +34,11 @@ class _Legacy(Exception):
     """The session is stored in the old layout: migrate it and run the removal again."""
 
 
+def _rollup_dirty(kind: Kind) -> Doc:
+    """A removal of artifacts leaves the artifacts rollup a change to take in (``handoff.analytics.rollup``)."""
+    return {"rollup_dirty": True} if kind == "artifacts" else {}
+
+
 def _counters(kind: Kind, entry: Doc, sign: int) -> dict[str, int]:
     if kind == "artifacts":
         return {"artifact_count": sign}
@@ -137,7 +142,12 @@ async def _remove(
         )
     update: Doc = {
         "$inc": increments,
-        "$set": {"last_removal": _removal(kind, [entry["id"]], now), "updated_at": now, **stamps},
+        "$set": {
+            "last_removal": _removal(kind, [entry["id"]], now),
+            "updated_at": now,
+            **stamps,
+            **_rollup_dirty(kind),
+        },
     }
     if page is None:
         update["$pull"] = {kind: {"id": entry["id"]}}
@@ -251,6 +261,7 @@ async def clear(workspace_id: str, session_id: str, kind: Kind, *, settings: Set
                     "last_removal": _removal(kind, None, now),
                     "updated_at": now,
                     **counters,
+                    **_rollup_dirty(kind),
                 },
                 "$inc": {"payload_bytes": -size, "pages_version": 1},
             },

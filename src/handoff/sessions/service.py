@@ -22,6 +22,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from handoff import clock, quotas
+from handoff.analytics.rollup import days as rollup_days
 from handoff.blobs import service as blobs
 from handoff.config import Settings
 from handoff.errors import Conflict, FieldError, Invalid
@@ -281,15 +282,19 @@ async def list_plan_sessions(workspace_id: str, slug: str) -> list[SessionRead]:
 
 
 async def delete_session(workspace_id: str, session_id: str) -> None:
-    """Erase a session with its work log, artifacts and pages, whatever its status, in one transaction; then its
-    blobs (GridFS writes cannot join the transaction)."""
+    """Erase a session with its work log, artifacts and pages, whatever its status, and take its share out of the
+    artifacts rollup, in one transaction; then its blobs (GridFS writes cannot join the transaction)."""
 
     async def erase(session: AsyncClientSession) -> int:
-        result = await store.sessions().delete_one(store.key(workspace_id, session_id), session=session)
-        if result.deleted_count:
-            for kind in ENTRY_KINDS:
-                await store.pages().delete_many(store.page_key(workspace_id, session_id, kind), session=session)
-        return result.deleted_count
+        erased = await store.sessions().find_one_and_delete(
+            store.key(workspace_id, session_id), {"_id": 0, "started_at": 1, "rollup_snapshot": 1}, session=session
+        )
+        if erased is None:
+            return 0
+        for kind in ENTRY_KINDS:
+            await store.pages().delete_many(store.page_key(workspace_id, session_id, kind), session=session)
+        await rollup_days.forget_session(workspace_id, erased, session=session)
+        return 1
 
     async with store.sessions().database.client.start_session() as session:
         deleted: int = await session.with_transaction(erase)
