@@ -83,7 +83,8 @@ async def _messages(
         yield ServerSentEventMessage(comment="subscribed")
         while True:
             try:
-                delivery = await asyncio.wait_for(subscriber.queue.get(), heartbeat)
+                async with asyncio.timeout(heartbeat):  # a timer, not a task per event as wait_for makes
+                    delivery = await subscriber.queue.get()
             except TimeoutError:
                 yield ServerSentEventMessage(comment="keep-alive")
                 continue
