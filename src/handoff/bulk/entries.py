@@ -11,16 +11,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
 from typing import Any, get_args
-
-import bson
 
 from handoff import clock
 from handoff.config import Settings
 from handoff.errors import Invalid, TooLarge
 from handoff.schemas import EntryId, check_free_form
-from handoff.sessions.limits import check_entry, stored_size
+from handoff.sessions.limits import check_entry
 from handoff.sessions.models import ArtifactAction, EntryType
 
 #: Compact JSON of a parsed value is at most 4.5 times its source text (``1e15`` becomes ``1000000000000000.0``;
@@ -236,33 +233,3 @@ def artifact_entry(raw: object, index: int, *, default_time: datetime, seen: set
     }
     _limits(entry, path, row.settings.max_path_chars, row, array="artifacts", index=index)
     return entry
-
-
-def payload_size(*arrays: list[dict[str, Any]]) -> int:
-    """``sum(stored_size(entry))`` over the arrays, from one BSON encoding of them instead of one per entry.
-
-    An entry's bytes inside an encoded array are exactly its own encoding; what the array adds around each
-    (type byte, index key, NUL) and around the whole is subtracted.
-    """
-    encoded = len(bson.encode({str(number): array for number, array in enumerate(arrays)}))
-    framing = _empty_arrays(len(arrays)) + sum(index_keys(len(array)) for array in arrays)
-    return encoded - framing + SLOT * sum(len(array) for array in arrays)
-
-
-@cache
-def _empty_arrays(count: int) -> int:
-    """Bytes of a document of ``count`` empty arrays keyed by one-digit numbers (as :func:`payload_size` encodes)."""
-    return len(bson.encode({str(number): [] for number in range(count)}))
-
-
-def index_keys(count: int) -> int:
-    """Bytes of the per-element framing of an array of ``count`` documents: type, decimal index, NUL."""
-    total = 3 * count  # every index has a first digit
-    bound = 10
-    while bound < count:  # and the ones from 10, 100, ... one more digit each
-        total += count - bound
-        bound *= 10
-    return total
-
-
-SLOT = stored_size({}) - len(bson.encode({}))  # what limits.stored_size adds to an entry's own bytes
