@@ -33,12 +33,12 @@ from handoff import clock
 from handoff.bulk.entries import (
     RowError,
     RowFacts,
-    artifact_entry,
+    artifact_entries,
     free_form,
     kind_of,
     parse_time,
     row_facts,
-    work_log_entry,
+    work_log_entries,
 )
 from handoff.config import Settings
 from handoff.schemas import PrintableId
@@ -210,14 +210,8 @@ class _Fields:
 def _document(fields: _Fields, target: Target, row: RowFacts) -> dict[str, Any]:
     """The session with its whole log, ``payload_bytes`` still 0."""
     started = fields.started_at
-    seen: set[str] = set()
-    work_log = [
-        work_log_entry(raw, i, default_time=started, seen=seen, row=row) for i, raw in enumerate(fields.work_log)
-    ]
-    seen = set()
-    artifacts = [
-        artifact_entry(raw, i, default_time=started, seen=seen, row=row) for i, raw in enumerate(fields.artifacts)
-    ]
+    work_log = work_log_entries(fields.work_log, default_time=started, row=row)
+    artifacts = artifact_entries(fields.artifacts, default_time=started, row=row)
     # The API never stores an entry newer than its session's last activity (one update sets both), nor a last
     # activity before the start, and the analytics ``errors`` and ``stale`` routes rely on both: a supplied
     # ``last_active_at`` older than an entry or than the start is raised to it.
