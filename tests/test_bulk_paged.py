@@ -419,3 +419,32 @@ async def test_a_paged_session_refused_by_the_database_leaves_none_of_its_pages(
     assert result.rejects_path is not None
     (reject,) = [json.loads(row)["error"] for row in result.rejects_path.read_text().splitlines()]
     assert reject == f"external_id {taken!r} is already used by another session of the workspace"
+
+
+@pytest.mark.parametrize(
+    ("on_conflict", "expected"), [("skip", "imported 1, skipped 1"), ("replace", "imported 2, skipped 0")]
+)
+async def test_a_paged_session_twice_in_a_file_is_written_once_with_its_pages(
+    *,
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    other_tenant: Tenant,
+    database: MongoDatabase,
+    small_settings: Settings,
+    tmp_path: Path,
+    on_conflict: importer.OnConflict,
+    expected: str,
+) -> None:
+    sid = await _build(Api(client, tenant))
+    line = await _export(tenant.workspace.slug)
+    path = tmp_path / "twice.jsonl"
+    path.write_bytes(line + line)
+
+    result = await bulk.import_files(
+        [path], workspace=other_tenant.workspace.slug, settings=small_settings, on_conflict=on_conflict
+    )
+
+    assert result.summary() == f"{expected}, rejected 0"
+    imported = await _stored(database, other_tenant, sid)
+    assert _layout_is_consistent(imported)
+    assert _contents(imported) == _contents(await _stored(database, tenant, sid))

@@ -95,6 +95,19 @@ def _written_elsewhere(row: _Pending) -> str:
     return f"session {row.session_id} was written by someone else during the import; run it again"
 
 
+def _first_of_each(rows: list[_Pending]) -> tuple[list[_Pending], list[_Pending]]:
+    """The rows, less those with pages whose session an earlier row of the batch holds; and those. Their pages
+    would collide with the earlier row's (and be taken back with them), so they collide now, as its session would.
+    """
+    earlier: set[str] = set()
+    first: list[_Pending] = []
+    again: list[_Pending] = []
+    for row in rows:
+        (again if row.pages and row.session_id in earlier else first).append(row)
+        earlier.add(row.session_id)
+    return first, again
+
+
 class _Writer:
     """Writes batches one at a time, in the background of the parsing."""
 
@@ -171,6 +184,7 @@ class _Writer:
         """
         if not rows:
             return []
+        rows, again = _first_of_each(rows)
         written = await self._insert_pages([row for row in rows if row.pages])
         rows = [row for row in rows if not row.pages or row.session_id in written]
         errors: list[dict[str, Any]] = []
@@ -183,7 +197,7 @@ class _Writer:
             self.result.imported += len(rows)
         # The pages of a session refused here stay only if nobody wrote that session: take them back.
         await self._delete_pages([rows[error["index"]].session_id for error in errors if rows[error["index"]].pages])
-        collided: list[_Pending] = []
+        collided: list[_Pending] = again
         external: list[tuple[_Pending, dict[str, Any]]] = []
         for error in errors:
             row, key = rows[error["index"]], error.get("keyPattern") or {}
