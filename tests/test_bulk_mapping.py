@@ -14,8 +14,17 @@ from typing import Any
 
 import bson
 import pytest
+from bson.codec_options import CodecOptions
 
-from handoff.bulk.entries import PAYLOAD_GROWTH, RowError
+from handoff.bulk.entries import (
+    PAYLOAD_GROWTH,
+    RowError,
+    artifact_entries,
+    artifact_entry,
+    row_facts,
+    work_log_entries,
+    work_log_entry,
+)
 from handoff.bulk.formats import FileReader, looks_like_laravel, parse_line
 from handoff.bulk.mapping import Target, from_export, from_laravel, to_bson
 from handoff.bulk.prepare import default_workers
@@ -26,6 +35,7 @@ from handoff.sessions.misses import page_bounds
 from handoff.sessions.seals import paged_layout
 
 KINDS = ("work_log", "artifacts")
+CODEC = CodecOptions(tz_aware=True)
 
 DATA = Path(__file__).parent / "data"
 T0 = "2026-01-05T10:00:00+00:00"
@@ -319,35 +329,42 @@ def _big(size: int) -> dict[str, str]:
     return {"blob": "x" * size}
 
 
-@pytest.mark.parametrize(
-    ("changes", "message"),
-    [
-        ({"session_id": None}, "missing required field 'session_id'"),
-        ({"status": None}, "missing required field 'status'"),
-        ({"started_at": ""}, "missing required field 'started_at'"),
-        ({"status": "archived"}, "unknown status 'archived'"),
-        ({"started_at": "yesterday"}, "started_at: 'yesterday' is not an ISO 8601 timestamp"),
-        ({"ended_at": "2026-13-01 00:00:00"}, "ended_at: '2026-13-01 00:00:00' is not"),
-        ({"work_log": [{"message": "m", "type": "note"}]}, "work_log[0].type 'note' is not one of"),
-        ({"work_log": [{"message": "m", "timestamp": 12}]}, "work_log[0].timestamp: expected an ISO 8601"),
-        ({"work_log": [{"type": "info"}]}, "work_log[0].message must be a non-empty string (missing)"),
-        ({"work_log": [{"action": "a" * 10_001}]}, "work_log[0]: action is longer than 10000 characters"),
-        ({"work_log": [{"action": "a", "details": _big(70_000)}]}, "work_log[0]: details is 70011 bytes serialized"),
-        ({"work_log": [{"message": "m", "data": {"$set": 1}}]}, "work_log[0].data: key '$set' may not start"),
-        ({"work_log": [{"message": "m", "data": [1]}]}, "work_log[0].data must be an object, not an array"),
-        ({"work_log": [{"id": "x y", "message": "m"}]}, "work_log[0].id 'x y' must be 1-64 characters"),
-        ({"work_log": [{"id": "a", "message": "m"}, {"id": "a", "message": "n"}]}, "work_log[1].id 'a' is used"),
-        ({"work_log": "[]"}, "work_log must be an array, not a string"),
-        ({"artifacts": [{"path": "a", "action": "renamed"}]}, "artifacts[0].action 'renamed' is not one of"),
-        ({"artifacts": [{"path": "p" * 1025}]}, "artifacts[0]: path is longer than 1024 characters"),
-        ({"artifacts": [{"metadata": _big(70_000), "path": "a"}]}, "artifacts[0]: metadata is 70011 bytes"),
-        ({"context_summary": "text"}, "context_summary must be an object, not a string"),
-        ({"external_id": "has\ttab"}, "external_id 'has\\ttab' must be 1-255 printable ASCII"),
-        ({"replayed_from": 12}, "replayed_from must be a string, not int"),
-        ({"replayed_from": ""}, "replayed_from '' must be 1-255 printable ASCII"),
-        ({"replayed_from": "x" * 256}, "must be 1-255 printable ASCII"),
-    ],
-)
+BAD_ROWS: list[tuple[dict[str, Any], str]] = [
+    ({"session_id": None}, "missing required field 'session_id'"),
+    ({"status": None}, "missing required field 'status'"),
+    ({"started_at": ""}, "missing required field 'started_at'"),
+    ({"status": "archived"}, "unknown status 'archived'"),
+    ({"started_at": "yesterday"}, "started_at: 'yesterday' is not an ISO 8601 timestamp"),
+    ({"ended_at": "2026-13-01 00:00:00"}, "ended_at: '2026-13-01 00:00:00' is not"),
+    ({"work_log": [{"message": "m", "type": "note"}]}, "work_log[0].type 'note' is not one of"),
+    ({"work_log": [{"message": "m", "timestamp": 12}]}, "work_log[0].timestamp: expected an ISO 8601"),
+    ({"work_log": [{"type": "info"}]}, "work_log[0].message must be a non-empty string (missing)"),
+    ({"work_log": [{"action": "a" * 10_001}]}, "work_log[0]: action is longer than 10000 characters"),
+    ({"work_log": [{"action": "a", "details": _big(70_000)}]}, "work_log[0]: details is 70011 bytes serialized"),
+    ({"work_log": [{"message": "m", "data": {"$set": 1}}]}, "work_log[0].data: key '$set' may not start"),
+    ({"work_log": [{"message": "m", "data": [1]}]}, "work_log[0].data must be an object, not an array"),
+    ({"work_log": [{"id": "x y", "message": "m"}]}, "work_log[0].id 'x y' must be 1-64 characters"),
+    ({"work_log": [{"id": "a", "message": "m"}, {"id": "a", "message": "n"}]}, "work_log[1].id 'a' is used"),
+    ({"work_log": "[]"}, "work_log must be an array, not a string"),
+    ({"artifacts": [{"path": "a", "action": "renamed"}]}, "artifacts[0].action 'renamed' is not one of"),
+    ({"artifacts": [{"path": "p" * 1025}]}, "artifacts[0]: path is longer than 1024 characters"),
+    ({"artifacts": [{"metadata": _big(70_000), "path": "a"}]}, "artifacts[0]: metadata is 70011 bytes"),
+    ({"context_summary": "text"}, "context_summary must be an object, not a string"),
+    ({"external_id": "has\ttab"}, "external_id 'has\\ttab' must be 1-255 printable ASCII"),
+    ({"replayed_from": 12}, "replayed_from must be a string, not int"),
+    ({"replayed_from": ""}, "replayed_from '' must be 1-255 printable ASCII"),
+    ({"replayed_from": "x" * 256}, "must be 1-255 printable ASCII"),
+    ({"work_log": [{"message": "m", "type": {"k": 1}}]}, "work_log[0].type {'k': 1} is not one of"),
+    ({"work_log": [{"message": "m", "type": ["info"]}]}, "work_log[0].type ['info'] is not one of"),
+    ({"artifacts": [{"path": "a", "action": ["created"]}]}, "artifacts[0].action ['created'] is not one of"),
+    ({"work_log": [{"id": "x" * 65, "message": "m"}]}, "work_log[0].id '" + "x" * 65 + "' must be 1-64"),
+    ({"artifacts": [{"id": "a", "path": "p"}, {"id": "a", "path": "q"}]}, "artifacts[1].id 'a' is used"),
+    ({"work_log": [{"action": "", "timestamp": T0}]}, "work_log[0].action must be a non-empty string"),
+    ({"work_log": [{"message": "m", "data": {"a": {"b": {"$inc": 1}}}}]}, "key 'a.b.$inc' may not start"),
+]
+
+
+@pytest.mark.parametrize(("changes", "message"), BAD_ROWS)
 def test_bad_row_is_rejected_with_a_message_saying_what_to_fix(
     target: Target, changes: dict[str, Any], message: str
 ) -> None:
@@ -355,6 +372,90 @@ def test_bad_row_is_rejected_with_a_message_saying_what_to_fix(
         from_export(_export_row(**changes), target)
 
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(("changes", "message"), BAD_ROWS)
+def test_bad_row_is_rejected_the_same_when_its_line_lets_checks_be_skipped(
+    target: Target, changes: dict[str, Any], message: str
+) -> None:
+    row = _export_row(**changes)
+    with pytest.raises(RowError) as caught:
+        to_bson(row, target, source=json.dumps(row).encode())
+
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("line_key", "message"),
+    [("\\u0024set", "key '$set' may not start"), ("a\\u0000b", "key 'a\\x00b' may not start")],
+)
+def test_an_escaped_operator_or_nul_in_the_line_is_refused(target: Target, line_key: str, message: str) -> None:
+    """The line is searched for '$' and backslashes; a key spelled with a JSON escape is still checked."""
+    line = (
+        '{"session_id":"s","status":"active","started_at":"2026-01-05T10:00:00+00:00","work_log":'
+        '[{"id":"e1","message":"m","type":"info","data":{"'
+        + line_key
+        + '":1},"timestamp":"2026-01-05T10:01:00+00:00"}]}'
+    ).encode()
+    with pytest.raises(RowError) as caught:
+        to_bson(json.loads(line), target, source=line)
+
+    assert message in str(caught.value)
+
+
+#: Entries the one-pass check takes as they are, and entries it must leave to the detailed one (normalized or
+#: refused there): both must store exactly what the detailed path alone would.
+ENTRY_VARIANTS: list[dict[str, Any]] = [
+    {"id": "e1", "action": "edit", "details": {"path": "a.py", "n": 3}, "timestamp": "2026-01-05T10:01:00+00:00"},
+    {"id": "e2", "action": "edit", "details": None, "timestamp": "2026-01-05T10:01:00.123000+00:00"},
+    {"id": "e3", "action": "edit", "type": "action", "timestamp": "2026-01-05T10:01:00+00:00"},
+    {"id": "e4", "message": "m", "type": "decision", "data": {}, "timestamp": "2026-01-05T10:01:00+00:00"},
+    {"id": "e5", "message": "m", "type": "info", "data": None, "timestamp": "2026-01-05T10:01:00+00:00"},
+    {"id": "e6", "message": "m", "type": "info", "data": {"deep": {"x": [1, 2]}}, "timestamp": T0},
+    {"id": "e7", "message": "m", "timestamp": "2026-01-05T10:01:00+00:00"},  # no type: info
+    {"id": "e8", "message": "m", "type": "info", "timestamp": "2026-01-05T12:01:00+02:00"},  # not UTC
+    {"id": "e9", "message": "m", "type": "info", "timestamp": "2026-01-05T10:01:00.123456+00:00"},  # microseconds
+    {"id": "e10", "message": "m", "type": "info", "timestamp": "2026-01-05 10:01:00"},  # naive, space
+    {"id": "e11", "message": "m", "type": "info"},  # no timestamp: the session's start
+    {"id": 12, "message": "m", "type": "info", "timestamp": T0},  # an integer id
+    {"message": "m", "type": "info", "timestamp": T0},  # no id: from the position
+    {"id": "e14", "action": "edit", "details": [], "timestamp": T0},  # PHP's empty array
+    {"id": "e15", "action": "edit", "message": "also", "type": "info", "timestamp": T0},  # typed after all
+    {"id": "e16", "message": "x" * 10_000, "type": "info", "timestamp": T0},  # at the limit
+]
+ARTIFACT_VARIANTS: list[dict[str, Any]] = [
+    {"id": "a1", "path": "a.py", "action": "created", "metadata": {"bytes": 3}, "timestamp": T0},
+    {"id": "a2", "path": "a.py", "metadata": None, "timestamp": T0},  # no action: modified
+    {"id": "a3", "path": "a.py", "action": "deleted", "metadata": {"n": {"m": 1}}, "timestamp": T0},
+    {"id": "a4", "path": "a.py", "action": "created", "timestamp": "2026-01-05T11:00:00+01:00"},
+    {"path": "b.py", "action": "created", "timestamp": T0},
+    {"id": "a6", "path": "p" * 1024, "action": "created", "timestamp": T0},
+]
+
+
+@pytest.mark.parametrize("with_source", [True, False])
+def test_the_one_pass_check_stores_what_the_detailed_one_does(target: Target, with_source: bool) -> None:
+    row = _export_row(work_log=ENTRY_VARIANTS, artifacts=ARTIFACT_VARIANTS)
+    facts = row_facts(json.dumps(row).encode() if with_source else None, target.settings)
+    started = datetime(2026, 1, 5, 10, tzinfo=UTC)
+
+    seen: set[str] = set()
+    one_by_one = [
+        work_log_entry(raw, i, default_time=started, seen=seen, row=facts) for i, raw in enumerate(ENTRY_VARIANTS)
+    ]
+    seen = set()
+    artifacts = [
+        artifact_entry(raw, i, default_time=started, seen=seen, row=facts) for i, raw in enumerate(ARTIFACT_VARIANTS)
+    ]
+
+    assert work_log_entries(ENTRY_VARIANTS, default_time=started, row=facts) == one_by_one
+    assert artifact_entries(ARTIFACT_VARIANTS, default_time=started, row=facts) == artifacts
+    assert [entry["timestamp"] for entry in one_by_one[7:11]] == [
+        datetime(2026, 1, 5, 10, 1, tzinfo=UTC),
+        datetime(2026, 1, 5, 10, 1, 0, 123000, tzinfo=UTC),
+        datetime(2026, 1, 5, 10, 1, tzinfo=UTC),
+        started,
+    ]
 
 
 def test_laravel_json_column_that_is_not_json_is_rejected(target: Target) -> None:
@@ -418,7 +519,10 @@ def test_encoding_is_the_paged_layout_of_the_document(entries: int) -> None:
     doc = from_export(row, target, source=line)
     session, pages = paged_layout(doc, page_bounds(settings), target.sealed_at)
 
-    assert encoded == ("sess_1", bson.encode(session), tuple(bson.encode(page) for page in pages))
+    # The same documents (the session's arrays are written after its other fields: their one encoding is reused).
+    assert encoded.session_id == "sess_1"
+    assert bson.decode(encoded.bson, CODEC) == session
+    assert encoded.pages == tuple(bson.encode(page) for page in pages)
     assert session["_id"] == "ws_test/sess_1"
     assert len(pages) == session["pages_version"]
     assert sum(len(page["entries"]) for page in pages) == sum(session["sealed_upto"].values())
@@ -426,7 +530,7 @@ def test_encoding_is_the_paged_layout_of_the_document(entries: int) -> None:
     assert doc["payload_bytes"] == sum(stored_size(entry) for array in KINDS for entry in doc[array])
     for laravel_row in _laravel_rows():
         laravel, _ = paged_layout(from_laravel(laravel_row, target), page_bounds(settings), target.sealed_at)
-        assert to_bson(laravel_row, target, shape="laravel").bson == bson.encode(laravel)
+        assert bson.decode(to_bson(laravel_row, target, shape="laravel").bson, CODEC) == laravel
 
 
 def test_small_line_cannot_hide_an_oversized_payload() -> None:

@@ -22,6 +22,7 @@ from litestar import Litestar
 
 from handoff import bulk, clock
 from handoff.app import create_app
+from handoff.bulk import importer
 from handoff.config import Settings
 from handoff.db import MongoDatabase
 from handoff.localdb import MongodProcess
@@ -333,3 +334,117 @@ async def test_a_log_of_single_appends_imports_into_the_very_pages_the_api_made(
     assert len(built_pages) > 5
     assert imported_pages == built_pages
     assert {name: imported[name] for name in LAYOUT} == {name: built[name] for name in LAYOUT}
+
+
+class Killed(Exception):
+    """An import stopped dead between a session's pages and its document."""
+
+
+def _kill_after_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    written = importer._Writer._insert_pages
+
+    async def insert_pages_then_die(writer: importer._Writer, rows: list[Any]) -> set[str]:
+        await written(writer, rows)
+        raise Killed
+
+    monkeypatch.setattr(importer._Writer, "_insert_pages", insert_pages_then_die)
+
+
+async def _pages_under(database: MongoDatabase, tenant: Tenant, sid: str) -> int:
+    return await database["log_pages"].count_documents(
+        {"workspace_id": tenant.workspace.workspace_id, "session_id": sid}
+    )
+
+
+@pytest.mark.parametrize("on_conflict", ["skip", "replace"])
+async def test_an_import_killed_between_pages_and_session_leaves_no_session_and_the_next_run_completes_it(
+    *,
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    other_tenant: Tenant,
+    database: MongoDatabase,
+    small_settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    on_conflict: importer.OnConflict,
+) -> None:
+    sid = await _build(Api(client, tenant))
+    path = tmp_path / "export.jsonl"
+    path.write_bytes(await _export(tenant.workspace.slug))
+    workspace = other_tenant.workspace.slug
+    if on_conflict == "replace":  # the session is there already: the kill comes after its erase
+        await bulk.import_files([path], workspace=workspace, settings=small_settings)
+
+    _kill_after_pages(monkeypatch)
+    with pytest.raises(Killed):
+        await bulk.import_files([path], workspace=workspace, settings=small_settings, on_conflict=on_conflict)
+    monkeypatch.undo()
+
+    # Its pages went in, its document did not: no route shows the session, partial or whole.
+    assert await _pages_under(database, other_tenant, sid) > 10
+    response = await client.get(f"/v1/sessions/{sid}", headers=other_tenant.headers)
+    assert response.status_code == 404
+    listed = await client.get("/v1/sessions", headers=other_tenant.headers)
+    assert sid not in listed.text
+
+    again = await bulk.import_files([path], workspace=workspace, settings=small_settings, on_conflict=on_conflict)
+
+    assert again.summary() == "imported 1, skipped 0, rejected 0"
+    imported = await _stored(database, other_tenant, sid)
+    assert _layout_is_consistent(imported)  # the pages the killed run left are gone, not doubled
+    assert _contents(imported) == _contents(await _stored(database, tenant, sid))
+    assert await _answers(client, other_tenant, sid) == await _answers(client, tenant, sid)
+
+
+async def test_a_paged_session_refused_by_the_database_leaves_none_of_its_pages(
+    *,
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    other_tenant: Tenant,
+    database: MongoDatabase,
+    small_settings: Settings,
+    tmp_path: Path,
+) -> None:
+    sid = await _build(Api(client, tenant))
+    line = json.loads(await _export(tenant.workspace.slug))
+    taken = f"thread-{sid}"
+    await Api(client, other_tenant).create(external_id=taken)  # another session of the workspace holds it
+    path = tmp_path / "export.jsonl"
+    path.write_text(json.dumps({**line, "external_id": taken}) + "\n")
+
+    result = await bulk.import_files([path], workspace=other_tenant.workspace.slug, settings=small_settings)
+
+    assert result.summary() == "imported 0, skipped 0, rejected 1"
+    assert await _pages_under(database, other_tenant, sid) == 0
+    assert result.rejects_path is not None
+    (reject,) = [json.loads(row)["error"] for row in result.rejects_path.read_text().splitlines()]
+    assert reject == f"external_id {taken!r} is already used by another session of the workspace"
+
+
+@pytest.mark.parametrize(
+    ("on_conflict", "expected"), [("skip", "imported 1, skipped 1"), ("replace", "imported 2, skipped 0")]
+)
+async def test_a_paged_session_twice_in_a_file_is_written_once_with_its_pages(
+    *,
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    other_tenant: Tenant,
+    database: MongoDatabase,
+    small_settings: Settings,
+    tmp_path: Path,
+    on_conflict: importer.OnConflict,
+    expected: str,
+) -> None:
+    sid = await _build(Api(client, tenant))
+    line = await _export(tenant.workspace.slug)
+    path = tmp_path / "twice.jsonl"
+    path.write_bytes(line + line)
+
+    result = await bulk.import_files(
+        [path], workspace=other_tenant.workspace.slug, settings=small_settings, on_conflict=on_conflict
+    )
+
+    assert result.summary() == f"{expected}, rejected 0"
+    imported = await _stored(database, other_tenant, sid)
+    assert _layout_is_consistent(imported)
+    assert _contents(imported) == _contents(await _stored(database, tenant, sid))

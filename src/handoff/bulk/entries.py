@@ -9,18 +9,14 @@ id gets one from its position (``legacy-<i>``, ``legacy-artifact-<i>``), so the 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
-from typing import Any, get_args
-
-import bson
+from typing import Any, NamedTuple, get_args
 
 from handoff import clock
 from handoff.config import Settings
 from handoff.errors import Invalid, TooLarge
 from handoff.schemas import EntryId, check_free_form
-from handoff.sessions.limits import check_entry, stored_size
+from handoff.sessions.limits import check_entry
 from handoff.sessions.models import ArtifactAction, EntryType
 
 #: Compact JSON of a parsed value is at most 4.5 times its source text (``1e15`` becomes ``1000000000000000.0``;
@@ -97,9 +93,9 @@ def _flat(value: dict[str, Any]) -> bool:
 # Entries -----------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class RowFacts:
-    """What the checks of one row may take for granted, learnt from its source line when it is known."""
+class RowFacts(NamedTuple):
+    """What the checks of one row may take for granted, learnt from its source line when it is known (a named
+    tuple: one is made for every row)."""
 
     settings: Settings
     small: bool = False  # the line is too short to hold a payload over max_payload_bytes
@@ -112,7 +108,9 @@ def row_facts(source: bytes | None, settings: Settings) -> RowFacts:
     return RowFacts(
         settings,
         small=len(source) * PAYLOAD_GROWTH <= settings.max_payload_bytes,
-        plain=b"$" not in source and b"u0000" not in source and b"u0024" not in source,
+        # JSON spells an escaped '$' or NUL "\u0024" or "\u0000"; most lines hold no backslash at all, which one
+        # memchr says (a search for the escapes themselves costs ten times more).
+        plain=b"$" not in source and (b"\\" not in source or (b"\\u0000" not in source and b"\\u0024" not in source)),
     )
 
 
@@ -167,6 +165,105 @@ def _entry_object(value: object, array: str, index: int, field: str, row: RowFac
     return free_form(value, f"{array}[{index}].{field}", row)
 
 
+def work_log_entries(raws: list[Any], *, default_time: datetime, row: RowFacts) -> list[dict[str, Any]]:
+    """The work log in its stored form, each entry checked in one pass.
+
+    An entry as ``handoff export`` writes it (a valid unused id, a UTC timestamp at millisecond precision, a
+    known type, a non-empty text within the limit of a short line, no payload or a flat one in a plain line) is
+    taken as it is, its fields checked in place, without the per-field helpers: an import checks millions. Any
+    other entry goes through :func:`work_log_entry`, which normalizes it or says what is wrong; the fast path
+    only ever takes an entry that one would store unchanged (``test_bulk_mapping`` holds them side by side).
+    """
+    seen: set[str] = set()
+    entries: list[dict[str, Any]] = []
+    match, plain, types = _ENTRY_ID.fullmatch, row.plain, _ENTRY_TYPES
+    short = row.settings.max_text_chars if row.small else -1  # a text this long or shorter needs no check_entry
+    for index, raw in enumerate(raws):
+        if type(raw) is dict:
+            get = raw.get
+            entry_id, stamp = get("id"), get("timestamp")
+            if type(entry_id) is str and type(stamp) is str and entry_id not in seen and match(entry_id):
+                try:
+                    at = _fromisoformat(stamp)
+                except ValueError:
+                    at = None
+                if at is not None and at.tzinfo is UTC and not at.microsecond % 1000 and len(entry_id) <= 64:
+                    action, entry_type = get("action"), get("type")
+                    if action is not None:
+                        details = get("details")
+                        if (
+                            (entry_type is None or entry_type == "action")
+                            and type(action) is str
+                            and 0 < len(action) <= short
+                            and (details is None or (plain and type(details) is dict and _flat(details)))
+                        ):
+                            seen.add(entry_id)
+                            entries.append({"id": entry_id, "action": action, "details": details, "timestamp": at})
+                            continue
+                    elif type(entry_type) is str and entry_type in types:
+                        message, data = get("message"), get("data")
+                        if (
+                            type(message) is str
+                            and 0 < len(message) <= short
+                            and (data is None or (plain and type(data) is dict and _flat(data)))
+                        ):
+                            seen.add(entry_id)
+                            entries.append(
+                                {
+                                    "id": entry_id,
+                                    "message": message,
+                                    "type": entry_type,
+                                    "data": data or {},
+                                    "timestamp": at,
+                                }
+                            )
+                            continue
+        entries.append(work_log_entry(raw, index, default_time=default_time, seen=seen, row=row))
+    return entries
+
+
+def artifact_entries(raws: list[Any], *, default_time: datetime, row: RowFacts) -> list[dict[str, Any]]:
+    """The artifacts in their stored form, each checked in one pass (as :func:`work_log_entries`; any other than
+    the common form goes through :func:`artifact_entry`)."""
+    seen: set[str] = set()
+    entries: list[dict[str, Any]] = []
+    match, plain, actions = _ENTRY_ID.fullmatch, row.plain, _ARTIFACT_ACTIONS
+    short = row.settings.max_path_chars if row.small else -1
+    for index, raw in enumerate(raws):
+        if type(raw) is dict:
+            get = raw.get
+            entry_id, stamp, action, path = get("id"), get("timestamp"), get("action"), get("path")
+            if (
+                type(entry_id) is str
+                and type(stamp) is str
+                and type(action) is str
+                and type(path) is str
+                and entry_id not in seen
+                and action in actions
+                and 0 < len(path) <= short
+                and len(entry_id) <= 64
+                and match(entry_id)
+            ):
+                try:
+                    at = _fromisoformat(stamp)
+                except ValueError:
+                    at = None
+                metadata = get("metadata")
+                if (
+                    at is not None
+                    and at.tzinfo is UTC
+                    and not at.microsecond % 1000
+                    and (metadata is None or (plain and type(metadata) is dict and _flat(metadata)))
+                ):
+                    seen.add(entry_id)
+                    entries.append(
+                        {"id": entry_id, "path": path, "action": action, "metadata": metadata, "timestamp": at}
+                    )
+                    continue
+        entries.append(artifact_entry(raw, index, default_time=default_time, seen=seen, row=row))
+    return entries
+
+
 def work_log_entry(raw: object, index: int, *, default_time: datetime, seen: set[str], row: RowFacts) -> dict[str, Any]:
     """One work-log entry in its stored form: an action entry when it has ``action`` and no type, else typed."""
     if type(raw) is not dict:
@@ -192,7 +289,7 @@ def work_log_entry(raw: object, index: int, *, default_time: datetime, seen: set
         return entry
     if entry_type is None:
         entry_type = EntryType.INFO.value
-    elif entry_type not in _ENTRY_TYPES:
+    elif type(entry_type) is not str or entry_type not in _ENTRY_TYPES:
         raise RowError(f"work_log[{index}].type {entry_type!r} is not one of {', '.join(sorted(_ENTRY_TYPES))}")
     message = get("message")
     if type(message) is not str or not message:
@@ -216,7 +313,7 @@ def artifact_entry(raw: object, index: int, *, default_time: datetime, seen: set
     action = get("action")
     if action is None:
         action = ArtifactAction.MODIFIED.value
-    elif action not in _ARTIFACT_ACTIONS:
+    elif type(action) is not str or action not in _ARTIFACT_ACTIONS:
         names = ", ".join(sorted(_ARTIFACT_ACTIONS))
         raise RowError(f"artifacts[{index}].action {action!r} is not one of {names}")
     entry_id = get("id")
@@ -236,33 +333,3 @@ def artifact_entry(raw: object, index: int, *, default_time: datetime, seen: set
     }
     _limits(entry, path, row.settings.max_path_chars, row, array="artifacts", index=index)
     return entry
-
-
-def payload_size(*arrays: list[dict[str, Any]]) -> int:
-    """``sum(stored_size(entry))`` over the arrays, from one BSON encoding of them instead of one per entry.
-
-    An entry's bytes inside an encoded array are exactly its own encoding; what the array adds around each
-    (type byte, index key, NUL) and around the whole is subtracted.
-    """
-    encoded = len(bson.encode({str(number): array for number, array in enumerate(arrays)}))
-    framing = _empty_arrays(len(arrays)) + sum(index_keys(len(array)) for array in arrays)
-    return encoded - framing + SLOT * sum(len(array) for array in arrays)
-
-
-@cache
-def _empty_arrays(count: int) -> int:
-    """Bytes of a document of ``count`` empty arrays keyed by one-digit numbers (as :func:`payload_size` encodes)."""
-    return len(bson.encode({str(number): [] for number in range(count)}))
-
-
-def index_keys(count: int) -> int:
-    """Bytes of the per-element framing of an array of ``count`` documents: type, decimal index, NUL."""
-    total = 3 * count  # every index has a first digit
-    bound = 10
-    while bound < count:  # and the ones from 10, 100, ... one more digit each
-        total += count - bound
-        bound *= 10
-    return total
-
-
-SLOT = stored_size({}) - len(bson.encode({}))  # what limits.stored_size adds to an entry's own bytes

@@ -1,22 +1,23 @@
 """Import sessions from files: stream rows, map each to a paged session, write them in unordered bulk batches.
 
 Each row becomes a session document in the paged layout plus the sealed pages of its older entries
-(``mapping.to_bson``). Each batch of ``batch_size`` sessions is an unordered ``insert_many`` keyed by
-``(workspace_id, session_id)``, then one unordered ``insert_many`` of the pages of the sessions it inserted: the
+(``mapping.to_bson``). Each batch of ``batch_size`` sessions is one unordered ``insert_many`` keyed by
+``(workspace_id, session_id)``, preceded by one unordered ``insert_many`` of the pages of those that have some: the
 unique index refuses a session that exists, which under ``skip`` counts it as skipped (``$setOnInsert``'s "insert
 only when absent") and under ``replace`` erases it (``service.delete_session``: the session and its pages) and
-inserts it again. Once a batch meets existing sessions (a re-import), the next one first reads which of its keys
-exist (covered by the unique index) and writes only what it must, until a batch meets none. Why inserts rather
-than one upsert per session: on MongoDB 6.0 an upsert batch with ``$setOnInsert`` writes at 0.3-0.5x the rate of
-``insert_many`` (``scripts/bench_import.py``, ``docs/benchmarks.md``), an insert batch at the same rate.
+inserts it again. Pages are written only for sessions read as absent just before (a covered read of the unique
+index), and once a batch meets existing sessions (a re-import) the next one first reads which of all its keys
+exist, until a batch meets none. Why inserts rather than one upsert per session: on MongoDB 6.0 an upsert batch
+with ``$setOnInsert`` writes at 0.3-0.5x the rate of ``insert_many`` (``scripts/bench_import.py``,
+``docs/benchmarks.md``), an insert batch at the same rate.
 
 Rows are read in chunks of ``batch_size``; decoding and mapping them (``prepare.py``: a thread, or worker
 processes for big inputs) runs ahead of the writes, one batch is written while the next ones are prepared, and
 only a bounded number of chunks exist at a time, so memory stays flat whatever the size of the file. A rejected
 row never leaves anything: it goes to the rejects file as ``{"line", "error", "source"}`` (plus ``file`` when
-several files are imported) and the run goes on. A session's pages are written after it (so a page never lands
-beside a session it does not belong to); an import killed between the two leaves that session without its older
-entries, and ``--on-conflict replace`` of the same file repairs it.
+several files are imported) and the run goes on. Nor does a killed import leave a partial session: a session's
+document, which is what makes it visible, is written after its pages (see ``_Writer._insert``), so an import
+killed at any point leaves each session of the file absent or complete, and running it again finishes it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import contextlib
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -89,6 +91,23 @@ class _Pending:
     pages: list[RawBSONDocument]
 
 
+def _written_elsewhere(row: _Pending) -> str:
+    return f"session {row.session_id} was written by someone else during the import; run it again"
+
+
+def _first_of_each(rows: list[_Pending]) -> tuple[list[_Pending], list[_Pending]]:
+    """The rows, less those with pages whose session an earlier row of the batch holds; and those. Their pages
+    would collide with the earlier row's (and be taken back with them), so they collide now, as its session would.
+    """
+    earlier: set[str] = set()
+    first: list[_Pending] = []
+    again: list[_Pending] = []
+    for row in rows:
+        (again if row.pages and row.session_id in earlier else first).append(row)
+        earlier.add(row.session_id)
+    return first, again
+
+
 class _Writer:
     """Writes batches one at a time, in the background of the parsing."""
 
@@ -100,9 +119,11 @@ class _Writer:
         on_conflict: OnConflict,
         result: ImportResult,
         rejects: RejectsFile,
+        sealed_at: datetime,
     ) -> None:
         self.collection = collection
         self.workspace_id = workspace_id
+        self.sealed_at = sealed_at  # what the pages of this run carry, and only they
         self.on_conflict = on_conflict
         self.result = result
         self.rejects = rejects
@@ -121,7 +142,10 @@ class _Writer:
             await task
 
     async def _write(self, batch: list[_Pending]) -> None:
-        present = await self._present([pending.session_id for pending in batch]) if self._probe else set()
+        # Pages are written before their session, so only for sessions known absent: read which exist among the
+        # batch's paged ones always, among all of them after a batch met existing ones (a re-import).
+        probed = [pending.session_id for pending in batch if self._probe or pending.pages]
+        present = await self._present(probed) if probed else set()
         inserts: list[_Pending] = []
         replaces: list[_Pending] = []
         for pending in batch:
@@ -149,10 +173,20 @@ class _Writer:
         return {doc["session_id"] async for doc in cursor}
 
     async def _insert(self, rows: list[_Pending]) -> list[_Pending]:
-        """Insert the rows' sessions, then the pages of those inserted; returns the rows whose session exists
-        already (the unique index refused them)."""
+        """Insert the rows' sessions, each after its pages; returns the rows whose session exists already (the
+        unique index refused them).
+
+        The session document is what makes a session visible, so it is written last: a session with pages
+        appears only complete, and an import killed before its session leaves only pages under an absent key,
+        which no route of the session reads (analytics counts them until then) and the next import of it
+        deletes first. Not one transaction: a long log's pages do not fit one (MongoDB refuses a transaction
+        "too large to fit in the storage engine cache"; a 200,000-entry session does on the bundled mongod).
+        """
         if not rows:
             return []
+        rows, again = _first_of_each(rows)
+        written = await self._insert_pages([row for row in rows if row.pages])
+        rows = [row for row in rows if not row.pages or row.session_id in written]
         errors: list[dict[str, Any]] = []
         try:
             await self.collection.insert_many([row.document for row in rows], ordered=False)
@@ -161,11 +195,9 @@ class _Writer:
             errors = exc.details.get("writeErrors", [])
         else:  # every one (the result lists no ids of raw documents)
             self.result.imported += len(rows)
-        failed = {error["index"] for error in errors}
-        pages = [page for index, row in enumerate(rows) if index not in failed for page in row.pages]
-        if pages:
-            await store.pages().insert_many(pages, ordered=False)
-        collided: list[_Pending] = []
+        # The pages of a session refused here stay only if nobody wrote that session: take them back.
+        await self._delete_pages([rows[error["index"]].session_id for error in errors if rows[error["index"]].pages])
+        collided: list[_Pending] = again
         external: list[tuple[_Pending, dict[str, Any]]] = []
         for error in errors:
             row, key = rows[error["index"]], error.get("keyPattern") or {}
@@ -184,13 +216,45 @@ class _Writer:
                     self._refused(row, error)
         return collided
 
+    async def _insert_pages(self, rows: list[_Pending]) -> set[str]:
+        """Write the pages of these sessions (absent when probed); the sessions whose pages all went in.
+
+        First the pages an earlier run left under their keys (killed before it wrote their sessions); then this
+        run's. A page the indexes refuse means someone else wrote that session meanwhile: its row is rejected
+        and the pages this run wrote for it are taken back.
+        """
+        if not rows:
+            return set()
+        await self._delete_pages([row.session_id for row in rows], leftovers=True)
+        pages = [(row, page) for row in rows for page in row.pages]
+        try:
+            await store.pages().insert_many([page for _, page in pages], ordered=False)
+        except BulkWriteError as exc:
+            failed = {pages[error["index"]][0].session_id for error in exc.details.get("writeErrors", [])}
+        else:
+            failed = set()
+        if failed:
+            await self._delete_pages(list(failed))
+            for row in rows:
+                if row.session_id in failed:
+                    self._reject(row, _written_elsewhere(row))
+        return {row.session_id for row in rows} - failed
+
+    async def _delete_pages(self, session_ids: list[str], *, leftovers: bool = False) -> None:
+        """Delete the pages this run wrote for these sessions, or (``leftovers``) those other runs left."""
+        if session_ids:
+            run = {"$ne": self.sealed_at} if leftovers else self.sealed_at
+            query = {"workspace_id": self.workspace_id, "session_id": {"$in": session_ids}, "sealed_at": run}
+            await store.pages().delete_many(query)
+
     async def _replace(self, rows: list[_Pending]) -> None:
-        """Erase the rows' sessions (with their pages) and insert them again."""
+        """Erase the rows' sessions (with their pages) and insert them again. A kill in between leaves a session
+        absent, never partial, until the import runs again."""
         for row in rows:
             with contextlib.suppress(NotFound):  # deleted meanwhile: inserted below all the same
                 await sessions.delete_session(self.workspace_id, row.session_id)
         for row in await self._insert(rows):
-            self._reject(row, f"session {row.session_id} was written by someone else during the import; run it again")
+            self._reject(row, _written_elsewhere(row))
 
     def _refused(self, row: _Pending, error: dict[str, Any]) -> None:
         """Reject a row the database refused, saying why in the terms of the import."""
@@ -199,7 +263,7 @@ class _Writer:
             external_id = (error.get("keyValue") or {}).get("external_id")
             self._reject(row, f"external_id {external_id!r} is already used by another session of the workspace")
         elif error.get("code") == DUPLICATE_KEY and ("session_id" in key or "_id" in key):
-            self._reject(row, f"session {row.session_id} was written by someone else during the import; run it again")
+            self._reject(row, _written_elsewhere(row))
         else:
             self._reject(row, f"MongoDB refused the session: {error.get('errmsg')} (code {error.get('code')})")
 
@@ -262,7 +326,12 @@ async def import_files(
             result.warnings.append(f"plan {slug!r} of the plan map does not exist in workspace {workspace!r}")
     sink = progress or _NoProgress()
     writer = _Writer(
-        store.sessions(), workspace_id=target.workspace_id, on_conflict=on_conflict, result=result, rejects=rejects_file
+        store.sessions(),
+        workspace_id=target.workspace_id,
+        on_conflict=on_conflict,
+        result=result,
+        rejects=rejects_file,
+        sealed_at=target.sealed_at,
     )
     preparer = Preparer(
         target, file_format, workers=default_workers(total_bytes) if workers is None else max(0, workers)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,24 +33,26 @@ from handoff import clock
 from handoff.bulk.entries import (
     RowError,
     RowFacts,
-    artifact_entry,
+    artifact_entries,
     free_form,
     kind_of,
     parse_time,
-    payload_size,
     row_facts,
-    work_log_entry,
+    work_log_entries,
 )
 from handoff.config import Settings
 from handoff.schemas import PrintableId
 from handoff.sessions import views
+from handoff.sessions.limits import encode_entries, total_stored_size
 from handoff.sessions.misses import page_bounds
 from handoff.sessions.models import ENDED_STATUSES, SessionStatus
+from handoff.sessions.paging import KINDS
 from handoff.sessions.schemas import HandoffRequest
 from handoff.sessions.seals import paged_layout
 
 #: MongoDB's hard limit on one document.
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+_LENGTH = struct.Struct("<i")  # a BSON document's leading length
 
 _PRINTABLE_ID = re.compile(get_args(PrintableId)[1].pattern)  # the API's own pattern, not a copy
 _STATUSES = frozenset(status.value for status in SessionStatus)
@@ -207,14 +210,8 @@ class _Fields:
 def _document(fields: _Fields, target: Target, row: RowFacts) -> dict[str, Any]:
     """The session with its whole log, ``payload_bytes`` still 0."""
     started = fields.started_at
-    seen: set[str] = set()
-    work_log = [
-        work_log_entry(raw, i, default_time=started, seen=seen, row=row) for i, raw in enumerate(fields.work_log)
-    ]
-    seen = set()
-    artifacts = [
-        artifact_entry(raw, i, default_time=started, seen=seen, row=row) for i, raw in enumerate(fields.artifacts)
-    ]
+    work_log = work_log_entries(fields.work_log, default_time=started, row=row)
+    artifacts = artifact_entries(fields.artifacts, default_time=started, row=row)
     # The API never stores an entry newer than its session's last activity (one update sets both), nor a last
     # activity before the start, and the analytics ``errors`` and ``stale`` routes rely on both: a supplied
     # ``last_active_at`` older than an entry or than the start is raised to it.
@@ -349,7 +346,7 @@ def to_document(
     facts = row_facts(source, target.settings)
     document = _document(_FIELDS[shape](row, facts, target), target, facts)
     try:
-        document["payload_bytes"] = payload_size(document["work_log"], document["artifacts"])
+        document["payload_bytes"] = total_stored_size(document["work_log"]) + total_stored_size(document["artifacts"])
     except (OverflowError, InvalidDocument, InvalidStringData) as exc:
         raise _unstorable(row, target, shape, exc) from None
     return document
@@ -380,8 +377,15 @@ class Encoded(NamedTuple):
     pages: tuple[bytes, ...] = ()
 
 
-def _encode(document: dict[str, Any], what: str) -> bytes:
-    encoded = bson.encode(document)
+def _encode(document: dict[str, Any], what: str, arrays: Mapping[str, bytes] | None = None) -> bytes:
+    """``bson.encode(document)``, refused past MongoDB's limit; ``arrays``: fields already encoded (their BSON
+    arrays), written as they are in place of the document's fields of those names, after the others."""
+    if not arrays:
+        encoded = bson.encode(document)
+    else:
+        head = bson.encode({name: value for name, value in document.items() if name not in arrays})
+        tail = b"".join(b"\x04" + name.encode() + b"\x00" + array for name, array in arrays.items())
+        encoded = _LENGTH.pack(len(head) + len(tail)) + head[4:-1] + tail + b"\x00"
     if len(encoded) > MAX_DOCUMENT_BYTES:
         raise RowError(
             f"{what} is {len(encoded):,} bytes as a BSON document, over MongoDB's limit of "
@@ -395,18 +399,23 @@ def to_bson(row: Mapping[str, Any], target: Target, *, shape: str = "jsonl", sou
 
     A log of any length fits: its older entries go to pages. What cannot be stored (more bytes than
     ``max_session_bytes``, a document over MongoDB's 16 MiB, a value BSON cannot hold) is a :class:`RowError`.
+    Each array is encoded once: its size is read off that encoding, which goes into the session document as it
+    is when the whole log stays on it (no page sealed, most sessions).
     """
     facts = row_facts(source, target.settings)
     document = _document(_FIELDS[shape](row, facts, target), target, facts)
     try:
-        session, pages = paged_layout(document, page_bounds(target.settings), target.sealed_at)
+        arrays = {kind: encode_entries(document[kind]) for kind in KINDS}
+        totals = {kind: encoded.stored_size for kind, encoded in arrays.items()}
+        session, pages = paged_layout(document, page_bounds(target.settings), target.sealed_at, totals=totals)
         cap = target.settings.max_session_bytes
         if cap and session["payload_bytes"] > cap:
             raise RowError(
                 f"the session stores {session['payload_bytes']:,} bytes, over the cap of {cap:,} "
                 "(HANDOFF_MAX_SESSION_BYTES) that the API keeps every session under"
             )
-        encoded = _encode(session, "the session")
+        whole: dict[str, bytes] | None = None if pages else {kind: encoded.array for kind, encoded in arrays.items()}
+        encoded = _encode(session, "the session", whole)
         encoded_pages = tuple(_encode(page, f"page {page['no']} of its {page['kind']}") for page in pages)
     except (OverflowError, InvalidDocument, InvalidStringData) as exc:
         raise _unstorable(row, target, shape, exc) from None

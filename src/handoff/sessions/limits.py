@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import bson
 
@@ -21,22 +21,56 @@ def serialized_size(value: object) -> int:
     return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode())
 
 
+#: What an entry's array slot costs beside its own bytes, as ``stored_size`` counts it.
+ENTRY_SLOT = 16
+
+
 def stored_size(entry: Mapping[str, Any]) -> int:
     """Bytes an entry adds to the session document (BSON, with the array slot's overhead)."""
-    return len(bson.encode(entry)) + 16
+    return len(bson.encode(entry)) + ENTRY_SLOT
+
+
+class EncodedEntries(NamedTuple):
+    """A list of entries BSON-encoded once: the array as it sits in a document, and what it weighs."""
+
+    #: The array's own BSON (what follows an array element's type byte and name in a document).
+    array: bytes
+    #: ``stored_size`` summed over the entries.
+    stored_size: int
+
+
+#: Bytes of ``bson.encode({"": []})`` around the array: outer length, element type, empty name's NUL ... outer NUL.
+_WRAPPED_ARRAY_HEAD, _WRAPPED_ARRAY_TAIL = 6, 1
+#: The array document's own framing: its length and its terminator.
+_ARRAY_FRAMING = 4 + 1
+
+
+def encode_entries(entries: Sequence[Mapping[str, Any]]) -> EncodedEntries:
+    """The entries' BSON array, from one encoding, and their total ``stored_size`` read off it.
+
+    BSON frames an array as a document whose keys are the indexes; taking that framing away leaves exactly the
+    entries' own encodings. A caller that writes the entries may put ``array`` into the document it encodes
+    (see ``bulk.mapping``) instead of encoding them a second time.
+    """
+    wrapped = bson.encode({"": entries if isinstance(entries, list) else list(entries)})
+    array = wrapped[_WRAPPED_ARRAY_HEAD : len(wrapped) - _WRAPPED_ARRAY_TAIL]
+    size = len(array) - _ARRAY_FRAMING - index_keys(len(entries)) + ENTRY_SLOT * len(entries)
+    return EncodedEntries(array, size)
 
 
 def total_stored_size(entries: Sequence[Mapping[str, Any]]) -> int:
-    """``stored_size`` summed over entries, from one BSON encoding of the whole list (an importer's hot path).
+    """``stored_size`` summed over entries, from one BSON encoding of the whole list (an importer's hot path)."""
+    return encode_entries(entries).stored_size if entries else 0
 
-    BSON frames an array as a document whose keys are the indexes; taking that framing away leaves exactly the
-    entries' own encodings.
-    """
-    if not entries:
-        return 0
-    framing = 4 + 2 + 4 + 1 + 1  # outer length, element type and empty key, array length, both terminators
-    keys = sum(2 + len(str(index)) for index in range(len(entries)))  # each element's type byte and index key
-    return len(bson.encode({"": list(entries)})) - framing - keys + 16 * len(entries)
+
+def index_keys(count: int) -> int:
+    """Bytes of the per-element framing of an array of ``count`` documents: type byte, decimal index, NUL."""
+    total = 3 * count  # every index has a first digit
+    bound = 10
+    while bound < count:  # and the ones from 10, 100, ... one more digit each
+        total += count - bound
+        bound *= 10
+    return total
 
 
 def check_text(field: str, value: str | None, limit: int) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -187,12 +187,14 @@ def _seal_as_appended(
 
 
 def paged_layout(
-    legacy: dict[str, Any], bounds: PageBounds, now: datetime
+    legacy: dict[str, Any], bounds: PageBounds, now: datetime, *, totals: Mapping[Kind, int] | None = None
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A session stored whole (its entire log on the document) as a paged session document and its pages.
 
     Pure: the importer writes imported sessions through it too, so a long imported log is paged the same way, and
-    into the same pages the API would have made of the same entries appended one by one.
+    into the same pages the API would have made of the same entries appended one by one. ``totals``: each kind's
+    ``total_stored_size`` when the caller has it (the importer encodes each array once, for its size and for the
+    document it writes), so the log is not encoded again to size it.
     """
     doc = {name: value for name, value in legacy.items() if name not in LEGACY_FIELDS}
     doc["_id"] = session_key(doc["workspace_id"], doc["session_id"])
@@ -201,11 +203,17 @@ def paged_layout(
     doc["appended"], doc["sealed_upto"] = {}, {}
     for kind in paging.KINDS:
         entries: list[dict[str, Any]] = list(doc.get(kind) or [])
-        total = total_stored_size(entries)
+        total = totals[kind] if totals is not None else total_stored_size(entries)
         doc["stored_bytes"][kind] = total
         before, start, left = paging.zero_counts(kind), 0, total
-        # No append of this log would have found its open page full: no seal (most logs; no entry-by-entry sizes).
-        if entries and paging.is_full(len(entries) - 1, total - stored_size(entries[-1]), bounds):
+        # Seal only if an append of this log would have found its open page full: the last one found it at
+        # ``total`` less the last entry, so a log under the bounds even with it (most logs) needs no sizes.
+        last = len(entries) - 1
+        if (
+            entries
+            and paging.is_full(last, total, bounds)
+            and paging.is_full(last, total - stored_size(entries[-1]), bounds)
+        ):
             before, start, left = _seal_as_appended(doc, kind, entries, bounds=bounds, now=now, pages=pages)
         doc[kind] = entries[start:]
         doc["open_bytes"][kind] = left
