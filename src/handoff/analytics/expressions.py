@@ -40,14 +40,14 @@ ALL_TIME = Window()
 """No window: every session of the workspace."""
 
 
-def window_conditions(window: Window) -> dict[str, Any]:
-    """The ``started_at`` condition of the window (none for all time)."""
-    started: dict[str, datetime] = {}
+def window_conditions(window: Window, field: str = "started_at") -> dict[str, Any]:
+    """The window as a condition on ``field`` (by default the sessions' ``started_at``; none for all time)."""
+    bounds: dict[str, datetime] = {}
     if window.since is not None:
-        started["$gte"] = window.since
+        bounds["$gte"] = window.since
     if window.until is not None:
-        started["$lt"] = window.until
-    return {"started_at": started} if started else {}
+        bounds["$lt"] = window.until
+    return {field: bounds} if bounds else {}
 
 
 def match_sessions(workspace_id: str, window: Window, **conditions: Any) -> Stage:

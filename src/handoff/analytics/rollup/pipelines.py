@@ -212,19 +212,10 @@ def _live(workspace_id: str, window: Window) -> Pipeline:
     ]
 
 
-def _range(window: Window) -> dict[str, Any]:
-    bounds: dict[str, datetime] = {}
-    if window.since is not None:
-        bounds["$gte"] = window.since
-    if window.until is not None:
-        bounds["$lt"] = window.until
-    return {"day": bounds} if bounds else {}
-
-
 def _periods(parts: Split) -> list[dict[str, Any]]:
     """The conditions on the day and month documents that cover the window's whole days."""
-    found = [] if parts.months is None else [{"period": MONTH, **_range(parts.months)}]
-    return found + [{"period": DAY, **_range(days)} for days in parts.day_ranges]
+    found = [] if parts.months is None else [{"period": MONTH, **window_conditions(parts.months, "day")}]
+    return found + [{"period": DAY, **window_conditions(days, "day")} for days in parts.day_ranges]
 
 
 #: Per path, the sum of each counter over the rows before it.
