@@ -48,7 +48,7 @@ from handoff.events.mapping import Position
 from handoff.ops import NO_DEADLINE
 from handoff.ops.shutdown import RETRY_AFTER_SHUTDOWN_MS, shutdown_signal, until_shutdown
 from handoff.sessions import service
-from handoff.sessions.models import EntryType, SessionStatus
+from handoff.sessions.models import EntryType
 from handoff.ui import sessions as session_pages
 from handoff.ui.auth import signed_in, signed_in_key
 from handoff.ui.live_parts import HandoffBoard, LiveView, SessionRows, SessionTail, handoff_board
@@ -201,27 +201,16 @@ class LiveStreams(Controller):
     opt = {NO_DEADLINE: True}
     exception_handlers = {Unauthorized: _signed_out}
 
-    @get("/sessions")
+    @get("/sessions", dependencies=session_pages.SESSIONS_LISTING)
     async def sessions(
         self,
         request: Request[Any, Any, Any],
         principal: CurrentPrincipal,
-        status: FromQuery[str | None] = None,
-        agent_type: FromQuery[str | None] = None,
-        plan: FromQuery[str | None] = None,
-        external_id: FromQuery[str | None] = None,
-        cursor: FromQuery[str | None] = None,
+        listing: session_pages.Listing,
         last_event_id: LastEventId = None,
     ) -> ServerSentEvent:
         """The Sessions page's rows, for the filters and page it shows."""
-        chosen = session_pages.choice(status, "status", SessionStatus)
-        filters = {
-            "status": chosen.value if chosen else None,
-            "agent_type": session_pages.text_or_none(agent_type),
-            "plan": session_pages.text_or_none(plan),
-            "external_id": session_pages.text_or_none(external_id),
-        }
-        view = SessionRows(request, principal.workspace_id, filters, session_pages.text_or_none(cursor))
+        view = SessionRows(request, principal.workspace_id, listing.filters, listing.cursor)
         return await _stream(request, principal, view, last_event_id)
 
     @get("/sessions/{session_id:str}")

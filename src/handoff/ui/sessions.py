@@ -8,9 +8,11 @@ read one page at a time through ``queries.work_log_page`` however long it is.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Stream, Template
 
@@ -59,6 +61,38 @@ def text_or_none(value: str | None) -> str | None:
     return value.strip() or None if value is not None else None
 
 
+@dataclass(frozen=True)
+class SessionsListing:
+    """What the Sessions page shows: its filters (``status`` by value, blanks as ``None``) and its keyset page."""
+
+    filters: dict[str, str | None]
+    cursor: str | None
+
+
+def sessions_listing(
+    status: FromQuery[str | None] = None,
+    agent_type: FromQuery[str | None] = None,
+    plan: FromQuery[str | None] = None,
+    external_id: FromQuery[str | None] = None,
+    cursor: FromQuery[str | None] = None,
+) -> SessionsListing:
+    """The Sessions page's query parameters, read once for the page and for its live stream (a dependency of both,
+    so the two can never disagree on what a filter means)."""
+    chosen = choice(status, "status", SessionStatus)
+    filters = {
+        "status": chosen.value if chosen else None,
+        "agent_type": text_or_none(agent_type),
+        "plan": text_or_none(plan),
+        "external_id": text_or_none(external_id),
+    }
+    return SessionsListing(filters, text_or_none(cursor))
+
+
+SESSIONS_LISTING = {"listing": Provide(sessions_listing, sync_to_thread=False)}
+"""The dependency both handlers declare; they ask for it as ``listing: Listing``."""
+Listing = NamedDependency[SessionsListing]
+
+
 async def session_rows(
     workspace_id: str, filters: dict[str, str | None], cursor: str | None
 ) -> tuple[list[SessionRead], str | None]:
@@ -90,27 +124,13 @@ class SessionPages(Controller):
     guards = [signed_in]
     include_in_schema = False
 
-    @get("/")
+    @get("/", dependencies=SESSIONS_LISTING)
     async def sessions(
-        self,
-        request: Request[Any, Any, Any],
-        principal: CurrentPrincipal,
-        status: FromQuery[str | None] = None,
-        agent_type: FromQuery[str | None] = None,
-        plan: FromQuery[str | None] = None,
-        external_id: FromQuery[str | None] = None,
-        cursor: FromQuery[str | None] = None,
+        self, request: Request[Any, Any, Any], principal: CurrentPrincipal, listing: Listing
     ) -> Template:
         """The workspace's sessions, newest first, filtered, a keyset page at a time."""
-        chosen = choice(status, "status", SessionStatus)
-        filters = {
-            "status": chosen.value if chosen else None,
-            "agent_type": text_or_none(agent_type),
-            "plan": text_or_none(plan),
-            "external_id": text_or_none(external_id),
-        }
         (items, next_cursor), plan_list = await asyncio.gather(
-            session_rows(principal.workspace_id, filters, text_or_none(cursor)),
+            session_rows(principal.workspace_id, listing.filters, listing.cursor),
             plans.list_plans(principal.workspace_id),
         )
         return page(
@@ -119,9 +139,9 @@ class SessionPages(Controller):
             nav="sessions",
             sessions=items,
             next_cursor=next_cursor,
-            paged=bool(text_or_none(cursor)),
-            cursor=text_or_none(cursor),
-            filters=filters,
+            paged=bool(listing.cursor),
+            cursor=listing.cursor,
+            filters=listing.filters,
             statuses=list(SessionStatus),
             plans=[p.slug for p in plan_list],
         )
