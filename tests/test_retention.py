@@ -7,6 +7,7 @@ update (the test's way of letting days go by).
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -209,6 +210,38 @@ async def test_a_lease_goes_to_one_owner_until_it_expires(database: MongoDatabas
     later = now + timedelta(seconds=61)
     assert await lease.acquire("job", owners[won.index(False)], now=later, seconds=60)  # expired: taken over
     assert not await lease.acquire("job", winner, now=later, seconds=60)
+
+
+async def test_a_pass_that_lost_its_lease_stops_between_batches_and_the_loop_goes_on(
+    database: MongoDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    thief = lease.new_owner()
+    batches: list[int] = []
+    passes = 0
+
+    async def run_pass(owner: str) -> None:
+        nonlocal passes
+        passes += 1
+        for batch in range(3):
+            await lease.keep("job", owner, seconds=60, pause=0)
+            batches.append(batch)
+            if passes == 1:  # the lease runs out and another process takes it over during the first pass
+                await database["leases"].update_one({"_id": "job"}, {"$set": {"owner": thief}})
+
+    logger = logging.getLogger("test.lease")
+    with caplog.at_level(logging.INFO, logger="test.lease"):
+        async with lease.periodically("job", 0.02, run_pass, label="job pass", logger=logger):
+            deadline = asyncio.get_running_loop().time() + WAIT_SECONDS
+            while passes < 3:
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.02)
+
+    assert batches == [0]  # the first pass stopped at its next renewal; the later ones at their first
+    assert [r.levelno for r in caplog.records if r.name == "test.lease"].count(logging.WARNING) == 0
+    assert any("another process took over the lease" in r.getMessage() for r in caplog.records)
+    lease_now = await database["leases"].find_one({"_id": "job"})
+    assert lease_now is not None
+    assert lease_now["owner"] == thief  # the holder's release at shutdown left the thief's lease alone
 
 
 async def test_the_service_deletes_expired_sessions_in_the_background(

@@ -9,7 +9,6 @@ retention a pass is one small query. A failure (the database away) is logged and
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 
@@ -24,18 +23,12 @@ LEASE = "retention"
 PAUSE_AFTER_BATCH_SECONDS = 0.05
 
 
-class LeaseLost(Exception):
-    """Another process holds the lease now (this one was too slow to renew it): stop and leave the work to it."""
-
-
 async def run_pass(settings: Settings, owner: str) -> int:
     """Delete what every workspace's retention lets go, while holding the lease; the sessions deleted."""
     seconds = lease.seconds_for(settings.retention_interval_seconds)
 
     async def renew(_: int) -> None:
-        if not await lease.acquire(LEASE, owner, now=clock.now(), seconds=seconds):
-            raise LeaseLost
-        await asyncio.sleep(PAUSE_AFTER_BATCH_SECONDS)  # leave the database to the requests for a moment
+        await lease.keep(LEASE, owner, seconds=seconds, pause=PAUSE_AFTER_BATCH_SECONDS)
 
     if not await lease.acquire(LEASE, owner, now=clock.now(), seconds=seconds):
         return 0
@@ -59,13 +52,10 @@ async def run_pass(settings: Settings, owner: str) -> int:
 
 def running(settings: Settings) -> contextlib.AbstractAsyncContextManager[None]:
     """Run the retention loop for as long as the block (the app's lifespan) lasts; released on the way out."""
-
-    async def one_pass(owner: str) -> None:
-        try:
-            await run_pass(settings, owner)
-        except LeaseLost:
-            logger.info("retention: another process took over the lease")
-
     return lease.periodically(
-        LEASE, settings.retention_interval_seconds, one_pass, label="retention pass", logger=logger
+        LEASE,
+        settings.retention_interval_seconds,
+        lambda owner: run_pass(settings, owner),
+        label="retention pass",
+        logger=logger,
     )

@@ -17,7 +17,6 @@ pipeline.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections import defaultdict
@@ -179,10 +178,6 @@ async def catch_up_all(*, batch_size: int = BATCH_SIZE) -> dict[str, int]:
     return dict(folded)
 
 
-class LeaseLost(Exception):
-    """Another process holds the lease now: leave the work to it."""
-
-
 async def run_pass(settings: Settings, owner: str) -> int | None:
     """One pass over every workspace if this process holds (or takes) the lease; ``None`` when another does."""
     seconds = lease.seconds_for(settings.artifacts_rollup_interval_seconds)
@@ -190,9 +185,7 @@ async def run_pass(settings: Settings, owner: str) -> int | None:
         return None
 
     async def renew() -> None:
-        if not await lease.acquire(LEASE, owner, now=clock.now(), seconds=seconds):
-            raise LeaseLost
-        await asyncio.sleep(PAUSE_AFTER_BATCH_SECONDS)  # leave the database to the requests for a moment
+        await lease.keep(LEASE, owner, seconds=seconds, pause=PAUSE_AFTER_BATCH_SECONDS)
 
     folded = 0
     async for workspace in Workspace.find_all():
@@ -202,13 +195,10 @@ async def run_pass(settings: Settings, owner: str) -> int | None:
 
 def running(settings: Settings) -> contextlib.AbstractAsyncContextManager[None]:
     """Run the pass for as long as the block (the app's lifespan) lasts; the lease is given up on the way out."""
-
-    async def one_pass(owner: str) -> None:
-        try:
-            await run_pass(settings, owner)
-        except LeaseLost:
-            logger.info("artifacts rollup: another process took over the lease")
-
     return lease.periodically(
-        LEASE, settings.artifacts_rollup_interval_seconds, one_pass, label="artifacts rollup pass", logger=logger
+        LEASE,
+        settings.artifacts_rollup_interval_seconds,
+        lambda owner: run_pass(settings, owner),
+        label="artifacts rollup pass",
+        logger=logger,
     )
