@@ -206,6 +206,9 @@ def paged_layout(
     pages: list[dict[str, Any]] = []
     doc["open_bytes"], doc["sealed"], doc["stored_bytes"] = {}, {}, {"blobs": 0}
     doc["appended"], doc["sealed_upto"] = {}, {}
+    # As a session created through the API starts; whoever writes the pages' notable documents counts them here
+    # (``notables.attach``), and pages written without them are read by the contexts as pages.
+    doc["noted"] = {}
     for kind in paging.KINDS:
         entries: list[dict[str, Any]] = list(doc.get(kind) or [])
         total = totals[kind] if totals is not None else total_stored_size(entries)
