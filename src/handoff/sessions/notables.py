@@ -20,7 +20,8 @@ session's ``noted`` counts say how many of each type's sealed entries have their
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -76,10 +77,9 @@ def attach(session: Doc, pages: Sequence[Mapping[str, Any]]) -> list[Doc]:
     """The notable documents of a session's pages written all at once (an import, a migration), with its
     ``noted`` counts set on ``session`` to match: whoever writes the pages writes these too."""
     documents = [document for page in pages for document in of_page(page)]
-    noted = dict.fromkeys(NOTABLE_TYPES, 0)
-    for document in documents:
-        noted[document["type"]] += 1
-    session["noted"] = noted
+    # Only the types present, as the seals' ``$inc`` leaves them: a session imported holds what it would hold
+    # had it been built through the API.
+    session["noted"] = dict(Counter(document["type"] for document in documents))
     return documents
 
 
@@ -121,16 +121,6 @@ async def forget_all(workspace_id: str, session_id: str, *, session: AsyncClient
     await collection().delete_many(key(workspace_id, session_id), session=session)
 
 
-def zero() -> dict[str, int]:
-    """The ``noted`` counts of a work log without pages."""
-    return dict.fromkeys(NOTABLE_TYPES, 0)
-
-
 def noted_field(entry_type: str) -> Doc:
     """The expression of a session's ``noted`` count of a type (0 when absent: a session sealed before)."""
     return {"$ifNull": [f"$noted.{entry_type}", 0]}
-
-
-def types(names: Iterable[str]) -> set[str]:
-    """Which of these filter names are notable types."""
-    return set(names) & set(NOTABLE_TYPES)

@@ -253,7 +253,7 @@ async def clear(workspace_id: str, session_id: str, kind: Kind, *, settings: Set
                 "checkpoint_count": 0,
                 "error_count": 0,
                 "last_checkpoint": None,
-                "noted": notables.zero(),
+                "noted": {},
             }
         now = clock.now()
         await store.sessions().update_one(
