@@ -5,7 +5,8 @@ workspace and how many selected entries the sealed pages hold, and carries the o
 computed in MongoDB. Then it reads only the pages the answer needs, found through the pages' indexes: by position
 (``before.<filter>``, see ``paging.py``), by entry id, or by the filter's own index. Nothing loads a whole log;
 a read costs what it returns, not what the log holds. A session stored before pages existed is one big open page
-without pages, and is answered the same way.
+without pages, and is answered the same way. The newest checkpoints, decisions and errors, spread thin over many
+pages, are read from their own small documents instead (``notables.py``).
 """
 
 from __future__ import annotations
