@@ -13,7 +13,8 @@ is loaded from ``git show <commit>:src/handoff/sessions/log_reads.py`` beside th
 It starts a bundled mongod of its own, grows one session per size through ``service.log_work_batch`` (entries of
 ~150 bytes; every 50th a checkpoint, every 61st a decision, every 97th an error, like the log-growth benchmark),
 and prints the median of each read for both versions and their ratio: ``replay-context`` (five lists of up to 200,
-spread over many sealed pages) and a work-log page of 10 at 90 % of the log.
+spread over many sealed pages) and a work-log page of 10 at 90 % of the log; and, under them, the size of the
+replay context's answer and the time to encode it as JSON alone (what no read can take away).
 """
 
 from __future__ import annotations
@@ -106,6 +107,21 @@ def reads(workspace_id: str, session_id: str, size: int) -> dict[str, Callable[[
     }
 
 
+async def answer_cost(workspace_id: str, session_id: str, size: int, calls: int) -> str:
+    """The replay context's answer alone: its entries, its JSON bytes, and the median time to encode it (the
+    Pydantic model to JSON, what the route does after the read), whatever reads produced it."""
+    context = await queries.replay_context(workspace_id, session_id)
+    lists = ("checkpoints", "decisions", "errors", "artifacts", "recent_actions")
+    entries = sum(len(getattr(context, name)) for name in lists)
+    samples = []
+    for _ in range(calls):
+        began = time.perf_counter()
+        body = context.model_dump_json()
+        samples.append(time.perf_counter() - began)
+    encode = statistics.median(samples) * 1e3
+    return f"{size:>10,} {'(its answer: encode)':<24} {entries:>5} entries, {len(body):,} bytes, {encode:.3f} ms"
+
+
 async def main(baseline: str, sizes: list[int], calls: int) -> None:
     versions = {"baseline": baseline_module(baseline), "this code": log_reads}
     with tempfile.TemporaryDirectory(prefix="bench-log-reads-") as tmp:
@@ -122,6 +138,7 @@ async def main(baseline: str, sizes: list[int], calls: int) -> None:
                         medians = await interleaved(call, versions, calls)
                         old, new = medians["baseline"] * 1e3, medians["this code"] * 1e3
                         print(f"{size:>10,} {label:<24} {old:>9.3f} {new:>10.3f} {new / old:>6.2f}")
+                    print(await answer_cost(workspace.workspace_id, session_id, size, calls))
         finally:
             mongod.stop()
 

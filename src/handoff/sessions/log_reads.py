@@ -473,7 +473,7 @@ async def newest(
 
 
 def _is_notable(selection: Selection) -> bool:
-    """Whether a selection's sealed entries all have notable documents to read instead of pages."""
+    """Whether a selection's sealed entries are kept as notable documents too (one notable type, whole)."""
     return selection.kind == "work_log" and selection.positioned and selection.name in NOTABLE_TYPES
 
 
