@@ -122,6 +122,23 @@ async def answer_cost(workspace_id: str, session_id: str, size: int, calls: int)
     return f"{size:>10,} {'(its answer: encode)':<24} {entries:>5} entries, {len(body):,} bytes, {encode:.3f} ms"
 
 
+async def open_page_answer(workspace_id: str, settings: Settings, calls: int) -> str:
+    """The replay context of the answer size of a long log (200 checkpoints, decisions and errors, 20 others) on a
+    session whose whole log is its open page: one read of the session, no sealed read at all, so what it costs is
+    the answer's own cost (the read of its entries, the views, no page or notable document)."""
+    roomy = settings.model_copy(update={"page_entries": 10_000, "page_bytes": 64 * 2**20})
+    principal = Principal(workspace_id=workspace_id, api_key_id="key_bench")
+    created = await service.create_session(principal, SessionCreate(agent_type="bench"), settings=roomy)
+    session_id = created.session.session_id
+    types = [*(["checkpoint", "decision", "error"] * 200), *(["info"] * 20)]
+    batch = [WorkLogCreate(message="m" * 150, type=kind) for kind in types]
+    await service.log_work_batch(workspace_id, session_id, batch, settings=roomy)
+    call = partial(queries.replay_context, workspace_id, session_id)
+    medians = await interleaved(call, {"this code": log_reads}, calls)
+    label = "(620 in the open page)"
+    return f"{len(types):>10,} {label:<24} {'':>9} {medians['this code'] * 1e3:>10.3f}   the answer's own cost"
+
+
 async def main(baseline: str, sizes: list[int], calls: int) -> None:
     versions = {"baseline": baseline_module(baseline), "this code": log_reads}
     with tempfile.TemporaryDirectory(prefix="bench-log-reads-") as tmp:
@@ -139,6 +156,7 @@ async def main(baseline: str, sizes: list[int], calls: int) -> None:
                         old, new = medians["baseline"] * 1e3, medians["this code"] * 1e3
                         print(f"{size:>10,} {label:<24} {old:>9.3f} {new:>10.3f} {new / old:>6.2f}")
                     print(await answer_cost(workspace.workspace_id, session_id, size, calls))
+                print(await open_page_answer(workspace.workspace_id, settings, calls))
         finally:
             mongod.stop()
 
