@@ -13,7 +13,8 @@ is loaded from ``git show <commit>:src/handoff/sessions/log_reads.py`` beside th
 It starts a bundled mongod of its own, grows one session per size through ``service.log_work_batch`` (entries of
 ~150 bytes; every 50th a checkpoint, every 61st a decision, every 97th an error, like the log-growth benchmark),
 and prints the median of each read for both versions and their ratio: ``replay-context`` (five lists of up to 200,
-spread over many sealed pages) and a work-log page of 10 at 90 % of the log.
+spread over many sealed pages) and a work-log page of 10 at 90 % of the log; and, under them, the size of the
+replay context's answer and the time to encode it as JSON alone (what no read can take away).
 """
 
 from __future__ import annotations
@@ -106,6 +107,38 @@ def reads(workspace_id: str, session_id: str, size: int) -> dict[str, Callable[[
     }
 
 
+async def answer_cost(workspace_id: str, session_id: str, size: int, calls: int) -> str:
+    """The replay context's answer alone: its entries, its JSON bytes, and the median time to encode it (the
+    Pydantic model to JSON, what the route does after the read), whatever reads produced it."""
+    context = await queries.replay_context(workspace_id, session_id)
+    lists = ("checkpoints", "decisions", "errors", "artifacts", "recent_actions")
+    entries = sum(len(getattr(context, name)) for name in lists)
+    samples = []
+    for _ in range(calls):
+        began = time.perf_counter()
+        body = context.model_dump_json()
+        samples.append(time.perf_counter() - began)
+    encode = statistics.median(samples) * 1e3
+    return f"{size:>10,} {'(its answer: encode)':<24} {entries:>5} entries, {len(body):,} bytes, {encode:.3f} ms"
+
+
+async def open_page_answer(workspace_id: str, settings: Settings, calls: int) -> str:
+    """The replay context of the answer size of a long log (200 checkpoints, decisions and errors, 20 others) on a
+    session whose whole log is its open page: one read of the session, no sealed read at all, so what it costs is
+    the answer's own cost (the read of its entries, the views, no page or notable document)."""
+    roomy = settings.model_copy(update={"page_entries": 10_000, "page_bytes": 64 * 2**20})
+    principal = Principal(workspace_id=workspace_id, api_key_id="key_bench")
+    created = await service.create_session(principal, SessionCreate(agent_type="bench"), settings=roomy)
+    session_id = created.session.session_id
+    types = [*(["checkpoint", "decision", "error"] * 200), *(["info"] * 20)]
+    batch = [WorkLogCreate(message="m" * 150, type=kind) for kind in types]
+    await service.log_work_batch(workspace_id, session_id, batch, settings=roomy)
+    call = partial(queries.replay_context, workspace_id, session_id)
+    medians = await interleaved(call, {"this code": log_reads}, calls)
+    label = "(620 in the open page)"
+    return f"{len(types):>10,} {label:<24} {'':>9} {medians['this code'] * 1e3:>10.3f}   the answer's own cost"
+
+
 async def main(baseline: str, sizes: list[int], calls: int) -> None:
     versions = {"baseline": baseline_module(baseline), "this code": log_reads}
     with tempfile.TemporaryDirectory(prefix="bench-log-reads-") as tmp:
@@ -122,6 +155,8 @@ async def main(baseline: str, sizes: list[int], calls: int) -> None:
                         medians = await interleaved(call, versions, calls)
                         old, new = medians["baseline"] * 1e3, medians["this code"] * 1e3
                         print(f"{size:>10,} {label:<24} {old:>9.3f} {new:>10.3f} {new / old:>6.2f}")
+                    print(await answer_cost(workspace.workspace_id, session_id, size, calls))
+                print(await open_page_answer(workspace.workspace_id, settings, calls))
         finally:
             mongod.stop()
 

@@ -29,7 +29,7 @@ from handoff.bulk.formats import FileReader, looks_like_laravel, parse_line
 from handoff.bulk.mapping import Target, from_export, from_laravel, to_bson
 from handoff.bulk.prepare import default_workers
 from handoff.config import Settings
-from handoff.sessions import views
+from handoff.sessions import notables, views
 from handoff.sessions.limits import serialized_size, stored_size
 from handoff.sessions.misses import page_bounds
 from handoff.sessions.seals import paged_layout
@@ -518,11 +518,13 @@ def test_encoding_is_the_paged_layout_of_the_document(entries: int) -> None:
     encoded = to_bson(row, target, source=line)
     doc = from_export(row, target, source=line)
     session, pages = paged_layout(doc, page_bounds(settings), target.sealed_at)
+    noted = notables.attach(session, pages) if pages else []  # their notable entries, counted on the session
 
     # The same documents (the session's arrays are written after its other fields: their one encoding is reused).
     assert encoded.session_id == "sess_1"
     assert bson.decode(encoded.bson, CODEC) == session
     assert encoded.pages == tuple(bson.encode(page) for page in pages)
+    assert encoded.notables == tuple(bson.encode(notable) for notable in noted)
     assert session["_id"] == "ws_test/sess_1"
     assert len(pages) == session["pages_version"]
     assert sum(len(page["entries"]) for page in pages) == sum(session["sealed_upto"].values())

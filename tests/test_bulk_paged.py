@@ -114,7 +114,7 @@ async def _stored(database: MongoDatabase, tenant: Tenant, sid: str) -> tuple[di
 #: sealed before the next entry), but a batch append takes a page with room far past its bounds and is sealed
 #: after it, so a log written with batches may be cut elsewhere; what the session holds and every answer (compared
 #: separately) do not differ.
-LAYOUT = ("open_bytes", "sealed", "sealed_upto", "pages_version", "work_log", "artifacts")
+LAYOUT = ("open_bytes", "sealed", "sealed_upto", "pages_version", "noted", "work_log", "artifacts")
 
 
 def _contents(stored: tuple[dict[str, Any], list[dict[str, Any]]]) -> dict[str, Any]:

@@ -68,6 +68,7 @@ async def make_legacy(database: MongoDatabase, session_id: str) -> dict[str, Any
     legacy = legacy_document(paged, pages)
     await database["sessions"].delete_one({"_id": paged["_id"]})
     await database["log_pages"].delete_many({"session_id": session_id})
+    await database["log_notables"].delete_many({"session_id": session_id})
     await database["sessions"].insert_one(legacy)
     return legacy
 

@@ -23,7 +23,7 @@ from handoff.config import Settings
 from handoff.idempotency.models import IdempotencyRecord
 from handoff.plans.models import Plan
 from handoff.retention.models import Lease
-from handoff.sessions.models import LogPage, Session
+from handoff.sessions.models import LogNotable, LogPage, Session
 from handoff.workspaces.models import ApiKey, Workspace
 
 #: Every collection and its indexes, created at start-up; blobs are GridFS files (``fs.files``, ``fs.chunks``)
@@ -33,6 +33,7 @@ DOCUMENT_MODELS: list[type[Document]] = [
     ApiKey,
     Session,
     LogPage,
+    LogNotable,
     Plan,
     IdempotencyRecord,
     Lease,

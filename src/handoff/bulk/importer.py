@@ -42,8 +42,8 @@ from handoff.bulk.prepare import Prepared, Preparer, default_workers
 from handoff.config import Settings, get_settings
 from handoff.errors import NotFound
 from handoff.plans import service as plans
+from handoff.sessions import notables, store
 from handoff.sessions import service as sessions
-from handoff.sessions import store
 from handoff.workspaces import service as workspaces
 
 OnConflict = Literal["skip", "replace"]
@@ -89,6 +89,7 @@ class _Pending:
     session_id: str
     document: RawBSONDocument
     pages: list[RawBSONDocument]
+    notables: list[RawBSONDocument]
 
 
 def _written_elsewhere(row: _Pending) -> str:
@@ -106,6 +107,17 @@ def _first_of_each(rows: list[_Pending]) -> tuple[list[_Pending], list[_Pending]
         (again if row.pages and row.session_id in earlier else first).append(row)
         earlier.add(row.session_id)
     return first, again
+
+
+async def _insert_all(collection: AsyncCollection[dict[str, Any]], documents: list[tuple[_Pending, Any]]) -> set[str]:
+    """One unordered ``insert_many`` of the rows' documents; the sessions of those the indexes refused."""
+    if not documents:
+        return set()
+    try:
+        await collection.insert_many([document for _, document in documents], ordered=False)
+    except BulkWriteError as exc:
+        return {documents[error["index"]][0].session_id for error in exc.details.get("writeErrors", [])}
+    return set()
 
 
 class _Writer:
@@ -217,22 +229,19 @@ class _Writer:
         return collided
 
     async def _insert_pages(self, rows: list[_Pending]) -> set[str]:
-        """Write the pages of these sessions (absent when probed); the sessions whose pages all went in.
+        """Write the pages of these sessions (absent when probed), then their notable entries; the sessions whose
+        pages and notable entries all went in.
 
         First the pages an earlier run left under their keys (killed before it wrote their sessions); then this
-        run's. A page the indexes refuse means someone else wrote that session meanwhile: its row is rejected
-        and the pages this run wrote for it are taken back.
+        run's. A page or notable entry the indexes refuse means someone else wrote that session meanwhile: its
+        row is rejected and what this run wrote for it is taken back.
         """
         if not rows:
             return set()
         await self._delete_pages([row.session_id for row in rows], leftovers=True)
-        pages = [(row, page) for row in rows for page in row.pages]
-        try:
-            await store.pages().insert_many([page for _, page in pages], ordered=False)
-        except BulkWriteError as exc:
-            failed = {pages[error["index"]][0].session_id for error in exc.details.get("writeErrors", [])}
-        else:
-            failed = set()
+        failed = await _insert_all(store.pages(), [(row, page) for row in rows for page in row.pages])
+        noted = [(row, notable) for row in rows if row.session_id not in failed for notable in row.notables]
+        failed |= await _insert_all(notables.collection(), noted)
         if failed:
             await self._delete_pages(list(failed))
             for row in rows:
@@ -241,11 +250,13 @@ class _Writer:
         return {row.session_id for row in rows} - failed
 
     async def _delete_pages(self, session_ids: list[str], *, leftovers: bool = False) -> None:
-        """Delete the pages this run wrote for these sessions, or (``leftovers``) those other runs left."""
+        """Delete the pages (and their notable entries) this run wrote for these sessions, or (``leftovers``) those
+        other runs left."""
         if session_ids:
             run = {"$ne": self.sealed_at} if leftovers else self.sealed_at
             query = {"workspace_id": self.workspace_id, "session_id": {"$in": session_ids}, "sealed_at": run}
             await store.pages().delete_many(query)
+            await notables.collection().delete_many(query)
 
     async def _replace(self, rows: list[_Pending]) -> None:
         """Erase the rows' sessions (with their pages) and insert them again. A kill in between leaves a session
@@ -407,7 +418,9 @@ class _Run:
                 self.rejects.add(line=record.line, error=prepared.error or "", source=record.source, file=path)
             else:
                 pages = [RawBSONDocument(page) for page in prepared.pages]
-                batch.append(_Pending(record, path, prepared.session_id, RawBSONDocument(prepared.bson), pages))
+                noted = [RawBSONDocument(notable) for notable in prepared.notables]
+                document = RawBSONDocument(prepared.bson)
+                batch.append(_Pending(record, path, prepared.session_id, document, pages, noted))
         self.rows += len(chunk)
         self._report()
         await self.writer.submit(batch)

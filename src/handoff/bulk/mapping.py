@@ -42,7 +42,7 @@ from handoff.bulk.entries import (
 )
 from handoff.config import Settings
 from handoff.schemas import PrintableId
-from handoff.sessions import views
+from handoff.sessions import notables, views
 from handoff.sessions.limits import encode_entries, total_stored_size
 from handoff.sessions.misses import page_bounds
 from handoff.sessions.models import ENDED_STATUSES, SessionStatus
@@ -370,11 +370,13 @@ def from_laravel(row: Mapping[str, Any], target: Target, *, source: bytes | None
 
 
 class Encoded(NamedTuple):
-    """A row's session, ready to write: the paged session document and its sealed pages, BSON-encoded."""
+    """A row's session, ready to write: the paged session document, its sealed pages and their notable entries
+    (``sessions.notables``), BSON-encoded."""
 
     session_id: str
     bson: bytes
     pages: tuple[bytes, ...] = ()
+    notables: tuple[bytes, ...] = ()
 
 
 def _encode(document: dict[str, Any], what: str, arrays: Mapping[str, bytes] | None = None) -> bytes:
@@ -408,6 +410,7 @@ def to_bson(row: Mapping[str, Any], target: Target, *, shape: str = "jsonl", sou
         arrays = {kind: encode_entries(document[kind]) for kind in KINDS}
         totals = {kind: encoded.stored_size for kind, encoded in arrays.items()}
         session, pages = paged_layout(document, page_bounds(target.settings), target.sealed_at, totals=totals)
+        noted = notables.attach(session, pages) if pages else []
         cap = target.settings.max_session_bytes
         if cap and session["payload_bytes"] > cap:
             raise RowError(
@@ -417,9 +420,10 @@ def to_bson(row: Mapping[str, Any], target: Target, *, shape: str = "jsonl", sou
         whole: dict[str, bytes] | None = None if pages else {kind: encoded.array for kind, encoded in arrays.items()}
         encoded = _encode(session, "the session", whole)
         encoded_pages = tuple(_encode(page, f"page {page['no']} of its {page['kind']}") for page in pages)
+        encoded_notables = tuple(bson.encode(notable) for notable in noted)  # each smaller than its page
     except (OverflowError, InvalidDocument, InvalidStringData) as exc:
         raise _unstorable(row, target, shape, exc) from None
-    return Encoded(document["session_id"], encoded, encoded_pages)
+    return Encoded(document["session_id"], encoded, encoded_pages, encoded_notables)
 
 
 def load_plan_map(text: str) -> dict[str, str]:

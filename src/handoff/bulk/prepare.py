@@ -29,13 +29,15 @@ Item = tuple[int, bytes | None, dict[str, Any] | None, str | None]
 
 
 class Prepared(NamedTuple):
-    """One record, ready to write (``session_id``, ``bson`` and its sealed ``pages``) or rejected (``error``)."""
+    """One record, ready to write (``session_id``, ``bson``, its sealed ``pages`` and their ``notables``) or
+    rejected (``error``)."""
 
     line: int
     session_id: str | None
     bson: bytes | None
     error: str | None
     pages: tuple[bytes, ...] = ()
+    notables: tuple[bytes, ...] = ()
 
 
 def items(records: Sequence[Record]) -> list[Item]:
@@ -58,7 +60,7 @@ def prepare(chunk: Sequence[Item], target: Target, file_format: Format) -> list[
         except RowError as exc:
             out.append(Prepared(line, None, None, str(exc)))
             continue
-        out.append(Prepared(line, encoded.session_id, encoded.bson, None, encoded.pages))
+        out.append(Prepared(line, encoded.session_id, encoded.bson, None, encoded.pages, encoded.notables))
     return out
 
 

@@ -5,7 +5,8 @@ workspace and how many selected entries the sealed pages hold, and carries the o
 computed in MongoDB. Then it reads only the pages the answer needs, found through the pages' indexes: by position
 (``before.<filter>``, see ``paging.py``), by entry id, or by the filter's own index. Nothing loads a whole log;
 a read costs what it returns, not what the log holds. A session stored before pages existed is one big open page
-without pages, and is answered the same way.
+without pages, and is answered the same way. The newest checkpoints, decisions and errors, spread thin over many
+pages, are read from their own small documents instead (``notables.py``).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from typing import Any
 from pymongo.asynchronous.cursor import AsyncCursor
 
 from handoff.errors import NotFound
-from handoff.sessions import paging, store
-from handoff.sessions.models import ENTRY_ID_INDEX, PAGE_ORDER_INDEX, filter_index_name
+from handoff.sessions import notables, paging, store
+from handoff.sessions.models import ENTRY_ID_INDEX, NOTABLE_TYPES, PAGE_ORDER_INDEX, filter_index_name
 from handoff.sessions.paging import ALL, BLOB, Kind, Window
 
 Doc = dict[str, Any]
@@ -425,36 +426,55 @@ async def newest(
     fields: Mapping[str, Any],
 ) -> tuple[Doc, dict[str, list[Doc]]]:
     """The session's ``fields`` and, for each label in ``wanted``, the newest ``n`` entries of its (positioned)
-    selection, oldest first: one read of the session, plus page reads only where the open page holds too few."""
+    selection, oldest first: one read of the session, plus sealed reads only where the open page holds too few.
+
+    A notable type's sealed entries are read from their notable documents (``notables.py``), the newest ``n``
+    in one index read; only those sealed before notable documents existed (``sealed`` less ``noted``, the oldest)
+    come from the pages.
+    """
     head = await _head(
         workspace_id,
         session_id,
         {
             **fields,
+            "_pages_version": {"$ifNull": ["$pages_version", 0]},
             **{
                 f"{label}_{part}": expression
                 for label, (selection, n) in wanted.items()
                 for part, expression in (
                     ("sealed", _sealed(selection)),
+                    ("noted", notables.noted_field(selection.name) if _is_notable(selection) else {"$literal": 0}),
                     ("tail", {"$slice": [_selected(selection, _open(selection.kind)), -n]}),
                 )
             },
         },
     )
     labels = list(wanted)
+    below = head.pop("_pages_version")
 
     async def older(label: str) -> list[Doc]:
         selection, n = wanted[label]
-        sealed, missing = head.pop(f"{label}_sealed"), n - len(head[f"{label}_tail"])
+        sealed, noted = head.pop(f"{label}_sealed"), head.pop(f"{label}_noted")
+        missing = n - len(head[f"{label}_tail"])
         if missing <= 0 or sealed == 0:
             return []
-        return await window_from_pages(
-            workspace_id, session_id, selection, Window(max(0, sealed - missing), sealed, descending=True)
-        )
+        found: list[Doc] = []
+        if noted > 0:
+            found = await notables.newest(workspace_id, session_id, selection.name, n=missing, below=below)
+        missing, unnoted = missing - len(found), max(0, sealed - noted)
+        if missing <= 0 or unnoted == 0:
+            return found
+        window = Window(max(0, unnoted - missing), unnoted, descending=True)
+        return [*await window_from_pages(workspace_id, session_id, selection, window), *found]
 
     sealed_parts = await _gather(*(older(label) for label in labels))
     entries = {label: [*part, *head.pop(f"{label}_tail")] for label, part in zip(labels, sealed_parts, strict=True)}
     return head, entries
+
+
+def _is_notable(selection: Selection) -> bool:
+    """Whether a selection's sealed entries are kept as notable documents too (one notable type, whole)."""
+    return selection.kind == "work_log" and selection.positioned and selection.name in NOTABLE_TYPES
 
 
 async def in_sealed_pages(workspace_id: str, session_id: str, kind: Kind, ids: list[str]) -> list[Doc]:

@@ -6,7 +6,8 @@ page, no pages). A write's filter requires the paged layout, so the first write 
 migrates it (``misses.py``), then runs again; ``handoff migrate`` migrates every session at once.
 
 One migration is one transaction: the old document goes, the new one (keyed ``<workspace_id>/<session_id>``, with
-``migrated: true`` for the change streams) and its pages come, so no reader ever sees half of it.
+``migrated: true`` for the change streams) and its pages and their notable entries (``notables.py``) come, so no
+reader ever sees half of it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from handoff import clock
-from handoff.sessions import store
+from handoff.sessions import notables, store
 from handoff.sessions.paging import PageBounds
 from handoff.sessions.seals import paged_layout
 from handoff.workspaces.models import Workspace
@@ -38,10 +39,14 @@ async def migrate(workspace_id: str, session_id: str, *, bounds: PageBounds) -> 
             return False
         doc, pages = paged_layout(legacy, bounds, clock.now())
         doc["migrated"] = True
+        noted = notables.attach(doc, pages)
         await collection.delete_one({"_id": legacy["_id"], "workspace_id": workspace_id}, session=session)
+        await notables.forget_all(workspace_id, session_id, session=session)  # none, unless left by hand
         await collection.insert_one(doc, session=session)
         if pages:
             await store.pages().insert_many(pages, session=session)
+        if noted:
+            await notables.collection().insert_many(noted, session=session)
         return True
 
     async with collection.database.client.start_session() as session:

@@ -114,6 +114,10 @@ class Session(Document):
     #: appended since that read has been sealed out of its ``$nin``'s sight (``appends.py``).
     appended: dict[str, int] = Field(default_factory=lambda: dict.fromkeys(ENTRY_KINDS, 0))
     sealed_upto: dict[str, int] = Field(default_factory=lambda: dict.fromkeys(ENTRY_KINDS, 0))
+    #: Per notable entry type (``NOTABLE_TYPES``): how many of the sealed pages' entries of that type have their
+    #: :class:`LogNotable`, moved with them by every seal and removal. The sealed entries of a type without one
+    #: (``sealed`` less this) are the oldest: pages sealed before notable documents existed.
+    noted: dict[str, int] = Field(default_factory=dict)
     #: Bytes of the entries in each open page, against the page's byte bound.
     open_bytes: dict[str, int] = Field(default_factory=lambda: dict.fromkeys(ENTRY_KINDS, 0))
     #: Per kind, per filter (``paging.FILTERS``): how many entries the sealed pages hold.
@@ -335,5 +339,52 @@ class LogPage(Document):
                     ("started_at", pymongo.ASCENDING),
                 ],
                 name=PAGES_BY_START_INDEX,
+            ),
+        ]
+
+
+#: The work-log entry types a context lists from the whole log (checkpoints, decisions, errors): a sealed entry of
+#: one of them is also stored as a :class:`LogNotable`.
+NOTABLE_TYPES: tuple[str, ...] = (EntryType.CHECKPOINT.value, EntryType.DECISION.value, EntryType.ERROR.value)
+
+#: The index of notable entries of one type in log order.
+NOTABLE_ORDER_INDEX = "notable_order"
+
+
+class LogNotable(Document):
+    """A sealed work-log entry of a notable type, again, alone: what the contexts' lists read (``notables.py``).
+
+    Written with its page (in the seal's transaction, or by the import or migration that writes the page) and
+    removed with its entry, in the same transaction. Shards with its session on ``{workspace_id, session_id}``.
+    """
+
+    #: ``<workspace_id>/<session_id>/<entry id>`` (entry ids are unique within a session's pages), so removing
+    #: an entry's copy is one read of the ``_id`` index.
+    id: str  # type: ignore[assignment]
+    workspace_id: str
+    session_id: str
+    type: str
+    #: Where the entry is in the log: its page's ``no`` and its index in that page when sealed. Removals only
+    #: ever take entries out, so the pair keeps the log's order.
+    no: int
+    at: int
+    entry: dict[str, Any]
+    #: The page's ``sealed_at`` (an import run takes back what it wrote by it).
+    sealed_at: datetime = Field(default_factory=clock.now)
+
+    class Settings:
+        name = "log_notables"
+        use_state_management = False
+        validate_on_save = False
+        indexes = [
+            IndexModel(
+                [
+                    ("workspace_id", pymongo.ASCENDING),
+                    ("session_id", pymongo.ASCENDING),
+                    ("type", pymongo.ASCENDING),
+                    ("no", pymongo.ASCENDING),
+                    ("at", pymongo.ASCENDING),
+                ],
+                name=NOTABLE_ORDER_INDEX,
             ),
         ]

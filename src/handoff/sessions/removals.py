@@ -6,7 +6,8 @@ document's counters (``action_count``..., ``sealed``, the byte counts, ``last_ch
 commit as the entry goes, and a reader never sees one without the other. Two racing pops both write the session
 document, so MongoDB lets only one commit and retries the other, which then reads the next newest entry: two pops
 never return the same entry. Every removal bumps ``pages_version`` when it touches a page (so an append's page
-check is redone) and writes ``last_removal`` for the change streams.
+check is redone) and writes ``last_removal`` for the change streams. A sealed checkpoint, decision or error goes
+with its notable document (``notables.py``) in the same transaction, and ``noted`` moves with it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from handoff import clock
 from handoff.config import Settings
 from handoff.errors import NotFound
-from handoff.sessions import migration, misses, paging, store, views
+from handoff.sessions import migration, misses, notables, paging, store, views
 from handoff.sessions.lifecycle import is_ended
 from handoff.sessions.limits import stored_size
 from handoff.sessions.models import ENTRY_ID_INDEX, EntryType, filter_index_name
@@ -140,6 +141,8 @@ async def _remove(
             {"$inc": {f"before.{name}": -1 for name in names}},
             session=session,
         )
+        if kind == "work_log":
+            increments |= await notables.forget(workspace_id, session_id, entry, session=session)
     update: Doc = {
         "$inc": increments,
         "$set": {
@@ -242,11 +245,16 @@ async def clear(workspace_id: str, session_id: str, kind: Kind, *, settings: Set
         head = await _head(workspace_id, session_id, kind, session, stored_bytes=1, appended=1)
         size = (head.get("stored_bytes") or {}).get(kind, 0)
         await store.pages().delete_many(store.page_key(workspace_id, session_id, kind), session=session)
-        counters = (
-            {"action_count": 0, "checkpoint_count": 0, "error_count": 0, "last_checkpoint": None}
-            if kind == "work_log"
-            else {"artifact_count": 0}
-        )
+        counters: Doc = {"artifact_count": 0}
+        if kind == "work_log":
+            await notables.forget_all(workspace_id, session_id, session=session)
+            counters = {
+                "action_count": 0,
+                "checkpoint_count": 0,
+                "error_count": 0,
+                "last_checkpoint": None,
+                "noted": {},
+            }
         now = clock.now()
         await store.sessions().update_one(
             {"_id": head["_id"], "workspace_id": workspace_id},

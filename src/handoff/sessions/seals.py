@@ -7,7 +7,8 @@ its first statement and concurrent appends wait for it instead of making it retr
 read beforehand are still the open page's first ones (their ids at positions ``0`` and ``n-1``: entries are only
 ever appended after them or removed, and a removal among them would move the last one) and that no other seal ran
 (``pages_version``); it bumps ``pages_version``, which is what makes an append's page check valid (see
-``appends.py``).
+``appends.py``). The same transaction writes the page's checkpoints, decisions and errors again as small
+documents of their own and counts them in ``noted`` (``notables.py``: what the contexts' lists read).
 
 :func:`paged_layout` pages a whole log at once, for sessions that arrive whole: an import, or a session stored
 before pages existed (``migration.py``).
@@ -24,7 +25,7 @@ from typing import Any
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from handoff import clock, metrics
-from handoff.sessions import paging, store
+from handoff.sessions import notables, paging, store
 from handoff.sessions.limits import stored_size, total_stored_size
 from handoff.sessions.models import session_key
 from handoff.sessions.paging import Kind, PageBounds
@@ -99,12 +100,14 @@ async def _seal_once(workspace_id: str, session_id: str, kind: Kind, bounds: Pag
     # The open page's entry i has an append number of at most appended - length + i (the entries appended
     # before it are sealed, removed, or before it in the page), so every sealed entry's is below this bound.
     sealed_upto = (doc.get("appended") or {}).get(kind, 0) - length + len(taken)
+    noted = notables.of_page(page)
     update = {
         "$pull": {kind: {"id": {"$in": [entry["id"] for entry in taken]}}},
         "$inc": {
             "pages_version": 1,
             f"open_bytes.{kind}": -size,
             **{f"sealed.{kind}.{name}": n for name, n in page["counts"].items() if n},
+            **{f"noted.{name}": n for name, n in notables.counts(page).items() if n},
         },
         "$max": {f"sealed_upto.{kind}": sealed_upto},
     }
@@ -114,6 +117,8 @@ async def _seal_once(workspace_id: str, session_id: str, kind: Kind, bounds: Pag
         if not result.matched_count:
             return False
         await store.pages().insert_one(page, session=session)
+        if noted:
+            await notables.collection().insert_many(noted, session=session)
         return True
 
     async with store.sessions().database.client.start_session() as session:
@@ -201,6 +206,9 @@ def paged_layout(
     pages: list[dict[str, Any]] = []
     doc["open_bytes"], doc["sealed"], doc["stored_bytes"] = {}, {}, {"blobs": 0}
     doc["appended"], doc["sealed_upto"] = {}, {}
+    # As a session created through the API starts; whoever writes the pages' notable documents counts them here
+    # (``notables.attach``), and pages written without them are read by the contexts as pages.
+    doc["noted"] = {}
     for kind in paging.KINDS:
         entries: list[dict[str, Any]] = list(doc.get(kind) or [])
         total = totals[kind] if totals is not None else total_stored_size(entries)

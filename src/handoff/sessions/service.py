@@ -29,7 +29,7 @@ from handoff.errors import Conflict, FieldError, Invalid
 from handoff.idempotency import service as idempotency
 from handoff.plans import service as plans
 from handoff.schemas import check_free_form
-from handoff.sessions import appends, misses, paging, queries, store, views
+from handoff.sessions import appends, misses, notables, paging, queries, store, views
 from handoff.sessions.lifecycle import Operation, accepted_statuses, moves_to
 from handoff.sessions.limits import stored_size
 from handoff.sessions.models import ENTRY_KINDS, ArtifactAction, Session, SessionStatus, session_key
@@ -282,8 +282,9 @@ async def list_plan_sessions(workspace_id: str, slug: str) -> list[SessionRead]:
 
 
 async def delete_session(workspace_id: str, session_id: str) -> None:
-    """Erase a session with its work log, artifacts and pages, whatever its status, and take its share out of the
-    artifacts rollup, in one transaction; then its blobs (GridFS writes cannot join the transaction)."""
+    """Erase a session with its work log, artifacts, pages and notable entries, whatever its status, and take its
+    share out of the artifacts rollup, in one transaction; then its blobs (GridFS writes cannot join the
+    transaction)."""
 
     async def erase(session: AsyncClientSession) -> int:
         erased = await store.sessions().find_one_and_delete(
@@ -293,6 +294,7 @@ async def delete_session(workspace_id: str, session_id: str) -> None:
             return 0
         for kind in ENTRY_KINDS:
             await store.pages().delete_many(store.page_key(workspace_id, session_id, kind), session=session)
+        await notables.forget_all(workspace_id, session_id, session=session)
         await rollup_days.forget_session(workspace_id, erased, session=session)
         return 1
 
