@@ -130,4 +130,3 @@ def test_sync_graph_and_a_large_state(live_service: LiveService) -> None:
         saver.delete_thread(thread_id)
         saver.delete_thread(copy_id)
         assert saver.get_tuple(config) is None
-
