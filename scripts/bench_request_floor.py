@@ -13,7 +13,9 @@ calls, as a sync LangGraph graph makes them, against one bundled mongod of its o
   through ``httpx.AsyncClient`` on an event loop thread from the calling thread: the saver's way;
 * ``bare litestar, httpx sync``: the same server called with ``httpx.Client`` from the calling thread (no hop);
 * ``handoff append, loop thread``: ``AsyncHandoffClient.log_work_batch`` of one entry on the loop thread, through
-  ``handoff serve`` (one worker): the saver's request.
+  ``handoff serve`` (one worker): the sync saver's request before it had a blocking twin;
+* ``handoff append, blocking``: ``HandoffClient.log_work_batch`` from the calling thread: the sync saver's request
+  now. Both append to one session, which grows past its first pages (its appends look the ids up in them).
 
 Per side: the median time per call over the rounds, and CPU ms per call of this process, the server and mongod.
 """
@@ -37,7 +39,7 @@ from litestar import Litestar, post
 from pymongo import MongoClient
 
 from _bench_common import Service, bench_server, cpu_seconds, create_key, machine, median, serve
-from handoff.client import AsyncHandoffClient
+from handoff.client import AsyncHandoffClient, HandoffClient
 from handoff.localdb import free_port
 
 T = TypeVar("T")
@@ -134,12 +136,18 @@ def main() -> None:
                 entry = {**BODY["entries"][0], "id": uuid.uuid4().hex}
                 runner.run(client.log_work_batch(session_id, [entry]))
 
+            blocking = HandoffClient(service.base, key.secret)
+
+            def append_blocking() -> None:
+                blocking.log_work_batch(session_id, [{**BODY["entries"][0], "id": uuid.uuid4().hex}])
+
             sides: dict[str, Side] = {
                 "mongo update": (mongo_update, 0),
                 "bare litestar, loop thread": (bare_loop, bare.pid),
                 "bare litestar, caller's loop": (bare_own_loop, bare.pid),
                 "bare litestar, httpx sync": (bare_sync, bare.pid),
                 "handoff append, loop thread": (append, service.pid),
+                "handoff append, blocking": (append_blocking, service.pid),
             }
             times: dict[str, list[float]] = {name: [] for name in sides}
             cpu: dict[str, list[tuple[float, float, float]]] = {name: [] for name in sides}
@@ -158,16 +166,17 @@ def main() -> None:
             runner.run(client.aclose())
             runner.run(async_http.aclose())
             sync_http.close()
+            blocking.close()
             own_loop.run_until_complete(own_http.aclose())
             own_loop.close()
             runner.stop()
             print(machine(mongod.url))
-            print(f"{'side':<28} {'ms/call':>8}   CPU ms/call: this process, server, mongod   (rounds)")
+            print(f"{'side':<30} {'ms/call':>8}   CPU ms/call: this process, server, mongod   (rounds)")
             for name, samples in times.items():
                 spent = [median([c[i] for c in cpu[name]]) for i in range(3)]
                 rounds = ", ".join(f"{sample * 1000:.3f}" for sample in samples)
                 print(
-                    f"{name:<28} {median(samples) * 1000:8.3f}   {spent[0]:.3f}, {spent[1]:.3f}, {spent[2]:.3f}"
+                    f"{name:<30} {median(samples) * 1000:8.3f}   {spent[0]:.3f}, {spent[1]:.3f}, {spent[2]:.3f}"
                     f"   ({rounds})"
                 )
 
