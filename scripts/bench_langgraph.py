@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/bench_langgraph.py               # 200 steps, 3 rounds each side, alternating
     .venv/bin/python scripts/bench_langgraph.py --steps 500 --rounds 5
+    .venv/bin/python scripts/bench_langgraph.py --setting page_bytes=65536   # HANDOFF_PAGE_BYTES for the service
 
 It starts a bundled mongod of its own and ``handoff serve`` (one worker) on it, then runs the same sync graph
 (one node that appends to a list channel and loops until it has run ``--steps`` times) with
@@ -115,10 +116,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--setting", action="append", default=[], metavar="NAME=VALUE", help="a HANDOFF_<NAME> for the service"
+    )
     args = parser.parse_args()
+    settings = dict(setting.split("=", 1) for setting in args.setting)
     with bench_server("bench-langgraph") as mongod:
         key = asyncio.run(create_key(mongod.url))
-        with serve(mongod.url) as service, MongoClient(mongod.url) as mongo:
+        with serve(mongod.url, **settings) as service, MongoClient(mongod.url) as mongo:
             sides: dict[str, Callable[[], BaseCheckpointSaver[Any]]] = {
                 "handoff": lambda: HandoffCheckpointSaver(base_url=service.base, api_key=key.secret),
                 "official": lambda: MongoDBSaver(mongo, db_name="bench_langgraph_official"),

@@ -1,8 +1,9 @@
 """The blocking client is generated from the async one (``python -m handoff.client._unasync``), never edited.
 
 The first test is the CI check: it fails as soon as ``_sync.py`` differs from what the generator makes of
-``_async.py``, e.g. a method added to one client only. The others pin what the generator does with the async
-constructs the clients use now or will use (streams, event iterators), and that it refuses to guess.
+``_async.py``, e.g. a method added to one client only, and likewise for the sync LangGraph saver's twins. The
+others pin what the generator does with the async constructs the clients use now or will use (streams, event
+iterators), and that it refuses to guess.
 """
 
 from __future__ import annotations
@@ -15,21 +16,23 @@ from pathlib import Path
 import pytest
 
 from handoff.client import _unasync
-from handoff.client._unasync import SOURCE, TARGET, GeneratorError, generate, render, unasync_code
+from handoff.client._unasync import SOURCE, TARGET, TWINS, GeneratorError, Twin, generate, render, unasync_code
 
 
-def test_the_blocking_client_is_the_one_generated_from_the_async_client() -> None:
-    expected = render(SOURCE.read_text(encoding="utf-8"))
-    committed = TARGET.read_text(encoding="utf-8")
+@pytest.mark.parametrize("twin", TWINS, ids=lambda twin: twin.target.name)
+def test_every_blocking_twin_is_the_one_generated_from_its_async_source(twin: Twin) -> None:
+    expected = render(twin.source.read_text(encoding="utf-8"), twin)
+    committed = twin.target.read_text(encoding="utf-8")
+    name = twin.target.name
     diff = "".join(
         difflib.unified_diff(
             committed.splitlines(keepends=True),
             expected.splitlines(keepends=True),
-            "_sync.py (committed)",
-            "_sync.py (generated)",
+            f"{name} (committed)",
+            f"{name} (generated)",
         )
     )
-    assert not diff, f"_sync.py is stale: run python -m handoff.client._unasync\n{diff}"
+    assert not diff, f"{name} is stale: run python -m handoff.client._unasync\n{diff}"
 
 
 ASYNC_SAMPLE = '''\
