@@ -52,8 +52,10 @@ class Phase:
     appends: int = 0
     seconds: float = 0.0
     errors: Counter[str] = field(default_factory=Counter)
-    #: CPU seconds the service spent during the phase
+    #: CPU seconds the service, mongod and this (the writers') process spent during the phase
     service_cpu: float = 0.0
+    mongod_cpu: float = 0.0
+    writers_cpu: float = 0.0
     #: entry id -> time.time() when its request was sent and when its acknowledgement arrived
     acked: dict[str, tuple[float, float]] = field(default_factory=dict)
 
@@ -83,7 +85,14 @@ def rss_bytes(pid: int) -> int:
 
 
 async def write(
-    base: str, headers: dict[str, str], sessions: list[str], seconds: float, phase: Phase, *, service_pid: int
+    base: str,
+    headers: dict[str, str],
+    sessions: list[str],
+    seconds: float,
+    phase: Phase,
+    *,
+    service_pid: int,
+    mongod_pid: int,
 ) -> None:
     """32 writers, one session each, appending one entry at a time for ``seconds``.
 
@@ -114,10 +123,17 @@ async def write(
                 else:
                     phase.errors[str(response.status_code)] += 1
 
-    started, cpu = time.monotonic(), cpu_seconds(service_pid)
+    started, cpu, mongod, own = time.monotonic(), cpu_seconds(service_pid), cpu_seconds(mongod_pid), _own_cpu()
     await asyncio.gather(*(writer(number) for number in range(WRITERS)))
     phase.seconds = time.monotonic() - started
     phase.service_cpu = cpu_seconds(service_pid) - cpu
+    phase.mongod_cpu = cpu_seconds(mongod_pid) - mongod
+    phase.writers_cpu = _own_cpu() - own
+
+
+def _own_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 async def create_sessions(base: str, headers: dict[str, str], count: int) -> list[str]:
@@ -182,12 +198,12 @@ async def subscribe(base: str, secret: str, sessions: list[str], count: int) -> 
 # The run ----------------------------------------------------------------------------------------------------------
 
 
-async def run(base: str, secret: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
+async def run(base: str, secret: str, pid: int, mongod_pid: int, args: argparse.Namespace) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {secret}"}
     sessions = await create_sessions(base, headers, 2 * WRITERS)
     alone, followed = sessions[:WRITERS], sessions[WRITERS:]
     before = Phase("without-1")
-    await write(base, headers, alone, args.seconds, before, service_pid=pid)
+    await write(base, headers, alone, args.seconds, before, service_pid=pid, mongod_pid=mongod_pid)
     rss_idle = rss_bytes(pid)
 
     subscribers = await asyncio.create_subprocess_exec(
@@ -210,7 +226,7 @@ async def run(base: str, secret: str, pid: int, args: argparse.Namespace) -> dic
     await asyncio.sleep(2)
     rss_subscribed = rss_bytes(pid)
     during = Phase("with")
-    await write(base, headers, followed, args.seconds, during, service_pid=pid)
+    await write(base, headers, followed, args.seconds, during, service_pid=pid, mongod_pid=mongod_pid)
     rss_loaded = rss_bytes(pid)
     subscribers_cpu = cpu_seconds(subscribers.pid)
     subscribers.stdin.close()
@@ -218,7 +234,7 @@ async def run(base: str, secret: str, pid: int, args: argparse.Namespace) -> dic
     await subscribers.wait()
 
     after = Phase("without-2")
-    await write(base, headers, alone, args.seconds, after, service_pid=pid)
+    await write(base, headers, alone, args.seconds, after, service_pid=pid, mongod_pid=mongod_pid)
 
     latencies: list[float] = []
     from_send: list[float] = []
@@ -262,10 +278,17 @@ async def run(base: str, secret: str, pid: int, args: argparse.Namespace) -> dic
         "service_cpu_ms_per_append": {
             phase.label: round(phase.service_cpu * 1000 / max(phase.appends, 1), 2) for phase in (before, during, after)
         },
+        "mongod_cpu_ms_per_append": {
+            phase.label: round(phase.mongod_cpu * 1000 / max(phase.appends, 1), 2) for phase in (before, during, after)
+        },
+        "writers_cpu_ms_per_append": {
+            phase.label: round(phase.writers_cpu * 1000 / max(phase.appends, 1), 2) for phase in (before, during, after)
+        },
         "service_cpu_share": {
             phase.label: round(phase.service_cpu / phase.seconds, 2) for phase in (before, during, after)
         },
         "subscribers_process_cpu_seconds": round(subscribers_cpu, 1),
+        "subscribers_cpu_ms_per_append": round(subscribers_cpu * 1000 / max(during.appends, 1), 2),
         "rss_mib_idle": round(rss_idle / 2**20, 1),
         "rss_mib_subscribed": round(rss_subscribed / 2**20, 1),
         "rss_mib_after_load": round(rss_loaded / 2**20, 1),
@@ -295,6 +318,10 @@ def report(result: dict[str, Any], where: str) -> None:
         f"{result['service_cpu_share']}; the subscribers' process used {result['subscribers_process_cpu_seconds']} "
         "CPU seconds (of the 2 cores the whole run shares)"
     )
+    print(
+        f"CPU ms per append of mongod {result['mongod_cpu_ms_per_append']}, of the writers' process "
+        f"{result['writers_cpu_ms_per_append']}, of the subscribers' process {result['subscribers_cpu_ms_per_append']}"
+    )
     print(f"lost {result['lost']}, duplicated {result['duplicated']}, streams ended early {result['streams_ended']}")
     print(
         f"service RSS {result['rss_mib_idle']} MiB idle, {result['rss_mib_subscribed']} MiB with the subscribers, "
@@ -321,7 +348,7 @@ def main() -> int:
         key = asyncio.run(create_key(server.url, DATABASE))
         streams = args.subscribers + 8
         with serve(server.url, DATABASE, workers=1, max_streams_per_key=streams) as service:
-            result = asyncio.run(run(service.base, key.secret, service.pid, args))
+            result = asyncio.run(run(service.base, key.secret, service.pid, server.pid, args))
         report(result, machine(server.url))
     return 0
 
