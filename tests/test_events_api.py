@@ -280,6 +280,10 @@ async def test_a_quiet_stream_sends_comments(
         stream(client, tenant) as reader,
     ):
         assert (await reader.message()).comment == "keep-alive"
+        sid = (await call(client, tenant, "POST", ""))["session_id"]
+        assert (await reader.events(1))[0].data["session_id"] == sid
+        # silent again: the comments go on after an event, and after a comment
+        assert [(await reader.message()).comment for _ in range(2)] == ["keep-alive", "keep-alive"]
 
 
 async def test_a_consumer_that_falls_behind_is_dropped_and_resumes_without_loss(

@@ -111,7 +111,8 @@ def deliveries(change: Mapping[str, Any], before: Mapping[str, Any] | None) -> l
 
 class Subscriber:
     """One stream's bounded queue; ``None`` in it ends the stream with :attr:`reason`, and :attr:`restarting` says
-    whether that end is the server shutting down (reconnect after the retry hint) rather than a drop."""
+    whether that end is the server shutting down (reconnect after the retry hint) rather than a drop. A ``None``
+    while :attr:`reason` is unset is a :meth:`nudge`, which only a consumer that asks for them gets."""
 
     def __init__(self, selection: Selection, size: int) -> None:
         self.selection = selection
@@ -132,6 +133,12 @@ class Subscriber:
         """Like :meth:`offer`, but wait for room: for a stream of the subscriber's own, which may wait for it."""
         if self.reason is None and self.selection.wants(delivery.event):
             await self.queue.put(delivery)  # close() empties the queue first, so its None always finds room
+
+    def nudge(self) -> None:
+        """Wake the consumer waiting on an empty queue without an event (its stream has been silent for a while and
+        sends a keep-alive), so that it needs no timer of its own around every read."""
+        if self.reason is None and self.queue.empty():
+            self.queue.put_nowait(None)
 
     def close(self, reason: str, *, restarting: bool = False) -> None:
         """End the stream with ``reason``, dropping what it had not read (it resumes from what it had)."""
