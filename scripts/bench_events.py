@@ -17,7 +17,9 @@ writers (``POST /v1/sessions/{id}/work-log``, one entry at a time, each writer i
 The subscribers run in a process of their own (this script, ``--subscribe``) so that parsing their events does not
 slow the writers' process; each reads its stream on a bare connection (``--client httpx``: through httpx, which
 costs that process several times more CPU, taken from the same two cores). The CPU of the service, mongod, the
-writers' and the subscribers' processes is printed per append, so that where the cores went shows. Latency is, per event received, its arrival (``time.time()`` in the subscribers'
+writers' and the subscribers' processes is printed per append, so that where the cores went shows.
+
+Latency is, per event received, its arrival (``time.time()`` in the subscribers'
 process) minus the acknowledgement of the write that made it (``time.time()`` in the writers' process when the
 201 arrived): the same machine's clock. The service's RSS (its processes, from ``/proc``) is read before the
 subscribers connect, once they are connected and idle, and after phase 2; the second minus the first, over the

@@ -1,12 +1,12 @@
 """One change stream per worker, fanned out to that worker's subscribers through bounded queues.
 
-A fresh subscriber joins the :class:`Hub`: its one change stream on ``sessions`` (all workspaces; each change
-is mapped once and offered only to the subscribers of its session and to those of its whole workspace, which the
-hub keeps indexed by workspace and session, so an event costs nothing to the other streams of its workspace) is
-opened on the first subscriber and closed with the app. A subscriber that resumes (``Last-Event-ID``) gets a
-change stream of its own instead, filtered to its workspace on the server and started ``resume_after`` its token,
-so it receives exactly what it missed and then everything after it, in order; it feeds the same kind of bounded
-queue.
+A fresh subscriber joins the :class:`Hub`: its one change stream on ``sessions`` (all workspaces) is opened on the
+first subscriber and closed with the app. Each change is mapped once, and only when a stream follows its session
+(``pump``); its events are offered only to the subscribers of its session and to those of its whole workspace,
+which the hub keeps indexed by workspace and session, so an event costs nothing to the other streams of its
+workspace. A subscriber that resumes (``Last-Event-ID``) gets a change stream of its own instead, filtered to its
+workspace on the server and started ``resume_after`` its token, so it receives exactly what it missed and then
+everything after it, in order; it feeds the same kind of bounded queue.
 
 A queue of the hub's stream that is full means a consumer that cannot keep up: it is emptied and closed with the
 reason, the consumer gets a final ``event: error`` and reconnects with the last id it received, so memory per
@@ -29,22 +29,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.errors import OperationFailure, PyMongoError
 
-from handoff import clock
 from handoff.errors import Gone, RateLimited, Unavailable
 from handoff.events.bodies import Bodies
-from handoff.events.mapping import Event, Position, events_of, needs_body, with_body, workspace_filter
+from handoff.events.mapping import Event, Position, workspace_filter
+from handoff.events.pump import Cursor, Delivery, deliveries, pump
 from handoff.sessions import store
 
 if TYPE_CHECKING:
     from handoff.ops.shutdown import ShutdownSignal
+
+__all__ = ["GONE_DETAIL", "SHUTTING_DOWN", "Delivery", "Hub", "Selection", "Subscriber", "deliveries"]
 
 logger = logging.getLogger("handoff.events")
 
@@ -52,11 +53,6 @@ logger = logging.getLogger("handoff.events")
 OPERATIONS: dict[str, Any] = {"$match": {"operationType": {"$in": ["insert", "update", "delete"]}}}
 #: How long one read of a change stream waits on the server; a stream being closed ends within it.
 MAX_AWAIT_MS = 500
-#: How long a stream that has just delivered changes waits before asking the server for more: under a steady flow
-#: of writes one getMore then brings the changes of this long instead of one each (a round trip to mongod per
-#: change costs the service and mongod more CPU than fanning the change out); an idle stream still hears of a
-#: change as soon as it is made, since its getMore waits on the server.
-GATHER_SECONDS = 0.01
 #: Wait before reopening the hub's stream after an error (a step-down the driver's one retry did not ride out).
 REOPEN_DELAY_SECONDS = 1.0
 SHUTTING_DOWN = "the server is shutting down; reconnect with Last-Event-ID"
@@ -80,33 +76,6 @@ class Selection:
             and (self.session_id is None or event.session_id == self.session_id)
             and (self.types is None or event.type in self.types)
         )
-
-
-@dataclass(slots=True)
-class Delivery:
-    """An event and the position a stream resumes from after it (its SSE ``id:``).
-
-    The hub hands the same delivery to every subscriber of its event, so what is derived from it alone is derived
-    once: ``encoded`` is its server-sent-event message, set by the first stream that sends it
-    (``controller.encoded``) and sent as it is by the others.
-    """
-
-    event: Event
-    position: Position
-    encoded: bytes | None = field(default=None, compare=False, repr=False)
-
-
-def deliveries(change: Mapping[str, Any], before: Mapping[str, Any] | None) -> list[Delivery]:
-    """The events of ``change`` with their positions; ``before`` is the stream's resume token just before it."""
-    events = events_of(change, clock.now())
-    last = len(events) - 1
-    token = change["_id"]["_data"]
-    if before is None and last > 0:  # cannot happen on a stream that has answered once; resume at the change
-        before = change["_id"]
-    return [
-        Delivery(event, Position(token) if i == last else Position(before["_data"], i + 1))  # type: ignore[index]
-        for i, event in enumerate(events)
-    ]
 
 
 class Subscriber:
@@ -151,53 +120,6 @@ class Subscriber:
         self.queue.put_nowait(None)
 
 
-@dataclass(slots=True)
-class Cursor:
-    """The resume token after the last change a stream delivered in full: where to reopen it after a failure."""
-
-    token: Mapping[str, Any] | None = None
-
-
-async def _pump(
-    stream: AsyncChangeStream[Any],
-    deliver: Callable[[Delivery], Awaitable[None]],
-    running: Callable[[], bool],
-    *,
-    wanted: Callable[[Event], bool],
-    bodies: Bodies,
-    cursor: Cursor,
-    skip: int = 0,
-) -> None:
-    """Read ``stream`` while ``running()``, handing each change's deliveries to ``deliver`` (the first ``skip`` of
-    the first change are ones the subscriber already has), with the Session body of those ``wanted`` that carry
-    one. A change is delivered whole or not at all: a failed read of its body leaves ``cursor`` before it."""
-    cursor.token = stream.resume_token
-    while running() and stream.alive:
-        change = await stream.try_next()
-        if change is not None:
-            found = deliveries(change, cursor.token)[skip:]
-            for i, delivery in enumerate(found):
-                event = delivery.event
-                if needs_body(event) and wanted(event):
-                    body = await bodies.of(change["_id"]["_data"], event.workspace_id, event.session_id)
-                    found[i] = replace(delivery, event=with_body(event, body))
-            for delivery in found:
-                await deliver(delivery)
-            skip = 0
-            if not _buffered(stream):  # the next read is a getMore: let the changes of the next moments gather
-                await asyncio.sleep(GATHER_SECONDS)
-        cursor.token = stream.resume_token
-
-
-def _buffered(stream: AsyncChangeStream[Any]) -> bool:
-    """Whether ``stream`` holds changes it has not returned yet (its next ``try_next`` needs no round trip).
-
-    pymongo has no public way to ask: this reads its cursor's batch, and says ``True`` (no gathering, as before)
-    should that ever change.
-    """
-    return bool(getattr(getattr(stream, "_cursor", None), "_data", True))
-
-
 class Hub:
     """The worker's change stream and its subscribers; one per app, on ``app.state.events``."""
 
@@ -208,7 +130,7 @@ class Hub:
         self._subscribers: dict[str, dict[str | None, set[Subscriber]]] = {}
         self._streams_per_key: Counter[str] = Counter()
         self._stopping = asyncio.Event()
-        self._restarting = False
+        self._streams_stopped = False
         self._task: asyncio.Task[None] | None = None
         self._opened: asyncio.Future[None] | None = None
         self._private: set[asyncio.Task[None]] = set()
@@ -221,6 +143,11 @@ class Hub:
     def closing(self) -> bool:
         """The hub is closing (or closed), or the server shutting down: a consumer has nothing left to resume."""
         return self._restarting or self._stopping.is_set()
+
+    @property
+    def _restarting(self) -> bool:
+        # The flag, or the signal itself: a stream may subscribe between the signal and its watcher's turn.
+        return self._streams_stopped or (self._shutdown is not None and self._shutdown.is_set())
 
     def admit(self, api_key_id: str) -> Callable[[], None]:
         """Count one more open stream of this key (``429`` past ``HANDOFF_MAX_STREAMS_PER_KEY``); call the returned
@@ -277,10 +204,11 @@ class Hub:
         async def feed() -> None:
             async with stream:
                 try:
-                    await _pump(
+                    await pump(
                         stream,
                         subscriber.put,
                         running,
+                        heard=lambda _, session_id: selection.session_id in (None, session_id),
                         wanted=subscriber.selection.wants,
                         bodies=self._bodies,
                         cursor=Cursor(),
@@ -334,6 +262,10 @@ class Hub:
             return ()
         return tuple(found for key in (event.session_id, None) if (found := group.get(key)))
 
+    def _heard(self, workspace_id: str, session_id: str) -> bool:
+        group = self._subscribers.get(workspace_id)
+        return group is not None and (session_id in group or None in group)
+
     def _wanted(self, event: Event) -> bool:
         return any(subscriber.selection.wants(event) for same in self._audience(event) for subscriber in same)
 
@@ -354,7 +286,7 @@ class Hub:
     def stop_streams(self) -> None:
         """End every stream with the hint to reconnect, now and for any that subscribes from now on: the server is
         shutting down (its change streams run on until :meth:`close`, after the requests in flight)."""
-        self._restarting = True
+        self._streams_stopped = True
         self._drop_all(SHUTTING_DOWN, restarting=True)
 
     async def _run(self, opened: asyncio.Future[None]) -> None:
@@ -368,10 +300,11 @@ class Hub:
                 if not opened.done():
                     opened.set_result(None)
                 async with stream:
-                    await _pump(
+                    await pump(
                         stream,
                         self._deliver,
                         lambda: not self._stopping.is_set(),
+                        heard=self._heard,
                         wanted=self._wanted,
                         bodies=self._bodies,
                         cursor=cursor,
