@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/bench_events.py                  # 15 s per phase, 200 subscribers, 32 writers
     .venv/bin/python scripts/bench_events.py --seconds 30 --subscribers 400
+    .venv/bin/python scripts/bench_events.py --client httpx   # the subscribers read with httpx (heavier)
 
 It starts a bundled mongod of its own and ``handoff serve --workers 1`` (one worker holds every stream;
 ``HANDOFF_MAX_STREAMS_PER_KEY`` raised to fit them), creates 64 sessions, and runs three phases of the same 32
@@ -14,7 +15,11 @@ writers (``POST /v1/sessions/{id}/work-log``, one entry at a time, each writer i
    phases shows, rather than being taken for the subscribers' cost.
 
 The subscribers run in a process of their own (this script, ``--subscribe``) so that parsing their events does not
-slow the writers' process. Latency is, per event received, its arrival (``time.time()`` in the subscribers'
+slow the writers' process; each reads its stream on a bare connection (``--client httpx``: through httpx, which
+costs that process several times more CPU, taken from the same two cores). The CPU of the service, mongod, the
+writers' and the subscribers' processes is printed per append, so that where the cores went shows.
+
+Latency is, per event received, its arrival (``time.time()`` in the subscribers'
 process) minus the acknowledgement of the write that made it (``time.time()`` in the writers' process when the
 201 arrived): the same machine's clock. The service's RSS (its processes, from ``/proc``) is read before the
 subscribers connect, once they are connected and idle, and after phase 2; the second minus the first, over the
@@ -52,8 +57,10 @@ class Phase:
     appends: int = 0
     seconds: float = 0.0
     errors: Counter[str] = field(default_factory=Counter)
-    #: CPU seconds the service spent during the phase
+    #: CPU seconds the service, mongod and this (the writers') process spent during the phase
     service_cpu: float = 0.0
+    mongod_cpu: float = 0.0
+    writers_cpu: float = 0.0
     #: entry id -> time.time() when its request was sent and when its acknowledgement arrived
     acked: dict[str, tuple[float, float]] = field(default_factory=dict)
 
@@ -83,7 +90,14 @@ def rss_bytes(pid: int) -> int:
 
 
 async def write(
-    base: str, headers: dict[str, str], sessions: list[str], seconds: float, phase: Phase, *, service_pid: int
+    base: str,
+    headers: dict[str, str],
+    sessions: list[str],
+    seconds: float,
+    phase: Phase,
+    *,
+    service_pid: int,
+    mongod_pid: int,
 ) -> None:
     """32 writers, one session each, appending one entry at a time for ``seconds``.
 
@@ -114,10 +128,17 @@ async def write(
                 else:
                     phase.errors[str(response.status_code)] += 1
 
-    started, cpu = time.monotonic(), cpu_seconds(service_pid)
+    started, cpu, mongod, own = time.monotonic(), cpu_seconds(service_pid), cpu_seconds(mongod_pid), _own_cpu()
     await asyncio.gather(*(writer(number) for number in range(WRITERS)))
     phase.seconds = time.monotonic() - started
     phase.service_cpu = cpu_seconds(service_pid) - cpu
+    phase.mongod_cpu = cpu_seconds(mongod_pid) - mongod
+    phase.writers_cpu = _own_cpu() - own
+
+
+def _own_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 async def create_sessions(base: str, headers: dict[str, str], count: int) -> list[str]:
@@ -133,40 +154,64 @@ async def create_sessions(base: str, headers: dict[str, str], count: int) -> lis
 # The subscribers' process ---------------------------------------------------------------------------------------
 
 
-async def subscribe(base: str, secret: str, sessions: list[str], count: int) -> None:
+async def subscribe(base: str, secret: str, sessions: list[str], count: int, client: str) -> None:
     """``count`` streams; prints ``ready`` once all are live, then, when stdin closes, one JSON line: per session,
-    the arrivals of each entry id (``[[entry_id, time], ...]`` per subscriber), and the streams that ended."""
+    the arrivals of each entry id (``[[entry_id, time], ...]`` per subscriber), and the streams that ended.
+
+    ``client`` is ``raw`` (each stream a bare asyncio connection, its bytes scanned as they come) or ``httpx``
+    (each an httpx stream): the subscribers share the machine's two cores with the service, mongod and the
+    writers, and httpx's parsing costs them several times what the raw reader does, out of the writers' rate.
+    """
     headers = {"Authorization": f"Bearer {secret}"}
     arrivals: list[list[tuple[str, float]]] = [[] for _ in range(count)]
     ended: Counter[str] = Counter()
     live = asyncio.Semaphore(0)
+
+    def read(mine: list[tuple[str, float]], buffer: bytes, chunk: bytes, now: float) -> bytes:
+        """The complete messages of ``buffer + chunk`` counted; what is left of an incomplete one returned."""
+        buffer += chunk.replace(b"\r", b"")  # Litestar ends lines with CRLF; JSON escapes a CR
+        *messages, buffer = buffer.split(b"\n\n")
+        for message in messages:
+            if b"event: error" in message:
+                ended["event: error"] += 1
+            elif b"event: work_log.appended" in message and (found := ENTRY_ID.search(message)):
+                mine.append((found.group(1).decode(), now))
+        return buffer
+
+    async def raw(number: int) -> None:
+        url = httpx.URL(base)
+        reader, writer = await asyncio.open_connection(url.host, url.port)
+        path = f"/v1/sessions/{sessions[number % len(sessions)]}/events"
+        request = f"GET {path} HTTP/1.1\r\nHost: {url.host}\r\nAuthorization: {headers['Authorization']}\r\n\r\n"
+        writer.write(request.encode())
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 200"):
+                ended[head.split(b"\r\n", 1)[0].decode()] += 1
+                return
+            live.release()
+            mine, buffer = arrivals[number], b""
+            while chunk := await reader.read(1 << 16):  # chunked framing lies between messages: harmless here
+                buffer = read(mine, buffer, chunk, time.time())
+        finally:
+            writer.close()
+
+    async def with_httpx(number: int, http: httpx.AsyncClient) -> None:
+        async with http.stream("GET", f"/v1/sessions/{sessions[number % len(sessions)]}/events") as response:
+            if response.status_code != 200:
+                ended[f"HTTP {response.status_code}"] += 1
+                live.release()
+                return
+            live.release()
+            mine, buffer = arrivals[number], b""
+            async for chunk in response.aiter_raw():
+                buffer = read(mine, buffer, chunk, time.time())
+
     limits = httpx.Limits(max_connections=count + 10, max_keepalive_connections=0)
     async with httpx.AsyncClient(
         base_url=base, headers=headers, timeout=httpx.Timeout(30, read=None), limits=limits
     ) as http:
-
-        async def one(number: int) -> None:
-            async with http.stream("GET", f"/v1/sessions/{sessions[number % len(sessions)]}/events") as response:
-                if response.status_code != 200:
-                    ended[f"HTTP {response.status_code}"] += 1
-                    live.release()
-                    return
-                mine = arrivals[number]
-                released = False
-                buffer = b""
-                async for chunk in response.aiter_raw():
-                    now = time.time()
-                    if not released:
-                        released = True
-                        live.release()
-                    buffer += chunk.replace(b"\r", b"")  # Litestar ends lines with CRLF; JSON escapes a CR
-                    *messages, buffer = buffer.split(b"\n\n")
-                    for message in messages:
-                        if b"event: error" in message:
-                            ended["event: error"] += 1
-                        elif b"event: work_log.appended" in message and (found := ENTRY_ID.search(message)):
-                            mine.append((found.group(1).decode(), now))
-
+        one = (lambda number: with_httpx(number, http)) if client == "httpx" else raw
         tasks = [asyncio.create_task(one(number)) for number in range(count)]
         for _ in range(count):
             await live.acquire()
@@ -182,12 +227,12 @@ async def subscribe(base: str, secret: str, sessions: list[str], count: int) -> 
 # The run ----------------------------------------------------------------------------------------------------------
 
 
-async def run(base: str, secret: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
+async def run(base: str, secret: str, pid: int, mongod_pid: int, args: argparse.Namespace) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {secret}"}
     sessions = await create_sessions(base, headers, 2 * WRITERS)
     alone, followed = sessions[:WRITERS], sessions[WRITERS:]
     before = Phase("without-1")
-    await write(base, headers, alone, args.seconds, before, service_pid=pid)
+    await write(base, headers, alone, args.seconds, before, service_pid=pid, mongod_pid=mongod_pid)
     rss_idle = rss_bytes(pid)
 
     subscribers = await asyncio.create_subprocess_exec(
@@ -198,6 +243,7 @@ async def run(base: str, secret: str, pid: int, args: argparse.Namespace) -> dic
         secret,
         json.dumps(followed),
         str(args.subscribers),
+        args.client,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         limit=1 << 30,
@@ -210,7 +256,7 @@ async def run(base: str, secret: str, pid: int, args: argparse.Namespace) -> dic
     await asyncio.sleep(2)
     rss_subscribed = rss_bytes(pid)
     during = Phase("with")
-    await write(base, headers, followed, args.seconds, during, service_pid=pid)
+    await write(base, headers, followed, args.seconds, during, service_pid=pid, mongod_pid=mongod_pid)
     rss_loaded = rss_bytes(pid)
     subscribers_cpu = cpu_seconds(subscribers.pid)
     subscribers.stdin.close()
@@ -218,7 +264,7 @@ async def run(base: str, secret: str, pid: int, args: argparse.Namespace) -> dic
     await subscribers.wait()
 
     after = Phase("without-2")
-    await write(base, headers, alone, args.seconds, after, service_pid=pid)
+    await write(base, headers, alone, args.seconds, after, service_pid=pid, mongod_pid=mongod_pid)
 
     latencies: list[float] = []
     from_send: list[float] = []
@@ -242,6 +288,7 @@ async def run(base: str, secret: str, pid: int, args: argparse.Namespace) -> dic
     baseline = (before.rate + after.rate) / 2
     return {
         "subscribers": args.subscribers,
+        "client": args.client,
         "writers": WRITERS,
         "seconds_per_phase": args.seconds,
         "rate_without_1": round(before.rate, 1),
@@ -262,10 +309,17 @@ async def run(base: str, secret: str, pid: int, args: argparse.Namespace) -> dic
         "service_cpu_ms_per_append": {
             phase.label: round(phase.service_cpu * 1000 / max(phase.appends, 1), 2) for phase in (before, during, after)
         },
+        "mongod_cpu_ms_per_append": {
+            phase.label: round(phase.mongod_cpu * 1000 / max(phase.appends, 1), 2) for phase in (before, during, after)
+        },
+        "writers_cpu_ms_per_append": {
+            phase.label: round(phase.writers_cpu * 1000 / max(phase.appends, 1), 2) for phase in (before, during, after)
+        },
         "service_cpu_share": {
             phase.label: round(phase.service_cpu / phase.seconds, 2) for phase in (before, during, after)
         },
         "subscribers_process_cpu_seconds": round(subscribers_cpu, 1),
+        "subscribers_cpu_ms_per_append": round(subscribers_cpu * 1000 / max(during.appends, 1), 2),
         "rss_mib_idle": round(rss_idle / 2**20, 1),
         "rss_mib_subscribed": round(rss_subscribed / 2**20, 1),
         "rss_mib_after_load": round(rss_loaded / 2**20, 1),
@@ -277,7 +331,8 @@ async def run(base: str, secret: str, pid: int, args: argparse.Namespace) -> dic
 def report(result: dict[str, Any], where: str) -> None:
     print(f"machine: {where}")
     print(
-        f"{result['subscribers']} subscribers (each of one session), {result['writers']} writers, "
+        f"{result['subscribers']} subscribers (each of one session, reading with {result['client']}), "
+        f"{result['writers']} writers, "
         f"{result['seconds_per_phase']} s per phase, one worker"
     )
     print(
@@ -295,6 +350,10 @@ def report(result: dict[str, Any], where: str) -> None:
         f"{result['service_cpu_share']}; the subscribers' process used {result['subscribers_process_cpu_seconds']} "
         "CPU seconds (of the 2 cores the whole run shares)"
     )
+    print(
+        f"CPU ms per append of mongod {result['mongod_cpu_ms_per_append']}, of the writers' process "
+        f"{result['writers_cpu_ms_per_append']}, of the subscribers' process {result['subscribers_cpu_ms_per_append']}"
+    )
     print(f"lost {result['lost']}, duplicated {result['duplicated']}, streams ended early {result['streams_ended']}")
     print(
         f"service RSS {result['rss_mib_idle']} MiB idle, {result['rss_mib_subscribed']} MiB with the subscribers, "
@@ -311,17 +370,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=15, help="length of each of the three phases")
     parser.add_argument("--subscribers", type=int, default=200)
-    parser.add_argument("--subscribe", nargs=4, metavar=("BASE", "SECRET", "SESSIONS", "COUNT"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--client",
+        choices=("raw", "httpx"),
+        default="raw",
+        help="how the subscribers read their streams: bare connections (the default) or httpx (figures before 15:40 "
+        "UTC of 2026-12-07)",
+    )
+    parser.add_argument("--subscribe", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.subscribe:
-        base, secret, sessions, count = args.subscribe
-        asyncio.run(subscribe(base, secret, json.loads(sessions), int(count)))
+        base, secret, sessions, count, client = args.subscribe
+        asyncio.run(subscribe(base, secret, json.loads(sessions), int(count), client))
         return 0
     with bench_server("bench-events") as server:
         key = asyncio.run(create_key(server.url, DATABASE))
         streams = args.subscribers + 8
         with serve(server.url, DATABASE, workers=1, max_streams_per_key=streams) as service:
-            result = asyncio.run(run(service.base, key.secret, service.pid, args))
+            result = asyncio.run(run(service.base, key.secret, service.pid, server.pid, args))
         report(result, machine(server.url))
     return 0
 

@@ -21,6 +21,7 @@ from handoff.app import create_app
 from handoff.config import Settings
 from handoff.db import MongoDatabase
 from handoff.localdb import MongodProcess
+from handoff.ops.shutdown import RETRY_AFTER_SHUTDOWN_MS
 from tests.api import problem
 from tests.factories import Tenant
 from tests.test_client_sync import serve_app
@@ -35,6 +36,7 @@ class Message:
     id: str | None
     data: Any
     comment: str | None = None
+    retry: str | None = None
 
 
 class Reader:
@@ -52,7 +54,7 @@ class Reader:
             if line == "":
                 if fields or comment is not None:
                     data = json.loads(fields["data"]) if fields.get("data") else None
-                    return Message(fields.get("event"), fields.get("id"), data, comment)
+                    return Message(fields.get("event"), fields.get("id"), data, comment, fields.get("retry"))
                 continue
             if line.startswith(":"):
                 comment = line[1:].strip()
@@ -278,6 +280,10 @@ async def test_a_quiet_stream_sends_comments(
         stream(client, tenant) as reader,
     ):
         assert (await reader.message()).comment == "keep-alive"
+        sid = (await call(client, tenant, "POST", ""))["session_id"]
+        assert (await reader.events(1))[0].data["session_id"] == sid
+        # silent again: the comments go on after an event, and after a comment
+        assert [(await reader.message()).comment for _ in range(2)] == ["keep-alive", "keep-alive"]
 
 
 async def test_a_consumer_that_falls_behind_is_dropped_and_resumes_without_loss(
@@ -372,3 +378,50 @@ async def test_no_event_crosses_workspaces_with_colliding_session_ids(
             ("session.deleted", "ses_shared"),
         ]
         assert received[0].data["session"]["workspace_id"] == tenant.workspace.workspace_id
+
+
+async def test_each_event_reaches_the_streams_of_its_session_and_of_its_workspace(
+    http: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    """The hub offers an event to the streams of its session and those of the whole workspace only; each gets it
+    once, with the same id and bytes (encoded once for all of them)."""
+    one = (await call(http, tenant, "POST", ""))["session_id"]
+    other = (await call(http, tenant, "POST", ""))["session_id"]
+    async with (
+        stream(http, tenant, f"/v1/sessions/{one}/events") as mine,
+        stream(http, tenant, f"/v1/sessions/{other}/events") as elsewhere,
+        stream(http, tenant) as everything,
+    ):
+        await call(http, tenant, "POST", f"/{one}/actions", {"action": "here"})
+        await call(http, tenant, "POST", f"/{other}/actions", {"action": "there"})
+        (here,) = await mine.events(1)
+        (there,) = await elsewhere.events(1)
+        both = await everything.events(2)
+    assert (here.data["session_id"], here.data["entry"]["action"]) == (one, "here")
+    assert (there.data["session_id"], there.data["entry"]["action"]) == (other, "there")
+    assert [(m.id, m.data) for m in both] == [(here.id, here.data), (there.id, there.data)]
+
+
+async def test_a_shutdown_ends_streams_with_the_retry_hint(
+    database: MongoDatabase, tenant: Tenant, events_settings: Settings
+) -> None:
+    """When the server begins to shut down, the hub ends every stream through its queue, live and resumed alike: a
+    ``retry:`` hint, not an ``event: error``, then the end of the body; a stream asked for after that ends the same
+    way at once."""
+    app = create_app(events_settings, database=database)
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=20) as client:
+        async with stream(client, tenant) as live:
+            await call(client, tenant, "POST", "")
+            (created,) = await live.events(1)
+            async with stream(client, tenant, last_event_id=created.id) as resumed:
+                app.state.shutdown.set()  # what SIGTERM sets first (handoff.ops.shutdown)
+                ends = [await live.message(), await resumed.message()]
+                for reader in (live, resumed):
+                    with pytest.raises(StopAsyncIteration):
+                        await reader.message()
+        async with stream(client, tenant) as late:
+            ends.append(await late.message())
+            with pytest.raises(StopAsyncIteration):
+                await late.message()
+    for end in ends:
+        assert (end.event, end.comment, end.retry) == (None, "server restarting", str(RETRY_AFTER_SHUTDOWN_MS))

@@ -18,8 +18,13 @@ from handoff.events.hub import Hub
 
 @asynccontextmanager
 async def running(app: Litestar, settings: Settings) -> AsyncIterator[None]:
-    """The app's :class:`Hub` on ``app.state.events`` while the app runs; its streams close when it stops."""
-    hub = Hub(queue_size=settings.events_queue_size, max_streams_per_key=settings.max_streams_per_key)
+    """The app's :class:`Hub` on ``app.state.events`` while the app runs; its streams end when the server begins to
+    shut down (``app.state.shutdown``, set by :mod:`handoff.ops` before this starts) and close when it stops."""
+    hub = Hub(
+        queue_size=settings.events_queue_size,
+        max_streams_per_key=settings.max_streams_per_key,
+        shutdown=app.state.shutdown,
+    )
     app.state.events = hub
     try:
         yield

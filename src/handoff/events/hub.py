@@ -1,10 +1,12 @@
 """One change stream per worker, fanned out to that worker's subscribers through bounded queues.
 
-A fresh subscriber joins the :class:`Hub`: its one change stream on ``sessions`` (all workspaces; each change
-is mapped once and offered only to the subscribers of the workspace its ``_id`` names) is opened on the first
-subscriber and closed with the app. A subscriber that resumes (``Last-Event-ID``) gets a change stream of its
-own instead, filtered to its workspace on the server and started ``resume_after`` its token, so it receives
-exactly what it missed and then everything after it, in order; it feeds the same kind of bounded queue.
+A fresh subscriber joins the :class:`Hub`: its one change stream on ``sessions`` (all workspaces) is opened on the
+first subscriber and closed with the app. Each change is mapped once, and only when a stream follows its session
+(``pump``); its events are offered only to the subscribers of its session and to those of its whole workspace,
+which the hub keeps indexed by workspace and session, so an event costs nothing to the other streams of its
+workspace. A subscriber that resumes (``Last-Event-ID``) gets a change stream of its own instead, filtered to its
+workspace on the server and started ``resume_after`` its token, so it receives exactly what it missed and then
+everything after it, in order; it feeds the same kind of bounded queue.
 
 A queue of the hub's stream that is full means a consumer that cannot keep up: it is emptied and closed with the
 reason, the consumer gets a final ``event: error`` and reconnects with the last id it received, so memory per
@@ -14,32 +16,36 @@ its change stream replays far faster than a client reads) would otherwise be dro
 Streams are read with ``try_next`` (each waits at most :data:`MAX_AWAIT_MS` on the server) rather than cancelled
 mid-read, so closing one never cuts a connection.
 
-An event of :data:`~handoff.events.mapping.WITH_SESSION` (``session.updated``) carries the Session body as
-``GET /v1/sessions/{id}`` answers it, which the change itself does not hold, and a ``handoff.waiting`` of a claim
-that let go carries the handoff notes from it (``mapping.needs_body``): :class:`Bodies` reads it once per
-change on this worker, however many subscribers hear of it, and only when one of them wants the event. It is the
-session *as read when the event was first sent*: a later write may already show in it (its ``changes`` are
-exactly this change's), and it is ``null`` when the session was deleted in between. A resumed stream meeting a
-change the hub's stream already sent (within the last :data:`BODIES_KEPT` changes) sends the same body.
+A consumer waits on its queue and nothing else: when the server begins to shut down (the app's shutdown signal,
+:meth:`Hub.stop_streams`) every subscriber is ended through its queue with :attr:`Subscriber.restarting` set, so a
+stream needs no second task per read to watch for the signal; it sends its retry hint and ends.
+
+An event of :data:`~handoff.events.mapping.WITH_SESSION` carries the Session body, read once per change on this
+worker by :class:`~handoff.events.bodies.Bodies`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter, OrderedDict, defaultdict
-from collections.abc import Awaitable, Callable, Mapping
+from collections import Counter
+from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.errors import OperationFailure, PyMongoError
 
-from handoff import clock
 from handoff.errors import Gone, RateLimited, Unavailable
-from handoff.events.mapping import Event, Position, events_of, needs_body, with_body, workspace_filter
-from handoff.sessions import store, views
+from handoff.events.bodies import Bodies
+from handoff.events.mapping import Event, Position, workspace_filter
+from handoff.events.pump import Cursor, Delivery, deliveries, pump
+from handoff.sessions import store
+
+if TYPE_CHECKING:
+    from handoff.ops.shutdown import ShutdownSignal
+
+__all__ = ["GONE_DETAIL", "SHUTTING_DOWN", "Delivery", "Hub", "Selection", "Subscriber", "deliveries"]
 
 logger = logging.getLogger("handoff.events")
 
@@ -49,8 +55,7 @@ OPERATIONS: dict[str, Any] = {"$match": {"operationType": {"$in": ["insert", "up
 MAX_AWAIT_MS = 500
 #: Wait before reopening the hub's stream after an error (a step-down the driver's one retry did not ride out).
 REOPEN_DELAY_SECONDS = 1.0
-#: How many changes' Session bodies a worker keeps, so a resumed stream sends the body the hub's stream sent.
-BODIES_KEPT = 1_024
+SHUTTING_DOWN = "the server is shutting down; reconnect with Last-Event-ID"
 GONE_DETAIL = (
     "Last-Event-ID is not a position this service can resume from (too old for the oplog, or not an event id): "
     "re-read the session and subscribe afresh, without Last-Event-ID"
@@ -73,35 +78,17 @@ class Selection:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """An event and the position a stream resumes from after it (its SSE ``id:``)."""
-
-    event: Event
-    position: Position
-
-
-def deliveries(change: Mapping[str, Any], before: Mapping[str, Any] | None) -> list[Delivery]:
-    """The events of ``change`` with their positions; ``before`` is the stream's resume token just before it."""
-    events = events_of(change, clock.now())
-    last = len(events) - 1
-    token = change["_id"]["_data"]
-    if before is None and last > 0:  # cannot happen on a stream that has answered once; resume at the change
-        before = change["_id"]
-    return [
-        Delivery(event, Position(token) if i == last else Position(before["_data"], i + 1))  # type: ignore[index]
-        for i, event in enumerate(events)
-    ]
-
-
 class Subscriber:
-    """One stream's bounded queue; ``None`` in it ends the stream with :attr:`reason`."""
+    """One stream's bounded queue; ``None`` in it ends the stream with :attr:`reason`, and :attr:`restarting` says
+    whether that end is the server shutting down (reconnect after the retry hint) rather than a drop. A ``None``
+    while :attr:`reason` is unset is a :meth:`nudge`, which only a consumer that asks for them gets."""
 
     def __init__(self, selection: Selection, size: int) -> None:
         self.selection = selection
         self.queue: asyncio.Queue[Delivery | None] = asyncio.Queue(size + 1)  # + 1: room for the final None
         self.size = size
         self.reason: str | None = None
+        self.restarting = False
 
     def offer(self, delivery: Delivery) -> None:
         if self.reason is not None or not self.selection.wants(delivery.event):
@@ -116,108 +103,51 @@ class Subscriber:
         if self.reason is None and self.selection.wants(delivery.event):
             await self.queue.put(delivery)  # close() empties the queue first, so its None always finds room
 
-    def close(self, reason: str) -> None:
+    def nudge(self) -> None:
+        """Wake the consumer waiting on an empty queue without an event (its stream has been silent for a while and
+        sends a keep-alive), so that it needs no timer of its own around every read."""
+        if self.reason is None and self.queue.empty():
+            self.queue.put_nowait(None)
+
+    def close(self, reason: str, *, restarting: bool = False) -> None:
         """End the stream with ``reason``, dropping what it had not read (it resumes from what it had)."""
         if self.reason is not None:
             return
         self.reason = reason
+        self.restarting = restarting
         while not self.queue.empty():
             self.queue.get_nowait()
         self.queue.put_nowait(None)
 
 
-class BodyReadFailed(PyMongoError):
-    """The read of a Session body failed: the stream reopens before its change (its position is not lost, unlike
-    an ``OperationFailure`` of the change stream itself)."""
-
-
-class Bodies:
-    """The Session body of each change whose events carry one, read once per change on this worker.
-
-    Keyed by the change's resume token, so the hub's stream and resumed streams that meet the same change share
-    one read (the first to meet it reads, the others wait for that read) and send the same body.
-    """
-
-    def __init__(self, kept: int = BODIES_KEPT) -> None:
-        self.kept = kept
-        self._read: OrderedDict[str, asyncio.Future[dict[str, Any] | None]] = OrderedDict()
-
-    async def of(self, token: str, workspace_id: str, session_id: str) -> dict[str, Any] | None:
-        """The body for the change of ``token``: the session as read now, or ``None`` once it is deleted."""
-        found = self._read.get(token)
-        if found is None:
-            found = asyncio.ensure_future(_session_body(workspace_id, session_id))
-            self._read[token] = found
-            if len(self._read) > self.kept:
-                self._read.popitem(last=False)
-        try:
-            return await asyncio.shield(found)  # a stream that stops waiting does not cancel the others' read
-        except PyMongoError as exc:
-            if self._read.get(token) is found:  # not remembered: the next stream to meet the change reads again
-                del self._read[token]
-            raise BodyReadFailed(f"reading the session for an event failed: {exc}") from exc
-
-
-async def _session_body(workspace_id: str, session_id: str) -> dict[str, Any] | None:
-    doc = await store.sessions().find_one(store.key(workspace_id, session_id), store.SESSION_PROJECTION)
-    return None if doc is None else views.session_read(doc, clock.now()).model_dump(mode="json")
-
-
-@dataclass(slots=True)
-class Cursor:
-    """The resume token after the last change a stream delivered in full: where to reopen it after a failure."""
-
-    token: Mapping[str, Any] | None = None
-
-
-async def _pump(
-    stream: AsyncChangeStream[Any],
-    deliver: Callable[[Delivery], Awaitable[None]],
-    running: Callable[[], bool],
-    *,
-    wanted: Callable[[Event], bool],
-    bodies: Bodies,
-    cursor: Cursor,
-    skip: int = 0,
-) -> None:
-    """Read ``stream`` while ``running()``, handing each change's deliveries to ``deliver`` (the first ``skip`` of
-    the first change are ones the subscriber already has), with the Session body of those ``wanted`` that carry
-    one. A change is delivered whole or not at all: a failed read of its body leaves ``cursor`` before it."""
-    cursor.token = stream.resume_token
-    while running() and stream.alive:
-        change = await stream.try_next()
-        if change is not None:
-            found = deliveries(change, cursor.token)[skip:]
-            for i, delivery in enumerate(found):
-                event = delivery.event
-                if needs_body(event) and wanted(event):
-                    body = await bodies.of(change["_id"]["_data"], event.workspace_id, event.session_id)
-                    found[i] = replace(delivery, event=with_body(event, body))
-            for delivery in found:
-                await deliver(delivery)
-            skip = 0
-        cursor.token = stream.resume_token
-
-
 class Hub:
     """The worker's change stream and its subscribers; one per app, on ``app.state.events``."""
 
-    def __init__(self, *, queue_size: int, max_streams_per_key: int) -> None:
+    def __init__(self, *, queue_size: int, max_streams_per_key: int, shutdown: ShutdownSignal | None = None) -> None:
         self.queue_size = queue_size
         self.max_streams_per_key = max_streams_per_key
-        self._subscribers: dict[str, set[Subscriber]] = defaultdict(set)
+        # workspace -> session id (None: the whole workspace) -> subscribers: an event is offered to two groups
+        self._subscribers: dict[str, dict[str | None, set[Subscriber]]] = {}
         self._streams_per_key: Counter[str] = Counter()
         self._stopping = asyncio.Event()
+        self._streams_stopped = False
         self._task: asyncio.Task[None] | None = None
         self._opened: asyncio.Future[None] | None = None
         self._private: set[asyncio.Task[None]] = set()
         self._resumed: set[Subscriber] = set()
         self._bodies = Bodies()
+        self._shutdown = shutdown
+        self._watcher: asyncio.Task[None] | None = None
 
     @property
     def closing(self) -> bool:
-        """The hub is closing (or closed): it takes no more subscribers."""
-        return self._stopping.is_set()
+        """The hub is closing (or closed), or the server shutting down: a consumer has nothing left to resume."""
+        return self._restarting or self._stopping.is_set()
+
+    @property
+    def _restarting(self) -> bool:
+        # The flag, or the signal itself: a stream may subscribe between the signal and its watcher's turn.
+        return self._streams_stopped or (self._shutdown is not None and self._shutdown.is_set())
 
     def admit(self, api_key_id: str) -> Callable[[], None]:
         """Count one more open stream of this key (``429`` past ``HANDOFF_MAX_STREAMS_PER_KEY``); call the returned
@@ -238,19 +168,25 @@ class Hub:
 
     async def subscribe(self, selection: Selection) -> Subscriber:
         """A subscriber to everything from now on (the hub's stream is open when this returns)."""
-        self._refuse_when_closing()
+        self._refuse_when_closed()
+        self._watch_for_shutdown()
         if self._task is None or self._task.done():
             self._opened = asyncio.get_running_loop().create_future()
             self._task = asyncio.create_task(self._run(self._opened), name="handoff-events-hub")
         assert self._opened is not None
         await asyncio.shield(self._opened)
         subscriber = Subscriber(selection, self.queue_size)
-        self._subscribers[selection.workspace_id].add(subscriber)
+        if self._restarting:  # the server began to stop since the request came: the stream ends at once
+            subscriber.close(SHUTTING_DOWN, restarting=True)
+            return subscriber
+        group = self._subscribers.setdefault(selection.workspace_id, {})
+        group.setdefault(selection.session_id, set()).add(subscriber)
         return subscriber
 
     async def resume(self, selection: Selection, position: Position) -> Subscriber:
         """A subscriber fed by a stream of its own from ``position``; ``410`` when it cannot resume from there."""
-        self._refuse_when_closing()
+        self._refuse_when_closed()
+        self._watch_for_shutdown()
         pipeline = [OPERATIONS, {"$match": workspace_filter(selection.workspace_id)}]
         try:
             stream = await store.sessions().watch(
@@ -259,6 +195,8 @@ class Hub:
         except OperationFailure as exc:  # ChangeStreamHistoryLost, a token the server cannot parse or find
             raise Gone(GONE_DETAIL) from exc
         subscriber = Subscriber(selection, self.queue_size)
+        if self._restarting:
+            subscriber.close(SHUTTING_DOWN, restarting=True)
 
         def running() -> bool:
             return subscriber.reason is None and not self._stopping.is_set()
@@ -266,10 +204,11 @@ class Hub:
         async def feed() -> None:
             async with stream:
                 try:
-                    await _pump(
+                    await pump(
                         stream,
                         subscriber.put,
                         running,
+                        heard=lambda _, session_id: selection.session_id in (None, session_id),
                         wanted=subscriber.selection.wants,
                         bodies=self._bodies,
                         cursor=Cursor(),
@@ -285,33 +224,70 @@ class Hub:
         self._resumed.add(subscriber)
         return subscriber
 
-    def _refuse_when_closing(self) -> None:
+    def _refuse_when_closed(self) -> None:
         # A closed hub opens no stream: the subscriber would wait for one forever.
-        if self.closing:
-            raise Unavailable("the server is shutting down; reconnect with Last-Event-ID")
+        if self._stopping.is_set():
+            raise Unavailable(SHUTTING_DOWN)
+
+    def _watch_for_shutdown(self) -> None:
+        """End every stream when the server's shutdown signal is set (one task for the worker, started with the
+        first stream: the hub may be made before the loop runs)."""
+        if self._shutdown is None or self._watcher is not None:
+            return
+
+        async def watch(shutdown: ShutdownSignal) -> None:
+            await shutdown.wait()
+            self.stop_streams()
+
+        self._watcher = asyncio.create_task(watch(self._shutdown), name="handoff-events-shutdown")
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         """Forget a subscriber whose stream ended (its own change stream, if it has one, closes within a read)."""
         subscriber.close("unsubscribed")
         self._resumed.discard(subscriber)
-        self._subscribers[subscriber.selection.workspace_id].discard(subscriber)
-        if not self._subscribers[subscriber.selection.workspace_id]:
-            del self._subscribers[subscriber.selection.workspace_id]
+        selection = subscriber.selection
+        group = self._subscribers.get(selection.workspace_id)
+        if group is None or (same := group.get(selection.session_id)) is None:
+            return
+        same.discard(subscriber)
+        if not same:
+            del group[selection.session_id]
+            if not group:
+                del self._subscribers[selection.workspace_id]
+
+    def _audience(self, event: Event) -> tuple[set[Subscriber], ...]:
+        """The subscribers that may want ``event``: those of its session and those of its whole workspace."""
+        group = self._subscribers.get(event.workspace_id)
+        if group is None:
+            return ()
+        return tuple(found for key in (event.session_id, None) if (found := group.get(key)))
+
+    def _heard(self, workspace_id: str, session_id: str) -> bool:
+        group = self._subscribers.get(workspace_id)
+        return group is not None and (session_id in group or None in group)
 
     def _wanted(self, event: Event) -> bool:
-        return any(subscriber.selection.wants(event) for subscriber in self._subscribers.get(event.workspace_id, ()))
+        return any(subscriber.selection.wants(event) for same in self._audience(event) for subscriber in same)
 
     async def _deliver(self, delivery: Delivery) -> None:
-        for subscriber in tuple(self._subscribers.get(delivery.event.workspace_id, ())):
-            subscriber.offer(delivery)
+        for same in self._audience(delivery.event):
+            for subscriber in same:  # offer() never awaits, so no stream leaves the set while it is walked
+                subscriber.offer(delivery)
 
-    def _drop_all(self, reason: str) -> None:
+    def _drop_all(self, reason: str, *, restarting: bool = False) -> None:
         for group in self._subscribers.values():
-            for subscriber in group:
-                subscriber.close(reason)
+            for same in group.values():
+                for subscriber in same:
+                    subscriber.close(reason, restarting=restarting)
         self._subscribers.clear()
         for subscriber in self._resumed:
-            subscriber.close(reason)
+            subscriber.close(reason, restarting=restarting)
+
+    def stop_streams(self) -> None:
+        """End every stream with the hint to reconnect, now and for any that subscribes from now on: the server is
+        shutting down (its change streams run on until :meth:`close`, after the requests in flight)."""
+        self._streams_stopped = True
+        self._drop_all(SHUTTING_DOWN, restarting=True)
 
     async def _run(self, opened: asyncio.Future[None]) -> None:
         """Keep the hub's stream open, resuming after the last change seen when it fails, until the app stops."""
@@ -324,10 +300,11 @@ class Hub:
                 if not opened.done():
                     opened.set_result(None)
                 async with stream:
-                    await _pump(
+                    await pump(
                         stream,
                         self._deliver,
                         lambda: not self._stopping.is_set(),
+                        heard=self._heard,
                         wanted=self._wanted,
                         bodies=self._bodies,
                         cursor=cursor,
@@ -345,7 +322,11 @@ class Hub:
     async def close(self) -> None:
         """Stop every stream (each ends within one read) and end every subscriber."""
         self._stopping.set()
-        self._drop_all("the server is shutting down; reconnect with Last-Event-ID")
+        self._drop_all(SHUTTING_DOWN, restarting=True)
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._watcher
         tasks = [task for task in (self._task, *self._private) if task is not None]
         for task in tasks:
             with suppress(Exception):

@@ -13,7 +13,7 @@ that resumes exactly after it (see :class:`Position`).
 An update's description does not hold the whole session, so the events of :data:`WITH_SESSION` are made without
 their ``session``, and a ``handoff.waiting`` made by a claim letting go without the handoff's ``handoff_notes``
 (the update that lets go does not touch them): :func:`needs_body` says which, the hub reads the body once per change
-and :func:`with_body` fills it in (see ``hub.Bodies``).
+and :func:`with_body` fills it in (see ``bodies.Bodies``).
 """
 
 from __future__ import annotations
