@@ -248,8 +248,10 @@ class Session(Document):
             ),
             # Uploads in progress (handoff.blobs.reservation.reclaim_everywhere): only the sessions whose
             # ``blob_reservations`` is a non-empty object, so the retention pass finds a dead upload's in a few keys.
+            # Keyed by the reservations themselves: Beanie takes an index of the unique index's fields for that one
+            # and leaves the unique index out.
             IndexModel(
-                [("workspace_id", pymongo.ASCENDING), ("session_id", pymongo.ASCENDING)],
+                [("workspace_id", pymongo.ASCENDING), ("blob_reservations", pymongo.ASCENDING)],
                 name=UPLOADS_IN_PROGRESS_INDEX,
                 partialFilterExpression={"blob_reservations": {"$gt": {}}},
             ),
