@@ -54,6 +54,8 @@ class Follower:
     event_ids: list[str] = field(default_factory=list)
     connections: int = 0
     ended: list[str] = field(default_factory=list)
+    #: Set once its first stream is open (the service subscribes it before it answers 200).
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def last_id(self) -> str | None:
@@ -71,6 +73,7 @@ async def follow(http: httpx.AsyncClient, session_id: str, follower: Follower, u
                     follower.ended.append(f"HTTP {response.status_code}")
                     await asyncio.sleep(0.5)
                     continue
+                follower.connected.set()
                 fields: dict[str, str] = {}
                 async for line in response.aiter_lines():
                     if line and not line.startswith(":"):
@@ -116,9 +119,14 @@ async def drill(replicas: ReplicaSet, base: str, secret: str) -> dict[str, Any]:
                 await asyncio.sleep(0.02)
 
         following = asyncio.create_task(follow(http, session_id, live, caught_up(live)))
+        leaving = asyncio.create_task(follow(http, session_id, resumed, lambda: len(resumed.received) >= 20))
+        # The writer starts once both are subscribed: a stream opened without Last-Event-ID starts from now, so an
+        # append acknowledged before a follower's subscription never reaches it (on a loaded host the first
+        # appends did, and the drill counted them lost).
+        await asyncio.wait_for(asyncio.gather(live.connected.wait(), resumed.connected.wait()), CATCH_UP_SECONDS)
         writing = asyncio.create_task(write())
-        timeline.note("writer and followers started")
-        await follow(http, session_id, resumed, lambda: len(resumed.received) >= 20)
+        timeline.note("followers subscribed, writer started")
+        await leaving
         timeline.note(f"'resumed' left after {len(resumed.received)} entries")
         await asyncio.sleep(SHORT.warmup)
         old = await asyncio.to_thread(_step_down, replicas, 15)

@@ -9,6 +9,7 @@ that old shape, and check every read answers as before; that the first write mov
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from handoff.cli import cli
 from handoff.config import Settings
 from handoff.db import MongoDatabase
 from handoff.localdb import MongodProcess
+from handoff.sessions import migration
 from handoff.sessions.limits import stored_size
 from tests.api import Api, ok
 from tests.factories import Tenant
@@ -188,6 +190,60 @@ async def test_an_old_layout_session_is_deleted_whole(api: Api, database: MongoD
     assert (await api.call("DELETE", f"/{sid}")).status_code == 204
 
     assert await database["sessions"].count_documents({"session_id": sid}) == 0
+
+
+async def test_concurrent_first_writes_migrate_it_once_and_all_apply(api: Api, database: MongoDatabase) -> None:
+    """Writes that all find the old layout at once: one migration writes the pages, the others wait for its flip."""
+    sid = await build(api, entries=12, artifacts=3)
+    await make_legacy(database, sid)
+
+    responses = await asyncio.gather(
+        *(api.call("POST", f"/{sid}/work-log", {"id": f"late{n}", "message": f"late {n}"}) for n in range(6))
+    )
+
+    assert [response.status_code for response in responses] == [201] * 6, [r.text for r in responses]
+    assert await database["sessions"].count_documents({"session_id": sid}) == 1
+    doc = await database["sessions"].find_one({"session_id": sid})
+    assert doc is not None
+    pages = await database["log_pages"].find({"session_id": sid, "kind": "work_log"}).sort("no", 1).to_list(None)
+    log = [entry["id"] for page in pages for entry in page["entries"]] + [e["id"] for e in doc["work_log"]]
+    assert log[:12] == [f"e{n}" if n % 5 != 4 else f"a{n}" for n in range(12)]
+    assert sorted(log[12:]) == [f"late{n}" for n in range(6)]
+    assert "migrating" not in doc
+
+
+async def test_a_migration_killed_before_its_flip_leaves_the_old_session_and_the_next_one_finishes(
+    api: Api, database: MongoDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after its pages went in: the session still answers from its old document, and the next migration
+    (the claim let go) replaces the pages left behind rather than adding to them."""
+    sid = await build(api)
+    before = await answers(api, sid)
+    await make_legacy(database, sid)
+    entry = {"id": "late", "message": "after the upgrade"}
+
+    async def killed(*args: Any) -> bool:
+        raise ConnectionResetError("the worker died")
+
+    monkeypatch.setattr(migration, "_flip", killed)
+    failed = await api.call("POST", f"/{sid}/work-log", entry)
+    left = await database["log_pages"].count_documents({"session_id": sid})
+    still_old = await answers(api, sid)
+    monkeypatch.undo()
+    appended = await api.post(sid, "work-log", entry, 201)
+
+    assert failed.status_code == 500  # what the client of a worker that died mid-request sees at best
+    assert left > 0
+    assert still_old == before
+    doc = await database["sessions"].find_one({"session_id": sid})
+    assert doc is not None
+    assert doc["migrated"] is True
+    assert "migrating" not in doc
+    pages = await database["log_pages"].find({"session_id": sid}).to_list(None)
+    assert doc["pages_version"] == len(pages) >= left
+    after = await answers(api, sid)
+    assert after[1]["items"] == [*before[1]["items"], appended]
+    assert after[8:11] == before[8:11]
 
 
 def test_handoff_migrate_moves_every_old_session(

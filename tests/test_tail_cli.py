@@ -35,12 +35,26 @@ def settings(mongod: MongodProcess, database: MongoDatabase) -> Settings:
     return Settings(mongodb_url=mongod.url, database=database.name, data_dir=Path("/nonexistent"))
 
 
+def _ctrl_c_as_at_a_terminal() -> None:
+    """SIGINT's default disposition in the tail, as a command run in the foreground has it. A test run started in
+    the background of a non-interactive shell (``pytest ... &``, many CI runners) has SIGINT ignored, which its
+    children inherit; Python then installs no KeyboardInterrupt, the Ctrl-C below did nothing, and the wait for
+    the tail to exit timed out (3 of 3 runs so, 0 of 3 in the foreground)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @asynccontextmanager
 async def tail(settings: Settings, *args: str) -> AsyncIterator[asyncio.subprocess.Process]:
     env = {**os.environ, "HANDOFF_MONGODB_URL": settings.mongodb_url or "", "HANDOFF_DATABASE": settings.database}
     env["COLUMNS"] = "200"
     process = await asyncio.create_subprocess_exec(
-        HANDOFF, "tail", *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        HANDOFF,
+        "tail",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        preexec_fn=_ctrl_c_as_at_a_terminal,  # signal dispositions are set in the child
     )
     try:
         yield process

@@ -17,18 +17,22 @@ reservation into the blob's exact size in one guarded update (the session still 
 (over the limit, the client gone, the session ended or deleted, the task cancelled), :meth:`Reservation.release`
 gives it back.
 
-Each reservation is also named in the session, ``blob_reservations.<id>: {bytes, renewed_at}``, and renewed every
-third of ``HANDOFF_BLOB_RESERVATION_LEASE_SECONDS`` while its upload runs, so the bytes of an upload whose worker
-died (nothing left to settle or release them) are not counted for ever: once a reservation has gone a lease
-without word, :func:`reclaim_lapsed` takes it out of the session and its bytes out of the counters, in one
-pipeline update computed on the server (no read, no rewrite of what was read). It runs when the cap is what stops
-a write (an upload's step here, an append in ``sessions.appends``), which then tries again. Every update of a
-reservation names the bytes its holder knows it has (``blob_reservations.<id>.bytes``), so a reservation
-reclaimed under a live upload (its loop stalled for a whole lease) is never given back twice or settled as if it
-still held bytes: that upload is refused with a 409.
+Each reservation is also named in the session, ``blob_reservations.<id>: {bytes, renewed_at, file_id}``, and
+renewed every third of ``HANDOFF_BLOB_RESERVATION_LEASE_SECONDS`` while its upload runs, so the bytes of an upload
+whose worker died (nothing left to settle or release them) are not counted for ever: once a reservation has gone a
+lease without word, :func:`reclaim_lapsed` takes it out of the session and its bytes out of the counters, in one
+pipeline update computed on the server (no rewrite of what was read), and then deletes the GridFS chunks the
+upload had written (``file_id`` is the id of its GridFS file, named before its first chunk; the chunks have no
+files document, so nothing else finds them). It runs when the cap is what stops a write (an upload's step here,
+an append in ``sessions.appends``), which then tries again, and for every session with an upload in progress on
+the retention pass (:func:`reclaim_everywhere`), so a dead upload's bytes and chunks go by themselves within a
+lease and a pass. Every update of a reservation names the bytes its holder knows it has
+(``blob_reservations.<id>.bytes``), so a reservation reclaimed under a live upload (its loop stalled for a whole
+lease) is never given back twice or settled as if it still held bytes: that upload is refused with a 409 and
+deletes its own file. The session's update comes before the chunks' delete for that reason: once it has matched,
+no upload can settle the file whose chunks go; a live upload renewing in time is never reclaimed.
 
-Not covered: the workspace's usage (``handoff.quotas``) counts a lapsed reservation until a write to its session
-is stopped by the cap, or the session is deleted.
+Not covered: a worker killed between the session's update and the chunks' delete leaves those chunks behind.
 """
 
 from __future__ import annotations
@@ -36,17 +40,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
-from datetime import timedelta
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
+from bson import ObjectId
+from pymongo import ReturnDocument
 from pymongo.errors import PyMongoError
 
 from handoff import clock, quotas
+from handoff.blobs import storage
 from handoff.config import Settings
 from handoff.errors import Conflict, QuotaExceeded, SessionFull
 from handoff.sessions import misses, store
 from handoff.sessions.lifecycle import Operation, accepted_statuses, is_ended
+from handoff.sessions.models import UPLOADS_IN_PROGRESS_INDEX
+from handoff.workspaces.models import Workspace
 
 #: How far ahead of the bytes received a streamed upload reserves (one guarded update per step).
 RESERVE_STEP = 8 * 1024 * 1024
@@ -65,6 +74,8 @@ class Reservation:
         self.settings = settings
         self.reserved = 0
         self.field = f"{RESERVATIONS}.{uuid.uuid4().hex}"
+        #: The GridFS file the upload writes (``upload.receive(file_id=...)``), named in the reservation.
+        self.file_id = ObjectId()
         self._renewing: asyncio.Task[None] | None = None
 
     async def ensure(self, total: int, *, ahead: int = 0) -> None:
@@ -190,6 +201,7 @@ class Reservation:
         else:
             update["$inc"][f"{self.field}.bytes"] = amount
             update["$set"][f"{self.field}.renewed_at"] = now
+            update["$set"][f"{self.field}.file_id"] = self.file_id
         result = await store.sessions().update_one(query, update)
         return bool(result.matched_count)
 
@@ -224,34 +236,72 @@ def _reservations() -> dict[str, Any]:
     return {"$objectToArray": {"$ifNull": [f"${RESERVATIONS}", {}]}}
 
 
-async def reclaim_lapsed(workspace_id: str, session_id: str, *, settings: Settings) -> bool:
+def _lapsed_before(cutoff: datetime) -> dict[str, Any]:
+    """The ``$expr`` of a session with a reservation renewed before ``cutoff``."""
+    return {"$anyElementTrue": [{"$map": {"input": _reservations(), "as": "r", "in": _renewed_before("r", cutoff)}}]}
+
+
+def _renewed_before(item: str, cutoff: datetime) -> dict[str, Any]:
+    return {"$lt": [f"$${item}.v.renewed_at", cutoff]}
+
+
+def _has_lapsed(held: Mapping[str, Any], cutoff: datetime) -> bool:
+    """:func:`_renewed_before` read in Python (a missing date is before any, as the server orders them)."""
+    renewed = held.get("renewed_at")
+    return renewed is None or clock.as_utc(renewed) < cutoff
+
+
+async def reclaim_lapsed(workspace_id: str, session_id: str, *, settings: Settings) -> int:
     """Take the reservations of a session that gave no word for a lease out of it and their bytes out of its
-    counters, in one update computed on the server; ``True`` when there were any (a write stopped by the cap may
-    then try again)."""
+    counters, in one update computed on the server, then delete the chunks their uploads wrote; how many there
+    were (a write stopped by the cap may then try again)."""
     cutoff = clock.now() - timedelta(seconds=settings.blob_reservation_lease_seconds)
-
-    def lapsed(item: str) -> dict[str, Any]:
-        return {"$lt": [f"$${item}.v.renewed_at", cutoff]}
-
-    result = await store.sessions().update_one(
-        {
-            **store.key(workspace_id, session_id),
-            "$expr": {"$anyElementTrue": [{"$map": {"input": _reservations(), "as": "r", "in": lapsed("r")}}]},
-        },
+    lapsed_ones = {"$filter": {"input": _reservations(), "as": "r", "cond": _renewed_before("r", cutoff)}}
+    before = await store.sessions().find_one_and_update(
+        {**store.key(workspace_id, session_id), "$expr": _lapsed_before(cutoff)},
         [
-            {"$set": {"_lapsed": {"$filter": {"input": _reservations(), "as": "r", "cond": lapsed("r")}}}},
+            {"$set": {"_lapsed": lapsed_ones}},
             {
                 "$set": {
                     "payload_bytes": {"$subtract": ["$payload_bytes", {"$sum": "$_lapsed.v.bytes"}]},
                     "stored_bytes.blobs": {"$subtract": ["$stored_bytes.blobs", {"$sum": "$_lapsed.v.bytes"}]},
                     RESERVATIONS: {
                         "$arrayToObject": {
-                            "$filter": {"input": _reservations(), "as": "r", "cond": {"$not": [lapsed("r")]}}
+                            "$filter": {
+                                "input": _reservations(),
+                                "as": "r",
+                                "cond": {"$not": [_renewed_before("r", cutoff)]},
+                            }
                         }
                     },
                 }
             },
             {"$unset": "_lapsed"},
         ],
+        projection={"_id": 0, RESERVATIONS: 1},
+        return_document=ReturnDocument.BEFORE,
     )
-    return bool(result.modified_count)
+    if before is None:
+        return 0
+    # The document the update matched, so exactly the reservations it took out; none of them can settle now.
+    lapsed = [held for held in (before.get(RESERVATIONS) or {}).values() if _has_lapsed(held, cutoff)]
+    # Reservations written before they named their file (``file_id``) are given back without their chunks.
+    await storage.delete_ids([held["file_id"] for held in lapsed if isinstance(held.get("file_id"), ObjectId)])
+    return len(lapsed)
+
+
+async def reclaim_everywhere(settings: Settings) -> int:
+    """:func:`reclaim_lapsed` in every session, of every workspace, with an upload in progress (the partial index
+    :data:`~handoff.sessions.models.UPLOADS_IN_PROGRESS_INDEX` holds only those); the reservations reclaimed."""
+    cutoff = clock.now() - timedelta(seconds=settings.blob_reservation_lease_seconds)
+    reclaimed = 0
+    async for workspace in Workspace.get_pymongo_collection().find({}, {"_id": 0, "workspace_id": 1}):
+        in_progress = store.sessions().find(
+            {"workspace_id": workspace["workspace_id"], RESERVATIONS: {"$gt": {}}},
+            {"_id": 0, "session_id": 1, RESERVATIONS: 1},
+            hint=UPLOADS_IN_PROGRESS_INDEX,
+        )
+        async for session in in_progress:
+            if any(_has_lapsed(held, cutoff) for held in session[RESERVATIONS].values()):
+                reclaimed += await reclaim_lapsed(workspace["workspace_id"], session["session_id"], settings=settings)
+    return reclaimed

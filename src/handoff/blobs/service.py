@@ -24,9 +24,11 @@ from __future__ import annotations
 import contextlib
 import re
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from bson import ObjectId
 
 from handoff import clock, metrics
 from handoff.blobs import delivery, storage, upload
@@ -116,7 +118,7 @@ async def upload_blob(
     try:
         await held.ensure(declared_size or 0)
         stored = await upload.receive(
-            held.hold_ahead(body, limit=limit), limit=limit, key=key, content_type=content_type
+            held.hold_ahead(body, limit=limit), limit=limit, key=key, content_type=content_type, file_id=held.file_id
         )
         await held.settle(stored.size)
     except BaseException as exc:
@@ -226,10 +228,16 @@ async def delete_blob(workspace_id: str, session_id: str, blob_id: str) -> None:
     )
 
 
-async def delete_session_blobs(workspace_id: str, session_id: str) -> int:
+async def delete_session_blobs(
+    workspace_id: str, session_id: str, *, reservations: Mapping[str, Mapping[str, Any]] | None = None
+) -> int:
     """Delete every blob of a session; returns how many. Call it after the session document is deleted.
 
     The session's counters are not touched (the session is gone). Run after the session's deletion, an upload
     still arriving cannot outlive the cascade: its closing update finds no session, and it deletes itself.
+    ``reservations``: the deleted document's uploads in progress, whose files (chunks without a files document
+    yet, or those of a dead upload) go too: a live one fails anyway, its session gone.
     """
+    uploads = [held["file_id"] for held in (reservations or {}).values() if isinstance(held.get("file_id"), ObjectId)]
+    await storage.delete_ids(uploads)
     return await storage.delete_matching(session_blobs(workspace_id, session_id))

@@ -91,8 +91,8 @@ class ChunkWriter:
     written (and the files document, if it got that far), even while the task that runs it is being cancelled.
     """
 
-    def __init__(self, *, chunk_size: int = CHUNK_SIZE) -> None:
-        self.file_id = ObjectId()
+    def __init__(self, *, file_id: ObjectId | None = None, chunk_size: int = CHUNK_SIZE) -> None:
+        self.file_id = file_id or ObjectId()
         self.chunk_size = chunk_size
         self.size = 0
         self._buffer = bytearray()
@@ -228,14 +228,18 @@ async def delete_matching(query: Mapping[str, Any]) -> int:
     async for doc in files().find(query, {"_id": 1}):
         batch.append(doc["_id"])
         if len(batch) == DELETE_BATCH:
-            deleted += await _delete_ids(batch)
+            deleted += await delete_ids(batch)
             batch = []
     if batch:
-        deleted += await _delete_ids(batch)
+        deleted += await delete_ids(batch)
     return deleted
 
 
-async def _delete_ids(file_ids: list[ObjectId]) -> int:
+async def delete_ids(file_ids: list[ObjectId]) -> int:
+    """Delete the files of these ids and their chunks, whether or not a files document was written (the chunks of
+    an upload that never finished have none); returns how many files documents there were."""
+    if not file_ids:
+        return 0
     # The files first, as the bucket does: once a file document is gone, no read finds its half-deleted chunks.
     result = await files().delete_many({"_id": {"$in": file_ids}})
     await chunks().delete_many({"files_id": {"$in": file_ids}})

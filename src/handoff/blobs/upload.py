@@ -3,13 +3,17 @@
 The stream is read piece by piece as it arrives (an HTTP body, a file being imported), so memory holds the
 writer's few chunks whatever the size. Past ``limit`` bytes it stops at once with :class:`OverLimit`. However it
 ends other than complete (over the limit, the client gone, the database failing, the task cancelled), the chunks
-written so far are deleted before the error goes on: an upload leaves a whole blob or nothing.
+written so far are deleted before the error goes on: an upload leaves a whole blob or nothing. A worker killed
+mid-stream deletes nothing; an upload's file is named in its session's reservation for that case
+(``reservation.reclaim_lapsed`` deletes its chunks once the reservation lapses).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterable, Mapping
+
+from bson import ObjectId
 
 from handoff import clock
 from handoff.blobs.storage import ChunkWriter, StoredFile
@@ -30,12 +34,15 @@ async def receive(
     key: Mapping[str, str],
     content_type: str,
     expected_sha256: str | None = None,
+    file_id: ObjectId | None = None,
 ) -> StoredFile:
     """Store ``stream`` as a new GridFS file whose metadata is ``key`` (workspace, session, blob id) and its type.
 
     ``expected_sha256``: the content must hash to it (an import), else :class:`ValueError` and nothing is kept.
+    ``file_id``: the GridFS file's id, when the caller has named it beforehand (an upload's reservation does, so
+    that the chunks of an upload whose worker died can be found; see ``reservation.reclaim_lapsed``).
     """
-    writer = ChunkWriter()
+    writer = ChunkWriter(file_id=file_id)
     digest = hashlib.sha256()
     try:
         async for piece in stream:

@@ -4,7 +4,11 @@ Every ``HANDOFF_RETENTION_INTERVAL_SECONDS`` (300 by default; 0 turns it off) th
 lease. Its holder deletes, for each workspace with a retention, the ended sessions past it, in batches of
 ``HANDOFF_RETENTION_BATCH_SIZE``, renewing the lease and pausing briefly after each batch, so requests never wait
 behind it: each deletion is one awaited transaction like a client's ``DELETE``. With no workspace that sets a
-retention a pass is one small query. A failure (the database away) is logged and the next pass tries again.
+retention a pass is one small query, and one per workspace for the uploads in progress: the holder also takes back
+what uploads whose worker died left (``blobs.reservation.reclaim_everywhere``: the bytes their reservations hold
+and the GridFS chunks they wrote, once a reservation has gone ``HANDOFF_BLOB_RESERVATION_LEASE_SECONDS`` without
+word), so those go by themselves even from a session nobody writes to again. A failure (the database away) is
+logged and the next pass tries again.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import contextlib
 import logging
 
 from handoff import clock
+from handoff.blobs.reservation import reclaim_everywhere
 from handoff.config import Settings
 from handoff.retention import lease
 from handoff.retention.service import cutoff, prune, workspaces_with_retention
@@ -32,6 +37,8 @@ async def run_pass(settings: Settings, owner: str) -> int:
 
     if not await lease.acquire(LEASE, owner, now=clock.now(), seconds=seconds):
         return 0
+    if reclaimed := await reclaim_everywhere(settings):
+        logger.info("retention: reclaimed %d lapsed blob reservations and their chunks", reclaimed)
     deleted = 0
     for workspace in await workspaces_with_retention():
         days = workspace.retention_ended_after_days

@@ -337,17 +337,24 @@ async def _narrowed_page(
     head = await _head(
         workspace_id,
         session_id,
-        {**_anchor_fields(selection, "after", after), **_anchor_fields(selection, "before", before)},
+        {
+            "pages_version": 1,
+            **_anchor_fields(selection, "after", after),
+            **_anchor_fields(selection, "before", before),
+        },
     )
     first, last = await _gather(
         _anchor(workspace_id, session_id, selection, head=head, label="after", entry_id=after),
         _anchor(workspace_id, session_id, selection, head=head, label="before", entry_id=before),
     )
-    query = {**store.page_key(workspace_id, session_id, selection.kind), **selection.pages_holding()}
+    # Only the pages sealed before the head was read, as ``stream_entries`` reads: an old-layout session's pages
+    # being written by its migration (``migration.py``) are not its log yet.
+    pages: dict[str, Any] = {"$lt": head.get("pages_version", 0)}
+    query = {**store.page_key(workspace_id, session_id, selection.kind), **selection.pages_holding(), "no": pages}
     if first is not None:
-        query["no"] = {"$gte": INT32_MAX if first.page is None else first.page}
+        pages["$gte"] = INT32_MAX if first.page is None else first.page
     if last is not None and last.page is not None:
-        query.setdefault("no", {})["$lte"] = last.page
+        pages["$lte"] = last.page
     selected = _selected(selection, _page_entries_between(first, last))
     counting = [
         {"$match": query},

@@ -79,6 +79,8 @@ def session_key(workspace_id: str, session_id: str) -> str:
 
 #: The partial index of the sessions the artifacts rollup has not taken in yet.
 ROLLUP_DIRTY_INDEX = "artifacts_rollup_dirty"
+#: The partial index of the sessions with an upload in progress (a blob reservation), for its lapse.
+UPLOADS_IN_PROGRESS_INDEX = "uploads_in_progress"
 
 
 class Session(Document):
@@ -128,8 +130,9 @@ class Session(Document):
     #: the write filters keep under ``HANDOFF_MAX_SESSION_BYTES``.
     stored_bytes: dict[str, int] = Field(default_factory=lambda: dict.fromkeys((*ENTRY_KINDS, "blobs"), 0))
     payload_bytes: int = 0
-    #: The uploads in progress (``handoff.blobs.reservation``), by reservation id: ``{bytes, renewed_at}``, the bytes
-    #: each holds in ``payload_bytes`` and ``stored_bytes.blobs`` and when it last gave word.
+    #: The uploads in progress (``handoff.blobs.reservation``), by reservation id: ``{bytes, renewed_at, file_id}``,
+    #: the bytes each holds in ``payload_bytes`` and ``stored_bytes.blobs``, when it last gave word, and its GridFS
+    #: file.
     blob_reservations: dict[str, dict[str, Any]] = Field(default_factory=dict)
     #: What the last removal took (``{kind, ids, at}``), written by the removing update so a change stream sees it.
     last_removal: dict[str, Any] | None = None
@@ -246,6 +249,15 @@ class Session(Document):
                 [("workspace_id", pymongo.ASCENDING), ("started_at", pymongo.ASCENDING)],
                 name=ROLLUP_DIRTY_INDEX,
                 partialFilterExpression={"rollup_dirty": True},
+            ),
+            # Uploads in progress (handoff.blobs.reservation.reclaim_everywhere): only the sessions whose
+            # ``blob_reservations`` is a non-empty object, so the retention pass finds a dead upload's in a few keys.
+            # Keyed by the reservations themselves: Beanie takes an index of the unique index's fields for that one
+            # and leaves the unique index out.
+            IndexModel(
+                [("workspace_id", pymongo.ASCENDING), ("blob_reservations", pymongo.ASCENDING)],
+                name=UPLOADS_IN_PROGRESS_INDEX,
+                partialFilterExpression={"blob_reservations": {"$gt": {}}},
             ),
         ]
 

@@ -24,6 +24,7 @@ from pymongo.errors import DuplicateKeyError, OperationFailure
 from handoff import clock, quotas
 from handoff.analytics.rollup import days as rollup_days
 from handoff.blobs import service as blobs
+from handoff.blobs.reservation import RESERVATIONS
 from handoff.config import Settings
 from handoff.errors import Conflict, FieldError, Invalid
 from handoff.idempotency import service as idempotency
@@ -286,12 +287,17 @@ async def delete_session(workspace_id: str, session_id: str) -> None:
     share out of the artifacts rollup, in one transaction; then its blobs (GridFS writes cannot join the
     transaction)."""
 
+    reservations: dict[str, Any] = {}  # its uploads in progress, whose chunks go with its blobs
+
     async def erase(session: AsyncClientSession) -> int:
         erased = await store.sessions().find_one_and_delete(
-            store.key(workspace_id, session_id), {"_id": 0, "started_at": 1, "rollup_snapshot": 1}, session=session
+            store.key(workspace_id, session_id),
+            {"_id": 0, "started_at": 1, "rollup_snapshot": 1, RESERVATIONS: 1},
+            session=session,
         )
         if erased is None:
             return 0
+        reservations.update(erased.get(RESERVATIONS) or {})
         for kind in ENTRY_KINDS:
             await store.pages().delete_many(store.page_key(workspace_id, session_id, kind), session=session)
         await notables.forget_all(workspace_id, session_id, session=session)
@@ -302,7 +308,7 @@ async def delete_session(workspace_id: str, session_id: str) -> None:
         deleted: int = await session.with_transaction(erase)
     # After the session: an upload still arriving then finds no session to count in and removes itself. Run on a
     # 404 too, so a retried delete finishes a cascade that an earlier attempt was cut off in.
-    await blobs.delete_session_blobs(workspace_id, session_id)
+    await blobs.delete_session_blobs(workspace_id, session_id, reservations=reservations)
     if deleted == 0:
         raise store.not_found(session_id)
 
