@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
+from handoff import bulk
 from handoff.workspaces import service as workspaces
 from handoff.workspaces.models import Workspace
 
@@ -26,3 +28,10 @@ async def make_tenant(slug: str, *, expires_in_days: int | None = None) -> Tenan
     workspace = await workspaces.create_workspace(slug)
     key, secret = await workspaces.create_api_key(slug, name="tests", expires_in_days=expires_in_days)
     return Tenant(workspace=workspace, key_id=key.key_id, secret=secret)
+
+
+async def exported(workspace: str | None = None) -> bytes:
+    """What ``handoff export`` writes for a workspace (every workspace when ``None``), as bytes."""
+    out = io.BytesIO()
+    await bulk.export_sessions(out, workspace=workspace)
+    return out.getvalue()

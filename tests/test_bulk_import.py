@@ -8,7 +8,6 @@ equal. Then the import's own promises: rejects with line numbers and nothing par
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 from datetime import UTC, datetime, timedelta
@@ -22,7 +21,7 @@ from handoff import bulk, clock
 from handoff.config import Settings
 from handoff.db import MongoDatabase
 from handoff.sessions.models import Session
-from tests.factories import Tenant
+from tests.factories import Tenant, exported
 
 DATA = Path(__file__).parent / "data"
 LARAVEL = DATA / "laravel_agent_sessions.json"
@@ -78,9 +77,7 @@ async def _make_plan(client: httpx.AsyncClient, tenant: Tenant, slug: str) -> No
 
 
 async def _export(workspace: str | None = None) -> list[str]:
-    out = io.BytesIO()
-    await bulk.export_sessions(out, workspace=workspace)
-    return out.getvalue().decode().splitlines()
+    return (await exported(workspace)).decode().splitlines()
 
 
 async def _import(settings: Settings, tenant: Tenant, *paths: Path, **options: Any) -> bulk.ImportResult:

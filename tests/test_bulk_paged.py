@@ -9,7 +9,6 @@ page bounds) goes out and back in unchanged, and its export holds a small part o
 
 from __future__ import annotations
 
-import io
 import json
 import tracemalloc
 from datetime import UTC, datetime, timedelta
@@ -27,7 +26,7 @@ from handoff.config import Settings
 from handoff.db import MongoDatabase
 from handoff.localdb import MongodProcess
 from tests.api import Api, ok
-from tests.factories import Tenant
+from tests.factories import Tenant, exported
 
 SMALL_PAGES = {"page_entries": 4, "page_bytes": 4096}
 TYPES = ["info", "checkpoint", "info", "decision", "error", "warning", "success", "info", "checkpoint"]
@@ -140,12 +139,6 @@ def _layout_is_consistent(stored: tuple[dict[str, Any], list[dict[str, Any]]]) -
     return True
 
 
-async def _export(workspace: str) -> bytes:
-    out = io.BytesIO()
-    await bulk.export_sessions(out, workspace=workspace)
-    return out.getvalue()
-
-
 async def test_imported_paged_session_answers_every_route_and_counter_like_the_api_built_one(
     *,
     client: httpx.AsyncClient,
@@ -157,7 +150,7 @@ async def test_imported_paged_session_answers_every_route_and_counter_like_the_a
 ) -> None:
     sid = await _build(Api(client, tenant))
     path = tmp_path / "export.jsonl"
-    path.write_bytes(await _export(tenant.workspace.slug))
+    path.write_bytes(await exported(tenant.workspace.slug))
 
     result = await bulk.import_files([path], workspace=other_tenant.workspace.slug, settings=small_settings)
 
@@ -187,7 +180,7 @@ async def test_appends_to_an_imported_session_work_and_retries_of_imported_ids_a
 ) -> None:
     sid = await _build(Api(client, tenant))
     path = tmp_path / "export.jsonl"
-    path.write_bytes(await _export(tenant.workspace.slug))
+    path.write_bytes(await exported(tenant.workspace.slug))
     await bulk.import_files([path], workspace=other_tenant.workspace.slug, settings=small_settings)
     apis = [Api(client, tenant), Api(client, other_tenant)]
     later = clock.now() + timedelta(minutes=3)
@@ -299,7 +292,7 @@ async def test_reimport_skips_or_replaces_a_paged_session_with_its_pages(
 ) -> None:
     sid = await _build(Api(client, tenant))
     path = tmp_path / "export.jsonl"
-    path.write_bytes(await _export(tenant.workspace.slug))
+    path.write_bytes(await exported(tenant.workspace.slug))
     workspace = other_tenant.workspace.slug
     await bulk.import_files([path], workspace=workspace, settings=small_settings)
     first = await _stored(database, other_tenant, sid)
@@ -324,7 +317,7 @@ async def test_a_log_of_single_appends_imports_into_the_very_pages_the_api_made(
     for n in range(41):
         await api.post(sid, "work-log", {"id": f"e{n}", "message": "x" * (1 + n * 37 % 300), "type": "info"}, 201)
     path = tmp_path / "export.jsonl"
-    path.write_bytes(await _export(tenant.workspace.slug))
+    path.write_bytes(await exported(tenant.workspace.slug))
 
     await bulk.import_files([path], workspace=other_tenant.workspace.slug, settings=small_settings)
 
@@ -370,7 +363,7 @@ async def test_an_import_killed_between_pages_and_session_leaves_no_session_and_
 ) -> None:
     sid = await _build(Api(client, tenant))
     path = tmp_path / "export.jsonl"
-    path.write_bytes(await _export(tenant.workspace.slug))
+    path.write_bytes(await exported(tenant.workspace.slug))
     workspace = other_tenant.workspace.slug
     if on_conflict == "replace":  # the session is there already: the kill comes after its erase
         await bulk.import_files([path], workspace=workspace, settings=small_settings)
@@ -406,7 +399,7 @@ async def test_a_paged_session_refused_by_the_database_leaves_none_of_its_pages(
     tmp_path: Path,
 ) -> None:
     sid = await _build(Api(client, tenant))
-    line = json.loads(await _export(tenant.workspace.slug))
+    line = json.loads(await exported(tenant.workspace.slug))
     taken = f"thread-{sid}"
     await Api(client, other_tenant).create(external_id=taken)  # another session of the workspace holds it
     path = tmp_path / "export.jsonl"
@@ -436,7 +429,7 @@ async def test_a_paged_session_twice_in_a_file_is_written_once_with_its_pages(
     expected: str,
 ) -> None:
     sid = await _build(Api(client, tenant))
-    line = await _export(tenant.workspace.slug)
+    line = await exported(tenant.workspace.slug)
     path = tmp_path / "twice.jsonl"
     path.write_bytes(line + line)
 

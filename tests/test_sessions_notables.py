@@ -10,7 +10,6 @@ keeps an erased one, or repeats one fails.
 from __future__ import annotations
 
 import asyncio
-import io
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from handoff.config import Settings
 from handoff.db import MongoDatabase
 from handoff.localdb import MongodProcess
 from tests.api import Api, ok
-from tests.factories import Tenant
+from tests.factories import Tenant, exported
 from tests.inprocess import in_process
 from tests.test_sessions_legacy import make_legacy
 
@@ -183,12 +182,6 @@ async def test_a_session_sealed_before_notable_documents_answers_the_same(api: A
     await assert_lists_exact(api, sid, log)
 
 
-async def _export(workspace: str) -> bytes:
-    out = io.BytesIO()
-    await bulk.export_sessions(out, workspace=workspace)
-    return out.getvalue()
-
-
 async def test_an_imported_session_lists_exactly_and_stays_exact_after_removals(
     *,
     client: httpx.AsyncClient,
@@ -202,7 +195,7 @@ async def test_an_imported_session_lists_exactly_and_stays_exact_after_removals(
     sid = (await built.create())["session_id"]
     log = await grow(built, sid, 1_100)
     path = tmp_path / "export.jsonl"
-    path.write_bytes(await _export(tenant.workspace.slug))
+    path.write_bytes(await exported(tenant.workspace.slug))
     workspace = other_tenant.workspace.slug
 
     result = await bulk.import_files([path], workspace=workspace, settings=small_settings)
