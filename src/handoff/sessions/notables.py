@@ -97,14 +97,15 @@ def attach(session: Doc, pages: Sequence[Mapping[str, Any]]) -> list[Doc]:
     return documents
 
 
-async def newest(workspace_id: str, session_id: str, entry_type: str, *, n: int, below: int) -> list[Doc]:
-    """The newest ``n`` entries of a type among those sealed into pages numbered below ``below``, oldest first
-    (``below``: the ``pages_version`` of the session as read, so a seal running meanwhile adds nothing the
-    reader already has from the open page)."""
+async def newest(workspace_id: str, session_id: str, entry_type: str, *, n: int, below: int, first: int) -> list[Doc]:
+    """The newest ``n`` entries of a type among those sealed into pages numbered from ``first`` and below ``below``,
+    oldest first (``below``: the ``pages_version`` of the session as read, so a seal running meanwhile adds nothing
+    the reader already has from the open page; ``first``: its ``pages_from``, below which are a clear's
+    leftovers)."""
     cursor = (
         collection()
         .find(
-            {**key(workspace_id, session_id), "type": entry_type, "no": {"$lt": below}},
+            {**key(workspace_id, session_id), "type": entry_type, "no": {"$gte": first, "$lt": below}},
             {"_id": 0, "entry": 1},
         )
         .sort([("no", -1), ("at", -1)])

@@ -74,6 +74,7 @@ async def _seal_once(workspace_id: str, session_id: str, kind: Kind, bounds: Pag
             f"sealed.{kind}": 1,
             f"open_bytes.{kind}": 1,
             f"appended.{kind}": 1,
+            f"pages_from.{kind}": 1,
             "open_length": {"$size": {"$ifNull": [f"${kind}", []]}},
             kind: {"$slice": bounds.entries},
         },
@@ -112,10 +113,14 @@ async def _seal_once(workspace_id: str, session_id: str, kind: Kind, bounds: Pag
         "$max": {f"sealed_upto.{kind}": sealed_upto},
     }
 
+    first = store.first_page(doc, kind)
+
     async def move(session: AsyncClientSession) -> bool:
         result = await store.sessions().update_one(guard, update, session=session)
         if not result.matched_count:
             return False
+        if first:
+            await _drop_leftovers(page, noted, first=first, session=session)
         await store.pages().insert_one(page, session=session)
         if noted:
             await notables.collection().insert_many(noted, session=session)
@@ -128,6 +133,25 @@ async def _seal_once(workspace_id: str, session_id: str, kind: Kind, bounds: Pag
     metrics.page_sealed(kind)
     logger.debug("sealed %d %s entries of %s into page %d", len(taken), kind, session_id, version)
     return True, paging.is_full(length - len(taken), open_size - size, bounds)
+
+
+async def _drop_leftovers(
+    page: dict[str, Any], noted: list[dict[str, Any]], *, first: int, session: AsyncClientSession
+) -> None:
+    """Delete the leftovers of a clear not yet purged (pages numbered below ``first``, ``purges.py``) that hold an
+    id of ``page``'s entries (ids may be reused after a clear; the entry-id and notable indexes are unique)."""
+    left = {**store.page_key(page["workspace_id"], page["session_id"], page["kind"]), "no": {"$lt": first}}
+    ids = [entry["id"] for entry in page["entries"]]
+    await store.pages().delete_many({**left, "entries.id": {"$in": ids}}, session=session)
+    if noted:
+        await notables.collection().delete_many(
+            {
+                "_id": {"$in": [document["_id"] for document in noted]},
+                **notables.key(page["workspace_id"], page["session_id"]),
+                "no": {"$lt": first},
+            },
+            session=session,
+        )
 
 
 async def _seal_until_open(workspace_id: str, session_id: str, kind: Kind, bounds: PageBounds) -> None:
