@@ -4,7 +4,9 @@ Every ``HANDOFF_RETENTION_INTERVAL_SECONDS`` (300 by default; 0 turns it off) th
 lease. Its holder deletes, for each workspace with a retention, the ended sessions past it, in batches of
 ``HANDOFF_RETENTION_BATCH_SIZE``, renewing the lease and pausing briefly after each batch, so requests never wait
 behind it: each deletion is one awaited transaction like a client's ``DELETE``. With no workspace that sets a
-retention a pass is one small query. A failure (the database away) is logged and the next pass tries again.
+retention a pass is one small query. Each pass also finishes the purges of cleared logs and erased sessions that
+a dead process left (``handoff.sessions.purges``). A failure (the database away) is logged and the next pass
+tries again.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from handoff import clock
 from handoff.config import Settings
 from handoff.retention import lease
 from handoff.retention.service import cutoff, prune, workspaces_with_retention
+from handoff.sessions import purges
 
 logger = logging.getLogger("handoff.retention")
 
@@ -32,6 +35,8 @@ async def run_pass(settings: Settings, owner: str) -> int:
 
     if not await lease.acquire(LEASE, owner, now=clock.now(), seconds=seconds):
         return 0
+    # The clears and erasures whose process died before their batches were done (``sessions.purges``).
+    await purges.purge_pending(after_batch=lambda: renew(0))
     deleted = 0
     for workspace in await workspaces_with_retention():
         days = workspace.retention_ended_after_days
