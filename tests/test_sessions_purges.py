@@ -118,9 +118,10 @@ async def assert_log(api: Api, sid: str, entries: list[dict[str, Any]]) -> None:
     )
 
 
-async def append_again(api: Api, sid: str, count: int) -> list[dict[str, Any]]:
-    """Append entries with the ids of the first ``count`` old ones (new content), one by one: pages seal again."""
-    written = [entry(n, tag="new") for n in range(count)]
+async def append_again(api: Api, sid: str, count: int, *, start: int = 0) -> list[dict[str, Any]]:
+    """Append entries with the ids of ``count`` old ones from ``start`` (new content), one by one: pages seal
+    again."""
+    written = [entry(n, tag="new") for n in range(start, start + count)]
     for body in written:
         await api.post(sid, "work-log", body, 201)
     return written
@@ -192,8 +193,11 @@ async def test_a_clear_cut_off_midway_shows_nothing_and_its_leftovers_go(
     assert pages > 1000  # most pages are still stored, and the purge document says so
     assert pending == 1
     await assert_log(api, sid, [])
-    # Ids of the leftovers are used again and sealed into new pages before the leftovers are gone.
-    again = await append_again(api, sid, 40)
+    # Ids of the leftovers are used again and sealed into new pages before the leftovers are gone (the first batch
+    # took the oldest pages: these ids are still in leftover pages and notable documents).
+    assert await database["log_pages"].count_documents({"session_id": sid, "entries.id": "e02010"}) == 1
+    assert await database["log_notables"].count_documents({"session_id": sid, "entry.id": "e02010"}) == 1
+    again = await append_again(api, sid, 40, start=2000)
     await assert_log(api, sid, again)
     # A pass of the background task finishes it (a request's own purge is left alone for a while).
     assert await purges.purge_pending() == 0
@@ -238,7 +242,7 @@ async def test_a_session_created_again_with_an_erased_id_does_not_see_its_leftov
     assert again.status_code == 201, again.text
     assert again.json()["session_id"] == sid
     await assert_log(api, sid, [])
-    written = await append_again(api, sid, 40)
+    written = await append_again(api, sid, 40, start=2000)
     await assert_log(api, sid, written)
     assert (await api.call("DELETE", f"/{sid}")).status_code == 204  # finishes the first purge too
     assert await leftovers(database, sid) == (0, 0, 0)
