@@ -69,7 +69,8 @@ async def make_long(database: MongoDatabase, tenant: Tenant, sid: str) -> None:
             "$set": {
                 "work_log": log,
                 "artifacts": [
-                    {"id": f"a{n}", "path": f"f{n}.py", "action": "created", "metadata": None, "timestamp": now} for n in range(9)
+                    {"id": f"a{n}", "path": f"f{n}.py", "action": "created", "metadata": None, "timestamp": now}
+                    for n in range(9)
                 ],
                 "action_count": LONG,
                 "artifact_count": 9,
