@@ -233,6 +233,7 @@ def paged_layout(
     # As a session created through the API starts; whoever writes the pages' notable documents counts them here
     # (``notables.attach``), and pages written without them are read by the contexts as pages.
     doc["noted"] = {}
+    doc["pages_from"] = {}  # no clear yet: every page is the log's (``purges.py``)
     for kind in paging.KINDS:
         entries: list[dict[str, Any]] = list(doc.get(kind) or [])
         total = totals[kind] if totals is not None else total_stored_size(entries)
