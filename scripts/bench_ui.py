@@ -32,6 +32,7 @@ from pymongo import MongoClient
 from _bench_common import percentile, serve
 from bench_analytics import catch_up, insert_sessions, prepare
 from handoff.localdb import start_mongod
+from handoff.sessions import notables
 from handoff.sessions.misses import page_bounds
 from handoff.sessions.seals import paged_layout
 
@@ -87,10 +88,12 @@ def insert_long_session(url: str, database: str, workspace_id: str, entries: int
     }
     began = time.perf_counter()
     session, pages = paged_layout(doc, page_bounds(None), now)
+    noted = notables.attach(session, pages)  # what an import of the same log writes
     with MongoClient(url, tz_aware=True) as client:
         client[database]["sessions"].insert_one(session)
-        for first in range(0, len(pages), 1_000):
-            client[database]["log_pages"].insert_many(pages[first : first + 1_000], ordered=False)
+        for collection, documents in (("log_pages", pages), ("log_notables", noted)):
+            for first in range(0, len(documents), 1_000):
+                client[database][collection].insert_many(documents[first : first + 1_000], ordered=False)
     return time.perf_counter() - began
 
 

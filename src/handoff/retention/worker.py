@@ -7,8 +7,9 @@ behind it: each deletion is one awaited transaction like a client's ``DELETE``. 
 retention a pass is one small query, and one per workspace for the uploads in progress: the holder also takes back
 what uploads whose worker died left (``blobs.reservation.reclaim_everywhere``: the bytes their reservations hold
 and the GridFS chunks they wrote, once a reservation has gone ``HANDOFF_BLOB_RESERVATION_LEASE_SECONDS`` without
-word), so those go by themselves even from a session nobody writes to again. A failure (the database away) is
-logged and the next pass tries again.
+word), so those go by themselves even from a session nobody writes to again. Each pass also finishes the purges of
+cleared logs and erased sessions that a dead process left (``handoff.sessions.purges``). A failure (the database
+away) is logged and the next pass tries again.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from handoff.blobs.reservation import reclaim_everywhere
 from handoff.config import Settings
 from handoff.retention import lease
 from handoff.retention.service import cutoff, prune, workspaces_with_retention
+from handoff.sessions import purges
 
 logger = logging.getLogger("handoff.retention")
 
@@ -39,6 +41,8 @@ async def run_pass(settings: Settings, owner: str) -> int:
         return 0
     if reclaimed := await reclaim_everywhere(settings):
         logger.info("retention: reclaimed %d lapsed blob reservations and their chunks", reclaimed)
+    # The clears and erasures whose process died before their batches were done (``sessions.purges``).
+    await purges.purge_pending(after_batch=lambda: renew(0))
     deleted = 0
     for workspace in await workspaces_with_retention():
         days = workspace.retention_ended_after_days

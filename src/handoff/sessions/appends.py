@@ -210,9 +210,12 @@ async def append(
         entry["timestamp"] = now
     outcome = AppendOutcome(repeats=repeats)
     version = known_versions.get(workspace_id, session_id)
-    if version:  # the session has pages: look the ids up there first, at the version the filter will check
-        sealed = await log_reads.in_sealed_pages(workspace_id, session_id, array, [entry["id"] for entry in pending])
-        pending = _settle_stored(pending, outcome, sealed)
+    # The session has pages: look the ids up there first. One found is a retry, or an id reused after a clear
+    # whose leftover pages are not deleted yet (``purges.py``): the snapshot read of ``_diagnose`` tells them apart,
+    # so the guarded write is not tried before it.
+    suspected = version > 0 and bool(
+        await log_reads.in_sealed_pages(workspace_id, session_id, array, [entry["id"] for entry in pending], first=0)
+    )
     checked = Checked(version=version)
     # The first attempt wants room under the page's bounds; a miss there seals the page. Retries accept up to
     # twice the bounds, so that many writers finding one page full all get in while one of them seals it, rather
@@ -232,12 +235,15 @@ async def append(
         guard = guard_for(
             workspace_id, session_id, array, ids, size=size, checked=checked, room=room, settings=settings
         )
+        matched = False
         try:
-            matched = await group_commit.committer(_sessions).update(guard, update_for(array, pending, size, now))
+            if not suspected:
+                matched = await group_commit.committer(_sessions).update(guard, update_for(array, pending, size, now))
         except WriteError as exc:
             if exc.code in DOCUMENT_TOO_LARGE_CODES:
                 raise store.full(session_id) from exc
             raise
+        suspected = False
         if matched:
             if checked.version is not None:
                 known_versions.remember(workspace_id, session_id, checked.version)
@@ -299,6 +305,7 @@ async def _diagnose(
                 "status": 1,
                 "pages_version": 1,
                 "payload_bytes": 1,
+                "first_page": {"$ifNull": [f"$pages_from.{array}", 0]},
                 f"open_bytes.{array}": 1,
                 f"appended.{array}": 1,
                 "open_length": {"$size": open_page},
@@ -308,8 +315,11 @@ async def _diagnose(
         {
             "$lookup": {
                 "from": store.pages().name,
+                "let": {"first": "$first_page"},
                 "pipeline": [
                     {"$match": {**store.page_key(workspace_id, session_id, array), "entries.id": {"$in": ids}}},
+                    # A clear's leftovers (``purges.py``) are not the log's: their ids may be reused.
+                    {"$match": {"$expr": {"$gte": ["$no", "$$first"]}}},
                     {
                         "$project": {
                             "_id": 0,

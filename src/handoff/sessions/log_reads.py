@@ -85,6 +85,11 @@ def _sealed(selection: Selection) -> dict[str, Any]:
     return {"$ifNull": [f"$sealed.{selection.kind}.{selection.name}", 0]}
 
 
+def _first(kind: Kind) -> dict[str, Any]:
+    """The session's first page number still in its log (``store.first_page``; pages below are leftovers)."""
+    return {"$ifNull": [f"$pages_from.{kind}", 0]}
+
+
 def _slice(source: Any, start: Any, count: Any) -> dict[str, Any]:
     """``source[start : start + count]``, empty for a count below one ($slice refuses a count of 0)."""
     return {"$cond": [{"$gt": [count, 0]}, {"$slice": [source, start, count]}, []]}
@@ -151,7 +156,11 @@ async def _anchor(
         )
     index = {"$indexOfArray": ["$entries.id", entry_id]}
     page = await store.pages().find_one(
-        {**store.page_key(workspace_id, session_id, selection.kind), "entries.id": entry_id},
+        {
+            **store.page_key(workspace_id, session_id, selection.kind),
+            "entries.id": entry_id,
+            "no": {"$gte": head["first_page"]},
+        },
         {
             "_id": 0,
             "no": 1,
@@ -187,8 +196,11 @@ def _speculative_open(selection: Selection, *, offset: int, limit: int, descendi
     return {"$let": {"vars": {"f": selected}, "in": part}}
 
 
-async def window_from_pages(workspace_id: str, session_id: str, selection: Selection, window: Window) -> list[Doc]:
-    """The entries at positions ``[start, end)`` of a positioned selection's sealed part, oldest first.
+async def window_from_pages(
+    workspace_id: str, session_id: str, selection: Selection, window: Window, *, first: int
+) -> list[Doc]:
+    """The entries at positions ``[start, end)`` of a positioned selection's sealed part, oldest first (of the
+    pages numbered ``first`` or more: the session's ``pages_from``).
 
     The pages that hold the window are exactly the one holding ``start`` (the last whose first position is at or
     below it) and those that begin inside the window, so two index reads on that filter's ``before`` find them,
@@ -202,16 +214,18 @@ async def window_from_pages(workspace_id: str, session_id: str, selection: Selec
     if window.size == 0:
         return []
     holding = await _pages(
-        workspace_id, session_id, selection, window, {"$lte": window.start}, descending=True, limit=1
+        workspace_id, session_id, selection, window, {"$lte": window.start}, first=first, descending=True, limit=1
     ).to_list(1)
     if not holding:
         return []
-    first = holding[0]
-    if first["before"] + first["count"] >= window.end:
-        return list(first["items"])
+    top = holding[0]
+    if top["before"] + top["count"] >= window.end:
+        return list(top["items"])
     beyond = {"$gt": window.start, "$lt": window.end}
-    rest = await _pages(workspace_id, session_id, selection, window, beyond, descending=False, limit=0).to_list(None)
-    return [*first["items"], *(entry for page in rest for entry in page["items"])]
+    rest = await _pages(
+        workspace_id, session_id, selection, window, beyond, first=first, descending=False, limit=0
+    ).to_list(None)
+    return [*top["items"], *(entry for page in rest for entry in page["items"])]
 
 
 def _pages(
@@ -221,6 +235,7 @@ def _pages(
     window: Window,
     before: dict[str, int],
     *,
+    first: int,
     descending: bool,
     limit: int,
 ) -> AsyncCursor[Doc]:
@@ -242,6 +257,7 @@ def _pages(
                 **store.page_key(workspace_id, session_id, selection.kind),
                 f"counts.{name}": {"$gt": 0},
                 f"before.{name}": before,
+                "no": {"$gte": first},
             },
             {"_id": 0, "before": f"$before.{name}", "count": f"$counts.{name}", "items": cut},
         )
@@ -266,6 +282,7 @@ async def _positioned_page(
     anchored = after is not None or before is not None
     fields: dict[str, Any] = {
         "sealed_count": _sealed(selection),
+        "first_page": _first(selection.kind),
         "open_count": {"$size": _selected(selection, _open(selection.kind))},
         **_anchor_fields(selection, "after", after),
         **_anchor_fields(selection, "before", before),
@@ -288,10 +305,12 @@ async def _positioned_page(
             session_id,
             {"items": _slice(_selected(selection, _open(selection.kind)), in_open.start, in_open.size)},
         )
-        from_pages, opened = await _gather(window_from_pages(workspace_id, session_id, selection, in_pages), read_open)
+        from_pages, opened = await _gather(
+            window_from_pages(workspace_id, session_id, selection, in_pages, first=head["first_page"]), read_open
+        )
         open_items: list[Doc] = opened["items"]
     else:
-        from_pages = await window_from_pages(workspace_id, session_id, selection, in_pages)
+        from_pages = await window_from_pages(workspace_id, session_id, selection, in_pages, first=head["first_page"])
         open_items = head["open_items"][: in_open.size]
     entries: list[Doc] = [*from_pages, *open_items]
     return (entries[::-1] if descending else entries), max(0, hi - lo)
@@ -339,6 +358,7 @@ async def _narrowed_page(
         session_id,
         {
             "pages_version": 1,
+            "first_page": _first(selection.kind),
             **_anchor_fields(selection, "after", after),
             **_anchor_fields(selection, "before", before),
         },
@@ -347,12 +367,13 @@ async def _narrowed_page(
         _anchor(workspace_id, session_id, selection, head=head, label="after", entry_id=after),
         _anchor(workspace_id, session_id, selection, head=head, label="before", entry_id=before),
     )
-    # Only the pages sealed before the head was read, as ``stream_entries`` reads: an old-layout session's pages
-    # being written by its migration (``migration.py``) are not its log yet.
-    pages: dict[str, Any] = {"$lt": head.get("pages_version", 0)}
+    # Only the pages sealed before the head was read, as ``stream_entries`` reads (an old-layout session's pages
+    # being written by its migration, ``migration.py``, are not its log yet), and none below its ``pages_from``
+    # (leftovers of a clear being purged, ``purges.py``).
+    pages: dict[str, Any] = {"$lt": head.get("pages_version", 0), "$gte": head["first_page"]}
     query = {**store.page_key(workspace_id, session_id, selection.kind), **selection.pages_holding(), "no": pages}
     if first is not None:
-        pages["$gte"] = INT32_MAX if first.page is None else first.page
+        pages["$gte"] = INT32_MAX if first.page is None else max(first.page, head["first_page"])
     if last is not None and last.page is not None:
         pages["$lte"] = last.page
     selected = _selected(selection, _page_entries_between(first, last))
@@ -445,6 +466,7 @@ async def newest(
         {
             **fields,
             "_pages_version": {"$ifNull": ["$pages_version", 0]},
+            **{f"_first_{kind}": _first(kind) for kind in paging.KINDS},
             **{
                 f"{label}_{part}": expression
                 for label, (selection, n) in wanted.items()
@@ -458,6 +480,7 @@ async def newest(
     )
     labels = list(wanted)
     below = head.pop("_pages_version")
+    firsts = {kind: head.pop(f"_first_{kind}") for kind in paging.KINDS}
 
     async def older(label: str) -> list[Doc]:
         selection, n = wanted[label]
@@ -467,12 +490,15 @@ async def newest(
             return []
         found: list[Doc] = []
         if noted > 0:
-            found = await notables.newest(workspace_id, session_id, selection.name, n=missing, below=below)
+            found = await notables.newest(
+                workspace_id, session_id, selection.name, n=missing, below=below, first=firsts["work_log"]
+            )
         missing, unnoted = missing - len(found), max(0, sealed - noted)
         if missing <= 0 or unnoted == 0:
             return found
         window = Window(max(0, unnoted - missing), unnoted, descending=True)
-        return [*await window_from_pages(workspace_id, session_id, selection, window), *found]
+        older_part = await window_from_pages(workspace_id, session_id, selection, window, first=firsts[selection.kind])
+        return [*older_part, *found]
 
     sealed_parts = await _gather(*(older(label) for label in labels))
     entries = {label: [*part, *head.pop(f"{label}_tail")] for label, part in zip(labels, sealed_parts, strict=True)}
@@ -484,25 +510,34 @@ def _is_notable(selection: Selection) -> bool:
     return selection.kind == "work_log" and selection.positioned and selection.name in NOTABLE_TYPES
 
 
-async def in_sealed_pages(workspace_id: str, session_id: str, kind: Kind, ids: list[str]) -> list[Doc]:
-    """The entries with these ids among a session's sealed pages (a read of the pages' entry-id index)."""
+async def _in_pages(workspace_id: str, session_id: str, kind: Kind, ids: list[str], *, first: int) -> list[Doc]:
+    """The pages among a session's sealed pages (numbered ``first`` or more) holding entries with these ids: each
+    page's ``no`` and those entries (``found``), read through the pages' entry-id index."""
     cursor = store.pages().find(
-        {**store.page_key(workspace_id, session_id, kind), "entries.id": {"$in": ids}},
-        {"_id": 0, "found": {"$filter": {"input": "$entries", "cond": {"$in": ["$$this.id", ids]}}}},
+        {**store.page_key(workspace_id, session_id, kind), "entries.id": {"$in": ids}, "no": {"$gte": first}},
+        {"_id": 0, "no": 1, "found": {"$filter": {"input": "$entries", "cond": {"$in": ["$$this.id", ids]}}}},
         hint=ENTRY_ID_INDEX,
     )
-    return [entry async for page in cursor for entry in page["found"]]
+    return await cursor.to_list(None)
+
+
+async def in_sealed_pages(workspace_id: str, session_id: str, kind: Kind, ids: list[str], *, first: int) -> list[Doc]:
+    """The entries with these ids among a session's sealed pages numbered ``first`` or more (its ``pages_from``)."""
+    pages = await _in_pages(workspace_id, session_id, kind, ids, first=first)
+    return [entry for page in pages for entry in page["found"]]
 
 
 async def find_entry(workspace_id: str, session_id: str, kind: Kind, entry_id: str) -> Doc:
     """One entry by id (the open page and the pages' entry-id index, read side by side); 404 for a missing
-    session or entry."""
+    session or entry. The pages are read before the session says where its log starts, so a clear's leftovers
+    are left out afterwards."""
     matching = {"$filter": {"input": _open(kind), "cond": {"$eq": ["$$this.id", entry_id]}}}
     in_open, in_pages = await _gather(
-        _head(workspace_id, session_id, {"found": matching}),
-        in_sealed_pages(workspace_id, session_id, kind, [entry_id]),
+        _head(workspace_id, session_id, {"found": matching, "first_page": _first(kind)}),
+        _in_pages(workspace_id, session_id, kind, [entry_id], first=0),
     )
-    found: list[dict[str, Any]] = [*in_open["found"], *in_pages]
+    live = [entry for page in in_pages if page["no"] >= in_open["first_page"] for entry in page["found"]]
+    found: list[dict[str, Any]] = [*in_open["found"], *live]
     if not found:
         raise NotFound(f"entry {entry_id} not found in session {session_id}")
     return found[0]
@@ -518,7 +553,7 @@ async def stream_entries(doc: Doc, kind: Kind) -> AsyncIterator[Doc]:
     cursor = store.pages().find(
         {
             **store.page_key(doc["workspace_id"], doc["session_id"], kind),
-            "no": {"$lt": doc.get("pages_version", 0)},
+            "no": {"$gte": store.first_page(doc, kind), "$lt": doc.get("pages_version", 0)},
         },
         {"_id": 0, "entries": 1},
         sort=[("no", 1)],

@@ -46,7 +46,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from handoff import clock
 from handoff.sessions import notables, store
 from handoff.sessions.paging import KINDS, PageBounds
-from handoff.sessions.seals import LEGACY_FIELDS, paged_layout
+from handoff.sessions.seals import LAYOUT_FIELDS, LEGACY_FIELDS, paged_layout
 from handoff.workspaces.models import Workspace
 
 logger = logging.getLogger("handoff.sessions.migration")
@@ -61,9 +61,10 @@ CLAIM_SECONDS = 120
 #: How often a migration that finds another's claim looks whether it has finished.
 WAIT_SECONDS = 0.05
 #: What the flip takes from the old document as it finds it: all but the log (as read at the claim) and what the
-#: paged layout derives from it.
+#: paged layout derives from it (an old document has none of those, unless something wrote them meanwhile: the
+#: layout's own figures are the ones that match its pages).
 _NOT_THE_LOG = dict.fromkeys((*KINDS, *LEGACY_FIELDS), 0)
-_FROM_THE_LOG = frozenset({"_id", "payload_bytes", CLAIM, *KINDS, *LEGACY_FIELDS})
+_FROM_THE_LOG = frozenset({"_id", CLAIM, *KINDS, *LEGACY_FIELDS, *LAYOUT_FIELDS})
 
 
 async def migrate(workspace_id: str, session_id: str, *, bounds: PageBounds) -> bool:

@@ -120,6 +120,10 @@ class Session(Document):
     #: :class:`LogNotable`, moved with them by every seal and removal. The sealed entries of a type without one
     #: (``sealed`` less this) are the oldest: pages sealed before notable documents existed.
     noted: dict[str, int] = Field(default_factory=dict)
+    #: Per kind, the lowest page number still part of the log (absent: 0). A clear (``purges.py``) raises it to
+    #: its ``pages_version``, so every read looks past the pages it left behind while they are deleted in batches;
+    #: a session re-created with the id of one deleted starts above what the deleted one left.
+    pages_from: dict[str, int] = Field(default_factory=dict)
     #: Bytes of the entries in each open page, against the page's byte bound.
     open_bytes: dict[str, int] = Field(default_factory=lambda: dict.fromkeys(ENTRY_KINDS, 0))
     #: Per kind, per filter (``paging.FILTERS``): how many entries the sealed pages hold.
@@ -400,3 +404,25 @@ class LogNotable(Document):
                 name=NOTABLE_ORDER_INDEX,
             ),
         ]
+
+
+class LogPurge(Document):
+    """The pages and notable documents a clear or an erasure left to delete: one per session key (``purges.py``).
+
+    Written in the same small transaction as the clear's or the erasure's change of the session document, and
+    removed once what it names is gone, so a process that dies midway leaves it for the next clear, erasure or
+    background pass to finish. ``below``: per kind, every page numbered below it (and, for ``work_log``, every
+    notable document of such a page) is a leftover.
+    """
+
+    #: :func:`session_key` of the session the leftovers belonged to.
+    id: str  # type: ignore[assignment]
+    workspace_id: str
+    session_id: str
+    below: dict[str, int]
+    at: datetime = Field(default_factory=clock.now)
+
+    class Settings:
+        name = "log_purges"
+        use_state_management = False
+        validate_on_save = False

@@ -23,10 +23,11 @@ the growth log, 4.61 ms against 1.76 ms when all 250 entries are checkpoints, on
 bytes stored per notable entry against 44 (each compressed alone): ~18 bytes per entry of the growth log.
 
 Written in the same step as the entry's page, and removed in the same transaction as the entry, so they never
-disagree with the pages: the seal's transaction (``seals.py``), the removals' (``removals.py``), a session's
-erasure (``service.delete_session``), a migration's transaction (``migration.py``), and an import, which writes
-them after the pages and before the session document that makes them visible (``bulk/importer.py``). The
-session's ``noted`` counts say how many of each type's sealed entries have theirs; the rest (``sealed`` less
+disagree with the pages: the seal's transaction (``seals.py``), the removals' (``removals.py``; a clear and a
+session's erasure hide them in theirs and delete them in batches afterwards, ``purges.py``), a migration's
+transaction (``migration.py``), and an import, which writes them after the pages and before the session document
+that makes them visible (``bulk/importer.py``). The session's ``noted`` counts say how many of each type's sealed
+entries have theirs; the rest (``sealed`` less
 ``noted``) are the oldest, in pages sealed before these documents existed, and are read from the pages as before
 (``log_reads.newest``). That holds while no code older than this module seals pages of a session this code has
 sealed (a rolling upgrade with old and new workers on one session): the old code's newer pages would have none.
@@ -97,14 +98,15 @@ def attach(session: Doc, pages: Sequence[Mapping[str, Any]]) -> list[Doc]:
     return documents
 
 
-async def newest(workspace_id: str, session_id: str, entry_type: str, *, n: int, below: int) -> list[Doc]:
-    """The newest ``n`` entries of a type among those sealed into pages numbered below ``below``, oldest first
-    (``below``: the ``pages_version`` of the session as read, so a seal running meanwhile adds nothing the
-    reader already has from the open page)."""
+async def newest(workspace_id: str, session_id: str, entry_type: str, *, n: int, below: int, first: int) -> list[Doc]:
+    """The newest ``n`` entries of a type among those sealed into pages numbered from ``first`` and below ``below``,
+    oldest first (``below``: the ``pages_version`` of the session as read, so a seal running meanwhile adds nothing
+    the reader already has from the open page; ``first``: its ``pages_from``, below which are a clear's
+    leftovers)."""
     cursor = (
         collection()
         .find(
-            {**key(workspace_id, session_id), "type": entry_type, "no": {"$lt": below}},
+            {**key(workspace_id, session_id), "type": entry_type, "no": {"$gte": first, "$lt": below}},
             {"_id": 0, "entry": 1},
         )
         .sort([("no", -1), ("at", -1)])

@@ -22,7 +22,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from handoff import clock
 from handoff.config import Settings
 from handoff.errors import NotFound
-from handoff.sessions import migration, misses, notables, paging, store, views
+from handoff.sessions import migration, misses, notables, paging, purges, store, views
 from handoff.sessions.lifecycle import is_ended
 from handoff.sessions.limits import stored_size
 from handoff.sessions.models import ENTRY_ID_INDEX, EntryType, filter_index_name
@@ -68,7 +68,15 @@ async def _run(
 async def _head(workspace_id: str, session_id: str, kind: Kind, session: AsyncClientSession, **fields: Any) -> Doc:
     doc = await store.sessions().find_one(
         store.key(workspace_id, session_id),
-        {"_id": 1, "status": 1, "pages_version": 1, "last_checkpoint": 1, f"sealed.{kind}": 1, **fields},
+        {
+            "_id": 1,
+            "status": 1,
+            "pages_version": 1,
+            "last_checkpoint": 1,
+            f"sealed.{kind}": 1,
+            f"pages_from.{kind}": 1,
+            **fields,
+        },
         session=session,
     )
     if doc is None:
@@ -78,7 +86,9 @@ async def _head(workspace_id: str, session_id: str, kind: Kind, session: AsyncCl
     return doc
 
 
-async def _newest_checkpoint(workspace_id: str, session_id: str, session: AsyncClientSession) -> Doc | None:
+async def _newest_checkpoint(
+    workspace_id: str, session_id: str, session: AsyncClientSession, *, first: int
+) -> Doc | None:
     """The newest checkpoint entry left in the log (open page first, then the newest page holding one)."""
     is_checkpoint = paging.condition("work_log", EntryType.CHECKPOINT.value)
     doc = await store.sessions().find_one(
@@ -90,7 +100,11 @@ async def _newest_checkpoint(workspace_id: str, session_id: str, session: AsyncC
         last: Doc = doc["last"]
         return last
     page = await store.pages().find_one(
-        {**store.page_key(workspace_id, session_id, "work_log"), "counts.checkpoint": {"$gt": 0}},
+        {
+            **store.page_key(workspace_id, session_id, "work_log"),
+            "counts.checkpoint": {"$gt": 0},
+            "no": {"$gte": first},
+        },
         {"_id": 0, "last": {"$last": paging.filtered("$entries", is_checkpoint)}},
         sort=[("before.checkpoint", DESCENDING)],
         hint=filter_index_name("work_log", EntryType.CHECKPOINT.value),
@@ -156,7 +170,9 @@ async def _remove(
         update["$pull"] = {kind: {"id": entry["id"]}}
     await store.sessions().update_one({"_id": head["_id"], "workspace_id": workspace_id}, update, session=session)
     if kind == "work_log" and (head.get("last_checkpoint") or {}).get("id") == entry["id"]:
-        checkpoint = await _newest_checkpoint(workspace_id, session_id, session)
+        checkpoint = await _newest_checkpoint(
+            workspace_id, session_id, session, first=store.first_page(head, "work_log")
+        )
         await store.sessions().update_one(
             {"_id": head["_id"], "workspace_id": workspace_id},
             {"$set": {"last_checkpoint": checkpoint}},
@@ -165,10 +181,10 @@ async def _remove(
 
 
 async def _page_of(
-    workspace_id: str, session_id: str, kind: Kind, session: AsyncClientSession, *, entry_id: str | None
+    workspace_id: str, session_id: str, kind: Kind, session: AsyncClientSession, *, head: Doc, entry_id: str | None
 ) -> tuple[Doc, Doc] | None:
     """The sealed page holding ``entry_id`` (or, without one, the newest page) and that entry (or its newest)."""
-    query = store.page_key(workspace_id, session_id, kind)
+    query = {**store.page_key(workspace_id, session_id, kind), "no": {"$gte": store.first_page(head, kind)}}
     if entry_id is None:
         found: dict[str, Any] = {"$slice": ["$entries", -1]}
         sort = [(f"before.{paging.ALL}", DESCENDING)]
@@ -203,7 +219,7 @@ async def delete_entry(workspace_id: str, session_id: str, kind: Kind, entry_id:
                 workspace_id, session_id, kind, head["found"][0], head=head, page=None, stamps={}, session=session
             )
             return
-        located = await _page_of(workspace_id, session_id, kind, session, entry_id=entry_id)
+        located = await _page_of(workspace_id, session_id, kind, session, head=head, entry_id=entry_id)
         if located is None:
             raise NotFound(f"entry {entry_id} not found in session {session_id}")
         page, entry = located
@@ -227,7 +243,7 @@ async def pop_newest(workspace_id: str, session_id: str, kind: Kind, *, settings
             entry: Doc = head["last"][0]
             await _remove(workspace_id, session_id, kind, entry, head=head, page=None, stamps=stamps, session=session)
             return entry
-        located = await _page_of(workspace_id, session_id, kind, session, entry_id=None)
+        located = await _page_of(workspace_id, session_id, kind, session, head=head, entry_id=None)
         if located is None:
             return None
         page, entry = located
@@ -239,15 +255,19 @@ async def pop_newest(workspace_id: str, session_id: str, kind: Kind, *, settings
 
 
 async def clear(workspace_id: str, session_id: str, kind: Kind, *, settings: Settings) -> None:
-    """Remove every entry of a kind (its pages included) and zero its counters; the session stays."""
+    """Remove every entry of a kind (its pages included) and zero its counters; the session stays.
+
+    What a client sees change is one small transaction (the session document and the purge document): the pages
+    and notable documents it leaves behind are out of every read's sight from then on, and deleted in batches
+    afterwards (``purges.py``), whatever their number."""
 
     async def removal(session: AsyncClientSession) -> None:
         head = await _head(workspace_id, session_id, kind, session, stored_bytes=1, appended=1)
         size = (head.get("stored_bytes") or {}).get(kind, 0)
-        await store.pages().delete_many(store.page_key(workspace_id, session_id, kind), session=session)
+        # Seals number pages with ``pages_version``: every page from now on is numbered at least this.
+        first = head["pages_version"] + 1
         counters: Doc = {"artifact_count": 0}
         if kind == "work_log":
-            await notables.forget_all(workspace_id, session_id, session=session)
             counters = {
                 "action_count": 0,
                 "checkpoint_count": 0,
@@ -264,6 +284,7 @@ async def clear(workspace_id: str, session_id: str, kind: Kind, *, settings: Set
                     f"open_bytes.{kind}": 0,
                     f"stored_bytes.{kind}": 0,
                     f"sealed.{kind}": paging.zero_counts(kind),
+                    f"pages_from.{kind}": first,
                     # Every entry so far is gone: an append in flight re-checks (appends.py, ``sealed_upto``).
                     f"sealed_upto.{kind}": (head.get("appended") or {}).get(kind, 0),
                     "last_removal": _removal(kind, None, now),
@@ -275,5 +296,10 @@ async def clear(workspace_id: str, session_id: str, kind: Kind, *, settings: Set
             },
             session=session,
         )
+        has_pages = (head.get("sealed") or {}).get(kind, {}).get(paging.ALL, 0) > 0
+        if has_pages:
+            await purges.mark(workspace_id, session_id, {kind: first}, session=session)
 
     await _run(workspace_id, session_id, settings, removal)
+    # Also when this clear left nothing: it finishes what an earlier one was cut off in.
+    await purges.purge(workspace_id, session_id)

@@ -34,6 +34,18 @@ logger = logging.getLogger("handoff.sessions.seals")
 
 #: Fields of the old layout that the paged log replaces (the context lists' copies).
 LEGACY_FIELDS = ("recent_entries", "notable_entries", "context_lists")
+#: What :func:`paged_layout` derives from a session's log (its counters of pages, sizes and positions).
+LAYOUT_FIELDS = (
+    "open_bytes",
+    "sealed",
+    "stored_bytes",
+    "appended",
+    "sealed_upto",
+    "noted",
+    "pages_from",
+    "pages_version",
+    "payload_bytes",
+)
 
 
 def page_document(
@@ -74,6 +86,7 @@ async def _seal_once(workspace_id: str, session_id: str, kind: Kind, bounds: Pag
             f"sealed.{kind}": 1,
             f"open_bytes.{kind}": 1,
             f"appended.{kind}": 1,
+            f"pages_from.{kind}": 1,
             "open_length": {"$size": {"$ifNull": [f"${kind}", []]}},
             kind: {"$slice": bounds.entries},
         },
@@ -112,10 +125,14 @@ async def _seal_once(workspace_id: str, session_id: str, kind: Kind, bounds: Pag
         "$max": {f"sealed_upto.{kind}": sealed_upto},
     }
 
+    first = store.first_page(doc, kind)
+
     async def move(session: AsyncClientSession) -> bool:
         result = await store.sessions().update_one(guard, update, session=session)
         if not result.matched_count:
             return False
+        if first:
+            await _drop_leftovers(page, noted, first=first, session=session)
         await store.pages().insert_one(page, session=session)
         if noted:
             await notables.collection().insert_many(noted, session=session)
@@ -128,6 +145,25 @@ async def _seal_once(workspace_id: str, session_id: str, kind: Kind, bounds: Pag
     metrics.page_sealed(kind)
     logger.debug("sealed %d %s entries of %s into page %d", len(taken), kind, session_id, version)
     return True, paging.is_full(length - len(taken), open_size - size, bounds)
+
+
+async def _drop_leftovers(
+    page: dict[str, Any], noted: list[dict[str, Any]], *, first: int, session: AsyncClientSession
+) -> None:
+    """Delete the leftovers of a clear not yet purged (pages numbered below ``first``, ``purges.py``) that hold an
+    id of ``page``'s entries (ids may be reused after a clear; the entry-id and notable indexes are unique)."""
+    left = {**store.page_key(page["workspace_id"], page["session_id"], page["kind"]), "no": {"$lt": first}}
+    ids = [entry["id"] for entry in page["entries"]]
+    await store.pages().delete_many({**left, "entries.id": {"$in": ids}}, session=session)
+    if noted:
+        await notables.collection().delete_many(
+            {
+                "_id": {"$in": [document["_id"] for document in noted]},
+                **notables.key(page["workspace_id"], page["session_id"]),
+                "no": {"$lt": first},
+            },
+            session=session,
+        )
 
 
 async def _seal_until_open(workspace_id: str, session_id: str, kind: Kind, bounds: PageBounds) -> None:
@@ -209,6 +245,7 @@ def paged_layout(
     # As a session created through the API starts; whoever writes the pages' notable documents counts them here
     # (``notables.attach``), and pages written without them are read by the contexts as pages.
     doc["noted"] = {}
+    doc["pages_from"] = {}  # no clear yet: every page is the log's (``purges.py``)
     for kind in paging.KINDS:
         entries: list[dict[str, Any]] = list(doc.get(kind) or [])
         total = totals[kind] if totals is not None else total_stored_size(entries)

@@ -30,7 +30,7 @@ from handoff.errors import Conflict, FieldError, Invalid
 from handoff.idempotency import service as idempotency
 from handoff.plans import service as plans
 from handoff.schemas import check_free_form
-from handoff.sessions import appends, misses, notables, paging, queries, store, views
+from handoff.sessions import appends, misses, paging, purges, queries, store, views
 from handoff.sessions.lifecycle import Operation, accepted_statuses, moves_to
 from handoff.sessions.limits import stored_size
 from handoff.sessions.models import ENTRY_KINDS, ArtifactAction, Session, SessionStatus, session_key
@@ -130,6 +130,10 @@ async def _open(
     """Insert a new active session of the caller's (or find the one its id or external id already names), within
     the workspace's quotas."""
     await quotas.check_can_create(principal.workspace_id, adds_bytes=fields.get("payload_bytes", 0), settings=settings)
+    # An id used before (an idempotency key's, a replay's) may name an erased session whose pages are still being
+    # deleted: the new one numbers its pages above them.
+    if first := await purges.floor(principal.workspace_id, session_id):
+        fields |= {"pages_version": first, "pages_from": dict.fromkeys(ENTRY_KINDS, first)}
     session = Session(
         id=session_key(principal.workspace_id, session_id),
         workspace_id=principal.workspace_id,
@@ -284,30 +288,37 @@ async def list_plan_sessions(workspace_id: str, slug: str) -> list[SessionRead]:
 
 async def delete_session(workspace_id: str, session_id: str) -> None:
     """Erase a session with its work log, artifacts, pages and notable entries, whatever its status, and take its
-    share out of the artifacts rollup, in one transaction; then its blobs (GridFS writes cannot join the
-    transaction)."""
+    share out of the artifacts rollup.
+
+    The session document, its rollup share and the purge document that names its pages go in one small
+    transaction: from its commit on the session is gone for every route. Its pages and notable documents are then
+    deleted in batches (``purges.py``: a log of any length; a session re-created with this id meanwhile starts
+    above them), then its blobs (GridFS writes cannot join the transaction)."""
 
     reservations: dict[str, Any] = {}  # its uploads in progress, whose chunks go with its blobs
 
     async def erase(session: AsyncClientSession) -> int:
         erased = await store.sessions().find_one_and_delete(
             store.key(workspace_id, session_id),
-            {"_id": 0, "started_at": 1, "rollup_snapshot": 1, RESERVATIONS: 1},
+            {"_id": 0, "started_at": 1, "rollup_snapshot": 1, "pages_version": 1, RESERVATIONS: 1},
             session=session,
         )
         if erased is None:
             return 0
         reservations.update(erased.get(RESERVATIONS) or {})
-        for kind in ENTRY_KINDS:
-            await store.pages().delete_many(store.page_key(workspace_id, session_id, kind), session=session)
-        await notables.forget_all(workspace_id, session_id, session=session)
         await rollup_days.forget_session(workspace_id, erased, session=session)
+        if erased.get("pages_version"):
+            # Every page it has is numbered below its next version; a re-created session starts there
+            # (``purges.floor``), above every version this one had (``appends.known_versions``).
+            below = erased["pages_version"] + 1
+            await purges.mark(workspace_id, session_id, dict.fromkeys(ENTRY_KINDS, below), session=session)
         return 1
 
     async with store.sessions().database.client.start_session() as session:
         deleted: int = await session.with_transaction(erase)
-    # After the session: an upload still arriving then finds no session to count in and removes itself. Run on a
-    # 404 too, so a retried delete finishes a cascade that an earlier attempt was cut off in.
+    # On a 404 too: a retried delete finishes what an earlier attempt was cut off in.
+    await purges.purge(workspace_id, session_id)
+    # After the session: an upload still arriving then finds no session to count in and removes itself.
     await blobs.delete_session_blobs(workspace_id, session_id, reservations=reservations)
     if deleted == 0:
         raise store.not_found(session_id)

@@ -59,6 +59,13 @@ def page_key(workspace_id: str, session_id: str, kind: str) -> dict[str, Any]:
     return {"workspace_id": workspace_id, "session_id": session_id, "kind": kind}
 
 
+def first_page(doc: dict[str, Any], kind: str) -> int:
+    """A session document's ``pages_from`` for a kind: its pages numbered below are a clear's leftovers, which
+    every read of pages leaves out (``purges.py``)."""
+    found: int = (doc.get("pages_from") or {}).get(kind, 0)
+    return found
+
+
 def key(workspace_id: str, session_id: str) -> dict[str, Any]:
     """The filter that finds a session only inside its own workspace."""
     return {"workspace_id": workspace_id, "session_id": session_id}
