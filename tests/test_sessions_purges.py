@@ -20,6 +20,8 @@ import pytest
 from litestar import Litestar
 
 from handoff import clock
+from handoff.analytics import service
+from handoff.analytics.rollup import worker as rollup_worker
 from handoff.app import create_app
 from handoff.config import Settings
 from handoff.db import MongoDatabase
@@ -287,3 +289,42 @@ async def test_appends_racing_a_clear_lose_nothing_acknowledged_after_it(
         await database["log_notables"].count_documents({"session_id": sid, "entry.id": {"$in": ids}}),
         0,
     )
+
+
+async def test_analytics_count_nothing_of_cleared_logs_and_erased_sessions_still_being_purged(
+    api: Api, client: httpx.AsyncClient, database: MongoDatabase, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workspace_id = tenant.workspace.workspace_id
+    kept = (await api.create())["session_id"]
+    await api.post(kept, "work-log", {"message": "kept failure", "type": "error"}, 201)
+    await api.post(kept, "artifacts", {"path": "kept.py", "action": "created"}, 201)
+    cleared, erased = await long_session(api, database, tenant), await long_session(api, database, tenant)
+    crash_after_one_batch(monkeypatch)
+    monkeypatch.setattr(purges, "PAGE_BATCH", 1)  # so that some of their two artifact pages are left too
+    for path in (f"/{cleared}/work-log", f"/{cleared}/artifacts", f"/{erased}"):
+        assert (await api.call("DELETE", path)).status_code == 500  # the request dies with its process
+    monkeypatch.undo()
+    for sid in (cleared, erased):
+        assert await database["log_pages"].count_documents({"session_id": sid, "kind": "artifacts"}) > 0
+        assert await database["log_pages"].count_documents({"session_id": sid, "counts.error": {"$gt": 0}}) > 0
+
+    async def analytics(route: str) -> list[dict[str, Any]]:
+        answer = await client.get(f"/v1/analytics/{route}", params={"limit": 100}, headers=tenant.headers)
+        items: list[dict[str, Any]] = ok(answer)["items"]
+        return items
+
+    assert [item["session_id"] for item in await analytics("errors")] == [kept]
+    reference = (await service.artifacts_reference(workspace_id, limit=100)).model_dump()["items"]
+    assert [item["path"] for item in reference] == ["kept.py"]
+    # The rollup's pass folds the cleared session while its leftovers are still stored: its sealed artifacts
+    # after the clear are its only ones.
+    again = [{"id": f"b{n}", "path": f"again{n}.py", "action": "modified"} for n in range(9)]
+    for body in again:
+        await api.post(cleared, "artifacts", body, 201)
+    await rollup_worker.catch_up(workspace_id)
+    expected = sorted(["kept.py", *(body["path"] for body in again)])
+    assert sorted(item["path"] for item in await analytics("artifacts")) == expected
+    assert await purges.purge_pending(now=clock.now() + purges.GRACE + timedelta(seconds=1)) == 2
+    assert sorted(item["path"] for item in await analytics("artifacts")) == expected
+    reference = (await service.artifacts_reference(workspace_id, limit=100)).model_dump()["items"]
+    assert await analytics("artifacts") == reference

@@ -18,6 +18,7 @@ Nothing here touches the database; ``service.py`` runs these lists.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -212,20 +213,35 @@ def activity(workspace_id: str, window: Window, bucket: Bucket) -> Pipeline:
 ARTIFACTS_INDEX = "analytics_rollup"
 
 
-def _sealed_pages(workspace_id: str, window: Window, kind: str, **conditions: Any) -> Pipeline:
+def not_hidden(hidden: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The condition that leaves out the pages a purge has still to delete (``sessions.purges.hidden``)."""
+    return {"$nor": list(hidden)} if hidden else {}
+
+
+def _sealed_pages(
+    workspace_id: str, window: Window, kind: str, hidden: Sequence[Mapping[str, Any]], **conditions: Any
+) -> Pipeline:
     """The start of a ``$unionWith`` branch over the sealed pages of one kind in the window, one row per entry.
 
     A page carries its session's ``started_at``, so the window applies without a lookup; entries still on a
-    session's open page (every entry of a small session) are read by the branch over ``sessions``.
+    session's open page (every entry of a small session) are read by the branch over ``sessions``. ``hidden``:
+    the leftovers of cleared logs and erased sessions still being purged.
     """
     return [
-        {"$match": {**match_sessions(workspace_id, window)["$match"], "kind": kind, **conditions}},
+        {
+            "$match": {
+                **match_sessions(workspace_id, window)["$match"],
+                "kind": kind,
+                **conditions,
+                **not_hidden(hidden),
+            }
+        },
         {"$project": {"_id": 0, "session_id": 1, "entry": "$entries"}},
         {"$unwind": "$entry"},
     ]
 
 
-def artifacts(workspace_id: str, window: Window, limit: int) -> Pipeline:
+def artifacts(workspace_id: str, window: Window, limit: int, *, hidden: Sequence[Mapping[str, Any]] = ()) -> Pipeline:
     """The most touched paths: touches, touches by action, and how many distinct sessions touched each path.
 
     The open pages of the sessions in the window and their sealed artifact pages, one row per artifact, then one
@@ -238,7 +254,7 @@ def artifacts(workspace_id: str, window: Window, limit: int) -> Pipeline:
         {
             "$unionWith": {
                 "coll": LogPage.Settings.name,
-                "pipeline": _sealed_pages(workspace_id, window, "artifacts"),
+                "pipeline": _sealed_pages(workspace_id, window, "artifacts", hidden),
             }
         },
         {
@@ -270,6 +286,7 @@ def errors(
     *,
     newest_sessions: int | None = None,
     active_since: datetime | None = None,
+    hidden: Sequence[Mapping[str, Any]] = (),
 ) -> Pipeline:
     """The newest error entries of the work logs; only sessions whose ``error_count`` is positive are read, and
     only the sealed pages that hold an error (the partial index ``pages_error``).
@@ -304,7 +321,7 @@ def errors(
             "$unionWith": {
                 "coll": LogPage.Settings.name,
                 "pipeline": [
-                    *_sealed_pages(workspace_id, window, "work_log", **{"counts.error": {"$gt": 0}}),
+                    *_sealed_pages(workspace_id, window, "work_log", hidden, **{"counts.error": {"$gt": 0}}),
                     {"$match": is_error},
                     *since,
                     *newest_first,

@@ -34,6 +34,7 @@ from handoff.analytics.schemas import (
 )
 from handoff.claims import waiting
 from handoff.errors import FieldError, Invalid, NotFound
+from handoff.sessions import purges
 from handoff.sessions.models import ROLLUP_DIRTY_INDEX, Session, SessionStatus
 
 #: A runaway analytics query ends with a 503 instead of holding a connection.
@@ -122,8 +123,10 @@ async def artifacts(workspace_id: str, *, limit: int = 20, window: Window = ALL_
     parts = rollup_pipelines.split(window)
     days = ArtifactDay.get_pymongo_collection()
     # One point in time for every read: the pass moves counts from pending changes into the day documents.
+    hidden = await purges.hidden(workspace_id, "artifacts")
     async with days.database.client.start_session(snapshot=True) as snapshot:
-        rows = await _rows(rollup_pipelines.counted_paths(workspace_id, parts), collection=days, session=snapshot)
+        counted = rollup_pipelines.counted_paths(workspace_id, parts, hidden=hidden)
+        rows = await _rows(counted, collection=days, session=snapshot)
         if parts.days is not None:
             for paged in (False, True):
                 pending = rollup_pipelines.pending_paths(workspace_id, parts.days, paged=paged)
@@ -134,7 +137,8 @@ async def artifacts(workspace_id: str, *, limit: int = 20, window: Window = ALL_
 async def artifacts_reference(workspace_id: str, *, limit: int = 20, window: Window = ALL_TIME) -> PathList:
     """The most touched paths, read from every session document of the window and its sealed pages: the
     definition the rollup's answer is checked against (tests, ``scripts/bench_analytics.py``)."""
-    rows = await _rows(pipelines.artifacts(workspace_id, window, limit), hint=pipelines.ARTIFACTS_INDEX)
+    hidden = await purges.hidden(workspace_id, "artifacts")
+    rows = await _rows(pipelines.artifacts(workspace_id, window, limit, hidden=hidden), hint=pipelines.ARTIFACTS_INDEX)
     return PathList.model_validate({"items": rows})
 
 
@@ -154,10 +158,11 @@ async def errors_pipeline(workspace_id: str, *, limit: int, window: Window) -> P
     a session active since ``T``, and only those sessions need reading. With fewer entries than ``limit`` (a
     small workspace) the plain pipeline over every session with errors is as cheap.
     """
-    probe = await _rows(pipelines.errors(workspace_id, window, limit, newest_sessions=limit))
+    hidden = await purges.hidden(workspace_id, "work_log")
+    probe = await _rows(pipelines.errors(workspace_id, window, limit, newest_sessions=limit, hidden=hidden))
     if len(probe) < limit or not isinstance(probe[-1].get("timestamp"), datetime):
-        return pipelines.errors(workspace_id, window, limit)
-    return pipelines.errors(workspace_id, window, limit, active_since=probe[-1]["timestamp"])
+        return pipelines.errors(workspace_id, window, limit, hidden=hidden)
+    return pipelines.errors(workspace_id, window, limit, active_since=probe[-1]["timestamp"], hidden=hidden)
 
 
 async def stale(workspace_id: str, *, idle_minutes: int = 30, limit: int = 100, window: Window = ALL_TIME) -> StaleList:

@@ -426,3 +426,5 @@ class LogPurge(Document):
         name = "log_purges"
         use_state_management = False
         validate_on_save = False
+        #: The reads across a workspace's pages exclude its leftovers (``purges.hidden``).
+        indexes = [IndexModel([("workspace_id", pymongo.ASCENDING)], name="purges_workspace")]

@@ -31,6 +31,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from handoff import clock
 from handoff.sessions import notables, store
 from handoff.sessions.models import PAGE_ORDER_INDEX, LogPurge, session_key
+from handoff.sessions.paging import Kind
 
 logger = logging.getLogger("handoff.sessions.purges")
 
@@ -61,6 +62,18 @@ async def mark(workspace_id: str, session_id: str, below: Mapping[str, int], *, 
         upsert=True,
         session=session,
     )
+
+
+async def hidden(workspace_id: str, kind: Kind) -> list[Doc]:
+    """Conditions matching the workspace's pages of ``kind`` that a purge has still to delete, for the reads
+    across sessions (analytics), which cannot filter each page on its session's ``pages_from``: a cleared log or
+    an erased session counts nowhere from its commit on, not only once its pages are gone. Usually none."""
+    found = collection().find(
+        {"workspace_id": workspace_id, f"below.{kind}": {"$gt": 0}}, {"session_id": 1, "below": 1}
+    )
+    return [
+        {"session_id": left["session_id"], "kind": kind, "no": {"$lt": left["below"][kind]}} async for left in found
+    ]
 
 
 async def floor(workspace_id: str, session_id: str) -> int:

@@ -13,11 +13,13 @@ that does not start or end at midnight is read live from its sessions, exactly a
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from handoff.analytics.expressions import Pipeline, Stage, Window, count_if, is_, window_conditions
+from handoff.analytics.pipelines import not_hidden
 from handoff.analytics.rollup.models import ACTIONS, COUNTERS, DAY, MONTH
 from handoff.sessions.models import LogPage, Session
 from handoff.sessions.paging import ALL
@@ -142,8 +144,16 @@ def dirty_sessions(workspace_id: str, window: Window, *, paged: bool, limit: int
                 "from": LogPage.Settings.name,
                 "localField": "session_id",
                 "foreignField": "session_id",
+                # Not the pages below its ``pages_from``: a clear's leftovers still being purged (``purges.py``).
+                "let": {"first": {"$ifNull": [f"$pages_from.{ARTIFACTS}", 0]}},
                 "pipeline": [
-                    {"$match": {"workspace_id": workspace_id, "kind": ARTIFACTS}},
+                    {
+                        "$match": {
+                            "workspace_id": workspace_id,
+                            "kind": ARTIFACTS,
+                            "$expr": {"$gte": ["$no", "$$first"]},
+                        }
+                    },
                     {"$project": {"_id": 0, "entries": _path_and_action("$entries")}},
                 ],
                 "as": "pages",
@@ -190,9 +200,9 @@ def dirty_sessions(workspace_id: str, window: Window, *, paged: bool, limit: int
     ]
 
 
-def _live(workspace_id: str, window: Window) -> Pipeline:
+def _live(workspace_id: str, window: Window, hidden: Sequence[Mapping[str, Any]]) -> Pipeline:
     """Per path, what the sessions started in the window count now, read from their documents and pages: the
-    reference pipeline's reads, for the parts of days at a window's edges."""
+    reference pipeline's reads, for the parts of days at a window's edges (``hidden``: the pages still to purge)."""
     return [
         {"$match": {"workspace_id": workspace_id, "artifact_count": {"$gt": 0}, **window_conditions(window)}},
         {"$project": {"_id": 0, "session_id": 1, "row": _path_and_action(f"${ARTIFACTS}")}},
@@ -201,7 +211,14 @@ def _live(workspace_id: str, window: Window) -> Pipeline:
             "$unionWith": {
                 "coll": LogPage.Settings.name,
                 "pipeline": [
-                    {"$match": {"workspace_id": workspace_id, "kind": ARTIFACTS, **window_conditions(window)}},
+                    {
+                        "$match": {
+                            "workspace_id": workspace_id,
+                            "kind": ARTIFACTS,
+                            **window_conditions(window),
+                            **not_hidden(hidden),
+                        }
+                    },
                     {"$project": {"_id": 0, "session_id": 1, "row": _path_and_action("$entries")}},
                     {"$unwind": "$row"},
                 ],
@@ -222,7 +239,7 @@ def _periods(parts: Split) -> list[dict[str, Any]]:
 _BY_PATH: Stage = {"$group": {"_id": "$path", **{name: {"$sum": f"${name}"} for name in COUNTERS}}}
 
 
-def counted_paths(workspace_id: str, parts: Split) -> Pipeline:
+def counted_paths(workspace_id: str, parts: Split, *, hidden: Sequence[Mapping[str, Any]] = ()) -> Pipeline:
     """Per path, what the window's month and day documents hold plus what its edges count now (read live): run on
     the day documents' collection. The dirty sessions' pending change comes apart (:func:`pending_paths`), in the
     same snapshot."""
@@ -238,7 +255,7 @@ def counted_paths(workspace_id: str, parts: Split) -> Pipeline:
     return [
         {"$match": match},
         {"$project": {"_id": 0, "path": 1, **dict.fromkeys(COUNTERS, 1)}},
-        *({"$unionWith": {"coll": sessions, "pipeline": _live(workspace_id, edge)}} for edge in parts.edges),
+        *({"$unionWith": {"coll": sessions, "pipeline": _live(workspace_id, edge, hidden)}} for edge in parts.edges),
         _BY_PATH,
     ]
 
