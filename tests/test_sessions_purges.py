@@ -19,7 +19,7 @@ import httpx
 import pytest
 from litestar import Litestar
 
-from handoff import clock
+from handoff import bulk, clock
 from handoff.analytics import service
 from handoff.analytics.rollup import worker as rollup_worker
 from handoff.app import create_app
@@ -29,7 +29,7 @@ from handoff.localdb import MongodProcess
 from handoff.sessions import migration, purges
 from handoff.sessions.paging import PageBounds
 from tests.api import Api, ok, problem
-from tests.factories import Tenant
+from tests.factories import Tenant, exported
 
 SMALL_PAGES = {"page_entries": 4, "page_bytes": 4096}
 BOUNDS = PageBounds(entries=4, bytes=4096)
@@ -328,3 +328,31 @@ async def test_analytics_count_nothing_of_cleared_logs_and_erased_sessions_still
     assert sorted(item["path"] for item in await analytics("artifacts")) == expected
     reference = (await service.artifacts_reference(workspace_id, limit=100)).model_dump()["items"]
     assert await analytics("artifacts") == reference
+
+
+async def test_an_import_of_an_erased_id_whose_purge_died_keeps_every_imported_page(
+    api: Api,
+    database: MongoDatabase,
+    mongod: MongodProcess,
+    tenant: Tenant,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    sid = await long_session(api, database, tenant)
+    written = ok(await api.call("GET", f"/{sid}/work-log", params={"limit": 1000, "offset": 3000}))["items"]
+    export = tmp_path / "export.jsonl"
+    export.write_bytes(await exported(tenant.workspace.slug))
+    crash_after_one_batch(monkeypatch)
+    assert (await api.call("DELETE", f"/{sid}")).status_code == 500  # the request dies with its process
+    monkeypatch.undo()
+    settings = Settings(mongodb_url=mongod.url, database=database.name, data_dir=Path("/nonexistent"), **SMALL_PAGES)
+
+    result = await bulk.import_files([export], workspace=tenant.workspace.slug, settings=settings)
+
+    assert result.imported >= 1
+    assert await database["log_purges"].count_documents({"session_id": sid}) == 0
+    # Nothing is left for a background pass to delete, so the imported pages (numbered from 0 again) all stay.
+    assert await purges.purge_pending(now=clock.now() + purges.GRACE + timedelta(seconds=1)) == 0
+    read = ok(await api.call("GET", f"/{sid}/work-log", params={"limit": 1000, "offset": 3000}))["items"]
+    assert [(item["id"], item["message"]) for item in read] == [(item["id"], item["message"]) for item in written]
+    assert ok(await api.call("GET", f"/{sid}/work-log", params={"limit": 1}))["total"] == LONG

@@ -42,7 +42,7 @@ from handoff.bulk.prepare import Prepared, Preparer, default_workers
 from handoff.config import Settings, get_settings
 from handoff.errors import NotFound
 from handoff.plans import service as plans
-from handoff.sessions import notables, store
+from handoff.sessions import notables, purges, store
 from handoff.sessions import service as sessions
 from handoff.workspaces import service as workspaces
 
@@ -197,6 +197,9 @@ class _Writer:
         if not rows:
             return []
         rows, again = _first_of_each(rows)
+        # An erased session's leftovers under one of these ids go first: its purge would delete pages numbered as
+        # these sessions' are (``purges.finish``).
+        await purges.finish(self.workspace_id, [row.session_id for row in rows])
         written = await self._insert_pages([row for row in rows if row.pages])
         rows = [row for row in rows if not row.pages or row.session_id in written]
         errors: list[dict[str, Any]] = []

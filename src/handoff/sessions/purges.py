@@ -21,7 +21,7 @@ and so does the background pass (:func:`purge_pending`, run by the retention tas
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -74,6 +74,18 @@ async def hidden(workspace_id: str, kind: Kind) -> list[Doc]:
     return [
         {"session_id": left["session_id"], "kind": kind, "no": {"$lt": left["below"][kind]}} async for left in found
     ]
+
+
+async def finish(workspace_id: str, session_ids: Sequence[str]) -> int:
+    """Finish, now, the purges pending for these session ids (a process died in their erasure): for the importer,
+    which numbers an imported session's pages from 0 (``seals.paged_layout``), below what such a purge would
+    delete later. One indexed read when there are none (always, but after a crash); the purges finished."""
+    keys = [session_key(workspace_id, session_id) for session_id in session_ids]
+    found = collection().find({"_id": {"$in": keys}, "workspace_id": workspace_id}, {"session_id": 1})
+    pending = [left["session_id"] async for left in found]
+    for session_id in pending:
+        await purge(workspace_id, session_id)
+    return len(pending)
 
 
 async def floor(workspace_id: str, session_id: str) -> int:
