@@ -331,6 +331,7 @@ async def test_analytics_count_nothing_of_cleared_logs_and_erased_sessions_still
 
 
 async def test_an_import_of_an_erased_id_whose_purge_died_keeps_every_imported_page(
+    *,
     api: Api,
     database: MongoDatabase,
     mongod: MongodProcess,
@@ -356,3 +357,32 @@ async def test_an_import_of_an_erased_id_whose_purge_died_keeps_every_imported_p
     read = ok(await api.call("GET", f"/{sid}/work-log", params={"limit": 1000, "offset": 3000}))["items"]
     assert [(item["id"], item["message"]) for item in read] == [(item["id"], item["message"]) for item in written]
     assert ok(await api.call("GET", f"/{sid}/work-log", params={"limit": 1}))["total"] == LONG
+
+
+@pytest.mark.parametrize("missed", [1, 2], ids=["read-before-the-insert", "both-reads-of-the-create"])
+async def test_a_session_created_in_the_moment_its_ids_erasure_commits_numbers_its_pages_above_the_leftovers(
+    api: Api, database: MongoDatabase, tenant: Tenant, monkeypatch: pytest.MonkeyPatch, missed: int
+) -> None:
+    key = {"Idempotency-Key": f"the-racing-one-{missed}"}
+    sid = ok(await api.call("POST", "", {}, headers=key), 201)["session_id"]
+    await make_long(database, tenant, sid)
+    crash_after_one_batch(monkeypatch)
+    assert (await api.call("DELETE", f"/{sid}")).status_code == 500  # the request dies with its process
+    monkeypatch.undo()
+    # The new session's request read the floor before the erasure committed: it found none. Its second read,
+    # after its insert, sees it; should that one miss too, the first seal does.
+    real, reads = purges.floor, []
+
+    async def before_the_commit(workspace_id: str, session_id: str) -> int:
+        reads.append(session_id)
+        return 0 if len(reads) <= missed else await real(workspace_id, session_id)
+
+    monkeypatch.setattr(purges, "floor", before_the_commit)
+    assert ok(await api.call("POST", "", {}, headers=key), 201)["session_id"] == sid
+    # Ids still held by leftover pages when the create's second read found the floor; new ones otherwise (an
+    # append's id check reads the pages the session's pages_from allows).
+    written = await append_again(api, sid, 40, start=2000 if missed == 1 else 5000)
+
+    assert await purges.purge_pending(now=clock.now() + purges.GRACE + timedelta(seconds=1)) == 1
+    await assert_log(api, sid, written)
+    assert await database["log_pages"].count_documents({"session_id": sid, "kind": "work_log"}) >= 9

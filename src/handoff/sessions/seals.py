@@ -25,7 +25,7 @@ from typing import Any
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from handoff import clock, metrics
-from handoff.sessions import notables, paging, store
+from handoff.sessions import notables, paging, purges, store
 from handoff.sessions.limits import stored_size, total_stored_size
 from handoff.sessions.models import session_key
 from handoff.sessions.paging import Kind, PageBounds
@@ -93,6 +93,9 @@ async def _seal_once(workspace_id: str, session_id: str, kind: Kind, bounds: Pag
     )
     if doc is None or "pages_version" not in doc:
         return False, False
+    if (floor := await purges.floor(workspace_id, session_id)) > doc["pages_version"]:
+        await number_above(workspace_id, session_id, version=doc["pages_version"], floor=floor)
+        return await _seal_once(workspace_id, session_id, kind, bounds)
     length, open_size = doc["open_length"], (doc.get("open_bytes") or {}).get(kind, 0)
     if not paging.is_full(length, open_size, bounds):
         return False, False
@@ -145,6 +148,23 @@ async def _seal_once(workspace_id: str, session_id: str, kind: Kind, bounds: Pag
     metrics.page_sealed(kind)
     logger.debug("sealed %d %s entries of %s into page %d", len(taken), kind, session_id, version)
     return True, paging.is_full(length - len(taken), open_size - size, bounds)
+
+
+async def number_above(
+    workspace_id: str, session_id: str, *, version: int, floor: int, session: AsyncClientSession | None = None
+) -> None:
+    """Number a session's pages from ``floor`` on, above the leftovers of an erased session of the same id still
+    being purged (that purge deletes every page below it), and read none of those.
+
+    ``service._open`` starts a session there from a read of the floor before its insert; an erasure of the old
+    session that commits between the two (the insert needs the old document gone) leaves the new one at 0, so
+    ``_open`` reads the floor again after its insert, and every seal reads it too (the first one moves a session
+    still below it). No page of the session's own is below the floor: it is moved before its first seal."""
+    await store.sessions().update_one(
+        {**store.key(workspace_id, session_id), "pages_version": version},
+        {"$set": {"pages_version": floor, **{f"pages_from.{kind}": floor for kind in paging.KINDS}}},
+        session=session,
+    )
 
 
 async def _drop_leftovers(

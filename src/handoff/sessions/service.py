@@ -30,7 +30,7 @@ from handoff.errors import Conflict, FieldError, Invalid
 from handoff.idempotency import service as idempotency
 from handoff.plans import service as plans
 from handoff.schemas import check_free_form
-from handoff.sessions import appends, misses, paging, purges, queries, store, views
+from handoff.sessions import appends, misses, paging, purges, queries, seals, store, views
 from handoff.sessions.lifecycle import Operation, accepted_statuses, moves_to
 from handoff.sessions.limits import stored_size
 from handoff.sessions.models import ENTRY_KINDS, ArtifactAction, Session, SessionStatus, session_key
@@ -146,6 +146,9 @@ async def _open(
         **fields,
     )
     doc, inserted = await _insert_or_find(session, txn)
+    if inserted and (late := await purges.floor(principal.workspace_id, session_id)) > first:
+        # An erasure of the id committed between the floor's read and the insert.
+        await seals.number_above(principal.workspace_id, session_id, version=first, floor=late, session=txn)
     # Whoever inserts answers 201: the first request, or a repeat completing a first one that died after its
     # claim. Racing requests with one key then see exactly one 201, whichever of them reaches the insert first.
     return Created(_read(doc), created=inserted)
