@@ -200,20 +200,29 @@ _running: dict[tuple[str, str, str], asyncio.Future[None]] = {}
 
 async def seal_full_page(workspace_id: str, session_id: str, kind: Kind, *, bounds: PageBounds) -> None:
     """Seal pages off the open page until it is under its bounds (a batch may have filled several), or until a
-    concurrent writer changed the session first (whose own write then decides what happens next)."""
+    concurrent writer changed the session first (whose own write then decides what happens next).
+
+    A request that finds this process's seal of the page running waits for it, then looks again (one read when
+    the page is under its bounds): that seal read the page before this request's append may have landed, so it
+    may stop with the page still full."""
     key = (workspace_id, session_id, kind)
-    if (running := _running.get(key)) is not None:
+    while (running := _running.get(key)) is not None and not running.done():
         await asyncio.shield(running)
-        return
     future = asyncio.ensure_future(_seal_until_open(workspace_id, session_id, kind, bounds))
     _running[key] = future
     try:
         await asyncio.shield(future)
     finally:
         if future.done():
-            _running.pop(key, None)
+            _forget(key, future)
         else:
-            future.add_done_callback(lambda _: _running.pop(key, None))
+            future.add_done_callback(lambda _: _forget(key, future))
+
+
+def _forget(key: tuple[str, str, str], future: asyncio.Future[None]) -> None:
+    """Drop a finished seal from ``_running``, unless a newer one of the same page has taken its place."""
+    if _running.get(key) is future:
+        del _running[key]
 
 
 # A whole log at once ------------------------------------------------------------------------------------------
