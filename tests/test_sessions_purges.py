@@ -152,6 +152,14 @@ def crash_after_one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(purges, "_delete_batches", one_batch_then_die)
 
 
+async def delete_dying_midway(api: Api, monkeypatch: pytest.MonkeyPatch, *paths: str) -> None:
+    """DELETE each path in a process that dies after the first batch of its purge (the request answers 500)."""
+    crash_after_one_batch(monkeypatch)
+    for path in paths:
+        assert (await api.call("DELETE", path)).status_code == 500  # the request dies with its process
+    monkeypatch.undo()
+
+
 async def test_a_clear_of_thousands_of_pages_empties_every_route_and_ids_are_used_again(
     api: Api, database: MongoDatabase, tenant: Tenant
 ) -> None:
@@ -187,10 +195,8 @@ async def test_a_clear_cut_off_midway_shows_nothing_and_its_leftovers_go(
     api: Api, database: MongoDatabase, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sid = await long_session(api, database, tenant)
-    crash_after_one_batch(monkeypatch)
 
-    assert (await api.call("DELETE", f"/{sid}/work-log")).status_code == 500  # the request dies with its process
-    monkeypatch.undo()
+    await delete_dying_midway(api, monkeypatch, f"/{sid}/work-log")
 
     pages, _, pending = await leftovers(database, sid)
     assert pages > 1000  # most pages are still stored, and the purge document says so
@@ -218,9 +224,7 @@ async def test_a_second_clear_finishes_what_a_first_was_cut_off_in(
     api: Api, database: MongoDatabase, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sid = await long_session(api, database, tenant)
-    crash_after_one_batch(monkeypatch)
-    assert (await api.call("DELETE", f"/{sid}/work-log")).status_code == 500  # the request dies with its process
-    monkeypatch.undo()
+    await delete_dying_midway(api, monkeypatch, f"/{sid}/work-log")
 
     assert (await api.call("DELETE", f"/{sid}/work-log")).status_code == 204
 
@@ -235,9 +239,7 @@ async def test_a_session_created_again_with_an_erased_id_does_not_see_its_leftov
     first = ok(await api.call("POST", "", {}, headers=key), 201)
     sid = first["session_id"]
     await make_long(database, tenant, sid)
-    crash_after_one_batch(monkeypatch)
-    assert (await api.call("DELETE", f"/{sid}")).status_code == 500  # the request dies with its process
-    monkeypatch.undo()
+    await delete_dying_midway(api, monkeypatch, f"/{sid}")
     problem(await api.call("GET", f"/{sid}"), 404)
 
     again = await api.call("POST", "", {}, headers=key)  # the key's id, created anew
@@ -299,11 +301,8 @@ async def test_analytics_count_nothing_of_cleared_logs_and_erased_sessions_still
     await api.post(kept, "work-log", {"message": "kept failure", "type": "error"}, 201)
     await api.post(kept, "artifacts", {"path": "kept.py", "action": "created"}, 201)
     cleared, erased = await long_session(api, database, tenant), await long_session(api, database, tenant)
-    crash_after_one_batch(monkeypatch)
     monkeypatch.setattr(purges, "PAGE_BATCH", 1)  # so that some of their two artifact pages are left too
-    for path in (f"/{cleared}/work-log", f"/{cleared}/artifacts", f"/{erased}"):
-        assert (await api.call("DELETE", path)).status_code == 500  # the request dies with its process
-    monkeypatch.undo()
+    await delete_dying_midway(api, monkeypatch, f"/{cleared}/work-log", f"/{cleared}/artifacts", f"/{erased}")
     for sid in (cleared, erased):
         assert await database["log_pages"].count_documents({"session_id": sid, "kind": "artifacts"}) > 0
         assert await database["log_pages"].count_documents({"session_id": sid, "counts.error": {"$gt": 0}}) > 0
@@ -343,9 +342,7 @@ async def test_an_import_of_an_erased_id_whose_purge_died_keeps_every_imported_p
     written = ok(await api.call("GET", f"/{sid}/work-log", params={"limit": 1000, "offset": 3000}))["items"]
     export = tmp_path / "export.jsonl"
     export.write_bytes(await exported(tenant.workspace.slug))
-    crash_after_one_batch(monkeypatch)
-    assert (await api.call("DELETE", f"/{sid}")).status_code == 500  # the request dies with its process
-    monkeypatch.undo()
+    await delete_dying_midway(api, monkeypatch, f"/{sid}")
     settings = Settings(mongodb_url=mongod.url, database=database.name, data_dir=Path("/nonexistent"), **SMALL_PAGES)
 
     result = await bulk.import_files([export], workspace=tenant.workspace.slug, settings=settings)
@@ -366,9 +363,7 @@ async def test_a_session_created_in_the_moment_its_ids_erasure_commits_numbers_i
     key = {"Idempotency-Key": f"the-racing-one-{missed}"}
     sid = ok(await api.call("POST", "", {}, headers=key), 201)["session_id"]
     await make_long(database, tenant, sid)
-    crash_after_one_batch(monkeypatch)
-    assert (await api.call("DELETE", f"/{sid}")).status_code == 500  # the request dies with its process
-    monkeypatch.undo()
+    await delete_dying_midway(api, monkeypatch, f"/{sid}")
     # The new session's request read the floor before the erasure committed: it found none. Its second read,
     # after its insert, sees it; should that one miss too, the first seal does.
     real, reads = purges.floor, []
