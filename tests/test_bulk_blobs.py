@@ -7,12 +7,16 @@ equal to what GridFS holds, however often it runs.
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
+import pytest
 
+from handoff.blobs.storage import ChunkWriter
 from handoff.bulk import blobs as bulk_blobs
 from handoff.config import Settings
 from handoff.db import MongoDatabase
@@ -89,3 +93,43 @@ async def test_a_blob_without_its_session_or_with_other_bytes_is_rejected(
     assert await database["fs.files"].count_documents({}) == 0
     assert await database["fs.chunks"].count_documents({}) == 0
     assert (await _blob_bytes(database, sid))[1] == 0
+
+
+async def test_a_run_killed_while_writing_a_blob_leaves_nothing_once_run_again(
+    *,
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    database: MongoDatabase,
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    big = bytes(range(256)) * 8192  # 2 MiB: chunks written before the kill
+    sid, (blob_id,) = await _session_with_blobs(client, tenant, big)
+    slug = tenant.workspace.slug
+    assert await bulk_blobs.export_blobs(tmp_path, workspace=slug) == 1
+    assert (await client.delete(f"/v1/sessions/{sid}/blobs/{blob_id}", headers=tenant.headers)).status_code == 204
+
+    async def killed(file: IO[bytes]) -> AsyncIterator[bytes]:
+        yield file.read(1024 * 1024)
+        raise KeyboardInterrupt  # not an error the writer cleans up after: the process ends here
+
+    monkeypatch.setattr(bulk_blobs, "_chunks", killed)
+    monkeypatch.setattr(ChunkWriter, "abort", lambda self: asyncio.sleep(0))  # a killed process runs no cleanup
+    with pytest.raises(KeyboardInterrupt):
+        await bulk_blobs.import_blobs(tmp_path, workspace=slug, settings=settings)
+    monkeypatch.undo()
+    assert await _orphan_chunks(database) > 0
+
+    done = await bulk_blobs.import_blobs(tmp_path, workspace=slug, settings=settings)
+
+    assert (done.imported, done.rejected) == (1, [])
+    assert await _orphan_chunks(database) == 0
+    got = await client.get(f"/v1/sessions/{sid}/blobs/{blob_id}", headers=tenant.headers)
+    assert got.content == big
+
+
+async def _orphan_chunks(database: MongoDatabase) -> int:
+    """GridFS chunks whose file has no files document."""
+    files = await database["fs.files"].distinct("_id")
+    return await database["fs.chunks"].count_documents({"files_id": {"$nin": files}})

@@ -10,16 +10,20 @@ session is there and it is not (a re-run skips what it already brought), its byt
 sha256, and then each session's blob bytes are set from what GridFS holds (``stored_bytes.blobs`` and
 ``payload_bytes``, one pipeline update a session), so a re-run or an ``--on-conflict replace`` of the sessions
 leaves the counts exact. The session byte cap is not applied: an import restores what a service already held.
+An import killed midway leaves the chunks of the blob it was writing; its next run deletes them first.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+from bson import ObjectId
 
 from handoff import clock
 from handoff.blobs import service as blobs
@@ -140,10 +144,17 @@ async def _import_one(
         return refused
     path = _blob_path(root, session_id, blob_id)
     key = {"workspace_id": workspace_id, "session_id": session_id, "blob_id": blob_id}
+    file_id = _file_id(key)
+    await storage.chunks().delete_many({"files_id": file_id})  # what a killed run of this import wrote of it
     try:
         with path.open("rb") as file:
             await upload.receive(
-                _chunks(file), limit=settings.max_blob_bytes, key=key, content_type=content_type, expected_sha256=sha256
+                _chunks(file),
+                limit=settings.max_blob_bytes,
+                key=key,
+                content_type=content_type,
+                expected_sha256=sha256,
+                file_id=file_id,
             )
     except OSError as exc:
         return f"cannot read {path}: {exc.strerror}"
@@ -152,6 +163,14 @@ async def _import_one(
     except ValueError as exc:
         return str(exc)
     return None
+
+
+def _file_id(key: Mapping[str, str]) -> ObjectId:
+    """The GridFS file id an imported blob is written under, the same in every run of the import: a run killed
+    midway (no ``abort`` runs then) leaves chunks under it, and the next run of the import deletes them before it
+    writes the blob again. Only while the blob is absent, so never a stored blob's chunks."""
+    name = "/".join((key["workspace_id"], key["session_id"], key["blob_id"]))
+    return ObjectId(hashlib.sha256(name.encode()).digest()[:12])
 
 
 async def _refusal(workspace_id: str, session_id: str, blob_id: str) -> str | None:
