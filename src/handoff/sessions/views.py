@@ -1,9 +1,10 @@
 """Derived views of a session: pure functions from stored data to what the API shows.
 
 No database here and no clock of their own: ``now`` is passed in. These hold the product's rules for
-durations, progress, the MCP context, the counters an entry moves and the seed of a replayed
-session, and are tested without MongoDB (the handoff and replay contexts: ``context_answers.py``). The importer recomputes counters with the same functions the
-appends use, so an imported session answers exactly like one built through the API.
+durations, progress, the MCP context, the counters an entry moves and the seed of a replayed session, and are
+tested without MongoDB (the handoff and replay contexts are shaped in ``context_answers.py``). The importer
+recomputes counters with the same functions the appends use, so an imported session answers exactly like one
+built through the API.
 """
 
 from __future__ import annotations
