@@ -14,7 +14,7 @@ layout (one document, never migrated).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -121,9 +121,22 @@ def previous_handoff_context(view: Doc, plan: Any) -> HandoffContext:
     )
 
 
+def aware(value: Any) -> Any:
+    """``value`` with its dates aware, as the previous path decoded them (the contexts' reads now decode them naive,
+    ``store.as_stored``)."""
+    if isinstance(value, datetime):
+        assert value.tzinfo is None
+        return value.replace(tzinfo=UTC)
+    if isinstance(value, dict):
+        return {key: aware(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [aware(item) for item in value]
+    return value
+
+
 async def previous_answers(app: Litestar, workspace_id: str, session_id: str) -> tuple[bytes, bytes]:
     """Both contexts' bodies as the previous path encoded them, from the same reads the routes make."""
-    view = await queries.replay_view(workspace_id, session_id, with_lists=True)
+    view = aware(await queries.replay_view(workspace_id, session_id, with_lists=True))
     plan = await plans.find_plan(workspace_id, view.get("plan"))
     replay = previous_replay_context(view, plan_views.plan_summary(plan) if plan else None, clock.now())
     head, lists = await log_reads.newest(
@@ -132,7 +145,7 @@ async def previous_answers(app: Litestar, workspace_id: str, session_id: str) ->
         {"recent": (queries._RECENT, views.RECENT_ACTIONS), "artifacts": (queries._ARTIFACTS, 200)},
         queries._CONTEXT_FIELDS,
     )
-    handoff = previous_handoff_context({**head, **lists}, plan_views.plan_with_progress(plan) if plan else None)
+    handoff = previous_handoff_context(aware({**head, **lists}), plan_views.plan_with_progress(plan) if plan else None)
     serializer = get_serializer(app.type_encoders)
     return encode_json(replay, serializer), encode_json(handoff, serializer)
 
