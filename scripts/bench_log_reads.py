@@ -5,10 +5,10 @@
 
 ``scripts/bench_log_growth.py`` times the routes over HTTP, one side after the other; on a shared machine the
 drift between the two sides can be larger than a change to one read. This script measures only the domain
-reads (``handoff.sessions.queries``, no HTTP, no serialisation), and alternates the two versions of
-``handoff.sessions.log_reads`` call by call on the same session, so both see the same load: the baseline's module
-is loaded from ``git show <commit>:src/handoff/sessions/log_reads.py`` beside this checkout's, and
-``queries.log_reads`` is pointed at one or the other before each call.
+reads (``handoff.sessions.queries``: the replay context's JSON-ready answer, no HTTP, no encoding), and
+alternates the two versions of ``handoff.sessions.log_reads`` call by call on the same session, so both see the
+same load: the baseline's module is loaded from ``git show <commit>:src/handoff/sessions/log_reads.py`` beside
+this checkout's, and ``queries.log_reads`` is pointed at one or the other before each call.
 
 It starts a bundled mongod of its own, grows one session per size through ``service.log_work_batch`` (entries of
 ~150 bytes; every 50th a checkpoint, every 61st a decision, every 97th an error, like the log-growth benchmark),
@@ -31,6 +31,9 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from types import ModuleType
+
+from litestar.plugins.pydantic import PydanticInitPlugin
+from litestar.serialization import encode_json, get_serializer
 
 from handoff.config import Settings
 from handoff.db import open_database
@@ -100,7 +103,7 @@ async def interleaved(call: Callable[[], Awaitable[object]], versions: dict[str,
 def reads(workspace_id: str, session_id: str, size: int) -> dict[str, Callable[[], Awaitable[object]]]:
     offset = size * 9 // 10
     return {
-        "replay-context": partial(queries.replay_context, workspace_id, session_id),
+        "replay-context": partial(queries.replay_answer, workspace_id, session_id),
         f"page at {offset:,}": partial(
             queries.work_log_page, workspace_id, session_id, entry_type=None, offset=offset, limit=10, order="asc"
         ),
@@ -108,15 +111,16 @@ def reads(workspace_id: str, session_id: str, size: int) -> dict[str, Callable[[
 
 
 async def answer_cost(workspace_id: str, session_id: str, size: int, calls: int) -> str:
-    """The replay context's answer alone: its entries, its JSON bytes, and the median time to encode it (the
-    Pydantic model to JSON, what the route does after the read), whatever reads produced it."""
-    context = await queries.replay_context(workspace_id, session_id)
+    """The replay context's answer alone: its entries, its JSON bytes, and the median time to encode it (what the
+    route has Litestar do after the read: msgspec over the JSON-ready data), whatever reads produced it."""
+    answer = await queries.replay_answer(workspace_id, session_id)
     lists = ("checkpoints", "decisions", "errors", "artifacts", "recent_actions")
-    entries = sum(len(getattr(context, name)) for name in lists)
+    entries = sum(len(answer[name]) for name in lists)
+    serializer = get_serializer(PydanticInitPlugin.encoders())
     samples = []
     for _ in range(calls):
         began = time.perf_counter()
-        body = context.model_dump_json()
+        body = encode_json(answer, serializer)
         samples.append(time.perf_counter() - began)
     encode = statistics.median(samples) * 1e3
     return f"{size:>10,} {'(its answer: encode)':<24} {entries:>5} entries, {len(body):,} bytes, {encode:.3f} ms"
@@ -133,7 +137,7 @@ async def open_page_answer(workspace_id: str, settings: Settings, calls: int) ->
     types = [*(["checkpoint", "decision", "error"] * 200), *(["info"] * 20)]
     batch = [WorkLogCreate(message="m" * 150, type=kind) for kind in types]
     await service.log_work_batch(workspace_id, session_id, batch, settings=roomy)
-    call = partial(queries.replay_context, workspace_id, session_id)
+    call = partial(queries.replay_answer, workspace_id, session_id)
     medians = await interleaved(call, {"this code": log_reads}, calls)
     label = "(620 in the open page)"
     return f"{len(types):>10,} {label:<24} {'':>9} {medians['this code'] * 1e3:>10.3f}   the answer's own cost"

@@ -14,6 +14,9 @@ from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, 
 from handoff.errors import PROBLEM_JSON
 from handoff.schemas import OutputModel
 
+#: Litestar's description of a success response (HTTPStatus(200).description).
+SUCCESS = "Request fulfilled, document follows"
+
 _DESCRIPTIONS = {
     400: "Malformed JSON",
     401: "Missing, unknown, revoked or expired API key",
@@ -69,6 +72,12 @@ def retried(model: type[Any], description: str) -> dict[int, ResponseSpec]:
     undocumented status.
     """
     return {200: ResponseSpec(data_container=model, description=description, generate_examples=False)}
+
+
+def shaped_as(model: type[OutputModel]) -> dict[int, ResponseSpec]:
+    """The ``200`` of a route that answers the JSON-ready data of ``model`` rather than the model itself (the
+    contexts, ``sessions/context_answers.py``): its schema is still the model's."""
+    return {200: ResponseSpec(data_container=model, description=SUCCESS, generate_examples=False)}
 
 
 def no_content(description: str) -> dict[int, ResponseSpec]:

@@ -18,11 +18,14 @@ MAX_NESTING_DEPTH = 32
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # BSON stores no wider integer
 
 
-def _isoformat(value: datetime) -> str:
+def isoformat(value: datetime) -> str:
+    """How the API writes a time (what :data:`UtcDatetime` serialises to; answers shaped without a model use it)."""
+    if value.tzinfo is None:  # read as stored (BSON dates are UTC): the same text, at half the cost of as_utc's
+        return value.isoformat(timespec="microseconds") + "+00:00"
     return clock.as_utc(value).isoformat(timespec="microseconds")
 
 
-UtcDatetime = Annotated[datetime, PlainSerializer(_isoformat, return_type=str)]
+UtcDatetime = Annotated[datetime, PlainSerializer(isoformat, return_type=str)]
 """A datetime written as ``2026-11-24T15:30:00.123000+00:00``."""
 
 

@@ -11,7 +11,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CON
 
 from handoff.auth import CurrentPrincipal
 from handoff.config import Settings
-from handoff.openapi import OptionalBodyOperation, no_content, problems, retried
+from handoff.openapi import OptionalBodyOperation, no_content, problems, retried, shaped_as
 from handoff.schemas import ENTRY_ID_PATTERN, PRINTABLE_ASCII, FreeForm
 from handoff.sessions import queries, removals, service, views
 from handoff.sessions.models import ArtifactAction, EntryType, SessionStatus
@@ -429,15 +429,15 @@ class SessionController(Controller):
         """Leave handoff notes for the next agent and pause the session."""
         return await service.record_handoff(principal.workspace_id, session_id, data)
 
-    @get(SESSION_ID + "/handoff-context", responses=problems(404))
-    async def handoff_context(self, principal: CurrentPrincipal, session_id: SessionId) -> HandoffContext:
+    @get(SESSION_ID + "/handoff-context", responses={**shaped_as(HandoffContext), **problems(404)})
+    async def handoff_context(self, principal: CurrentPrincipal, session_id: SessionId) -> Response[dict[str, Any]]:
         """What the next agent needs to pick the session up."""
-        return await queries.handoff_context(principal.workspace_id, session_id)
+        return Response(await queries.handoff_answer(principal.workspace_id, session_id))
 
-    @get(SESSION_ID + "/replay-context", responses=problems(404))
-    async def replay_context(self, principal: CurrentPrincipal, session_id: SessionId) -> ReplayContext:
+    @get(SESSION_ID + "/replay-context", responses={**shaped_as(ReplayContext), **problems(404)})
+    async def replay_context(self, principal: CurrentPrincipal, session_id: SessionId) -> Response[dict[str, Any]]:
         """Everything needed to continue the session from its last checkpoint."""
-        return await queries.replay_context(principal.workspace_id, session_id)
+        return Response(await queries.replay_answer(principal.workspace_id, session_id))
 
     @get(SESSION_ID + "/mcp-context", responses=problems(404))
     async def mcp_context(self, principal: CurrentPrincipal, session_id: SessionId) -> McpContext:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.cursor import AsyncCursor
 
 from handoff.errors import NotFound
@@ -108,9 +109,9 @@ async def _gather(*calls: Awaitable[Any]) -> list[Any]:
     return results
 
 
-async def _head(workspace_id: str, session_id: str, fields: Mapping[str, Any]) -> Doc:
+async def _head(workspace_id: str, session_id: str, fields: Mapping[str, Any], *, naive_times: bool = False) -> Doc:
     """The session document's answer to ``fields`` (computed fields), or 404."""
-    return await store.load(workspace_id, session_id, {"_id": 0, **fields})
+    return await store.load(workspace_id, session_id, {"_id": 0, **fields}, naive_times=naive_times)
 
 
 # Anchors (after= / before=) ----------------------------------------------------------------------------------
@@ -197,10 +198,16 @@ def _speculative_open(selection: Selection, *, offset: int, limit: int, descendi
 
 
 async def window_from_pages(
-    workspace_id: str, session_id: str, selection: Selection, window: Window, *, first: int
+    workspace_id: str,
+    session_id: str,
+    selection: Selection,
+    window: Window,
+    *,
+    first: int,
+    naive_times: bool = False,
 ) -> list[Doc]:
     """The entries at positions ``[start, end)`` of a positioned selection's sealed part, oldest first (of the
-    pages numbered ``first`` or more: the session's ``pages_from``).
+    pages numbered ``first`` or more: the session's ``pages_from``; ``naive_times``: see ``store.as_stored``).
 
     The pages that hold the window are exactly the one holding ``start`` (the last whose first position is at or
     below it) and those that begin inside the window, so two index reads on that filter's ``before`` find them,
@@ -213,8 +220,17 @@ async def window_from_pages(
     """
     if window.size == 0:
         return []
+    pages = store.as_stored(store.pages()) if naive_times else store.pages()
     holding = await _pages(
-        workspace_id, session_id, selection, window, {"$lte": window.start}, first=first, descending=True, limit=1
+        workspace_id,
+        session_id,
+        selection,
+        window,
+        {"$lte": window.start},
+        first=first,
+        pages=pages,
+        descending=True,
+        limit=1,
     ).to_list(1)
     if not holding:
         return []
@@ -222,10 +238,10 @@ async def window_from_pages(
     if top["before"] + top["count"] >= window.end:
         return list(top["items"])
     beyond = {"$gt": window.start, "$lt": window.end}
-    rest = await _pages(
-        workspace_id, session_id, selection, window, beyond, first=first, descending=False, limit=0
-    ).to_list(None)
-    return [*top["items"], *(entry for page in rest for entry in page["items"])]
+    rest = _pages(
+        workspace_id, session_id, selection, window, beyond, first=first, pages=pages, descending=False, limit=0
+    )
+    return [*top["items"], *(entry for page in await rest.to_list(None) for entry in page["items"])]
 
 
 def _pages(
@@ -236,6 +252,7 @@ def _pages(
     before: dict[str, int],
     *,
     first: int,
+    pages: AsyncCollection[Doc],
     descending: bool,
     limit: int,
 ) -> AsyncCursor[Doc]:
@@ -251,8 +268,7 @@ def _pages(
         }
     }
     return (
-        store.pages()
-        .find(
+        pages.find(
             {
                 **store.page_key(workspace_id, session_id, selection.kind),
                 f"counts.{name}": {"$gt": 0},
@@ -459,6 +475,9 @@ async def newest(
     A notable type's sealed entries are read from their notable documents (``notables.py``), the newest ``n``
     in one index read; only those sealed before notable documents existed (``sealed`` less ``noted``, the oldest)
     come from the pages.
+
+    Its dates, the fields' and the entries', are naive UTC datetimes (``store.as_stored``): the contexts read up
+    to ~620 entries, and the answer writes their times as text.
     """
     head = await _head(
         workspace_id,
@@ -477,6 +496,7 @@ async def newest(
                 )
             },
         },
+        naive_times=True,
     )
     labels = list(wanted)
     below = head.pop("_pages_version")
@@ -497,7 +517,9 @@ async def newest(
         if missing <= 0 or unnoted == 0:
             return found
         window = Window(max(0, unnoted - missing), unnoted, descending=True)
-        older_part = await window_from_pages(workspace_id, session_id, selection, window, first=firsts[selection.kind])
+        older_part = await window_from_pages(
+            workspace_id, session_id, selection, window, first=firsts[selection.kind], naive_times=True
+        )
         return [*older_part, *found]
 
     sealed_parts = await _gather(*(older(label) for label in labels))

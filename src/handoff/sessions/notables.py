@@ -42,6 +42,7 @@ from typing import Any
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 
+from handoff.sessions import store
 from handoff.sessions.models import NOTABLE_ORDER_INDEX, NOTABLE_TYPES, LogNotable, session_key
 
 Doc = dict[str, Any]
@@ -102,9 +103,9 @@ async def newest(workspace_id: str, session_id: str, entry_type: str, *, n: int,
     """The newest ``n`` entries of a type among those sealed into pages numbered from ``first`` and below ``below``,
     oldest first (``below``: the ``pages_version`` of the session as read, so a seal running meanwhile adds nothing
     the reader already has from the open page; ``first``: its ``pages_from``, below which are a clear's
-    leftovers)."""
+    leftovers), dates naive as ``log_reads.newest`` reads them (``store.as_stored``)."""
     cursor = (
-        collection()
+        store.as_stored(collection())
         .find(
             {**key(workspace_id, session_id), "type": entry_type, "no": {"$gte": first, "$lt": below}},
             {"_id": 0, "entry": 1},
@@ -114,7 +115,7 @@ async def newest(workspace_id: str, session_id: str, entry_type: str, *, n: int,
         .limit(n)
         .batch_size(n)  # one batch, closed by the server with the answer
     )
-    found = [document["entry"] async for document in cursor]
+    found = [document["entry"] for document in await cursor.to_list(n)]  # one batch, without a step per document
     return found[::-1]
 
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from handoff import clock
 from handoff.plans import service as plans
 from handoff.plans import views as plan_views
-from handoff.sessions import log_reads, store, views
+from handoff.sessions import context_answers, log_reads, store, views
 from handoff.sessions.log_reads import Selection
 from handoff.sessions.models import ArtifactAction, EntryType
 from handoff.sessions.paging import ALL, Kind
@@ -98,8 +98,9 @@ async def recent_actions(workspace_id: str, session_id: str, *, limit: int) -> l
     return views.work_log_entries(reversed(lists["recent"]))
 
 
-async def handoff_context(workspace_id: str, session_id: str) -> HandoffContext:
-    """What the next agent needs first: context, notes, the newest 20 entries, artifacts, plan progress."""
+async def handoff_answer(workspace_id: str, session_id: str) -> dict[str, Any]:
+    """What the next agent needs first (context, notes, the newest 20 entries, artifacts, plan progress), as the
+    JSON-ready data of a :class:`HandoffContext` (``context_answers.py`` says why not the model)."""
     view, lists = await log_reads.newest(
         workspace_id,
         session_id,
@@ -107,7 +108,12 @@ async def handoff_context(workspace_id: str, session_id: str) -> HandoffContext:
         _CONTEXT_FIELDS,
     )
     plan = await plans.find_plan(workspace_id, view.get("plan"))
-    return views.handoff_context({**view, **lists}, plan_views.plan_with_progress(plan) if plan else None)
+    return context_answers.handoff_context({**view, **lists}, plan_views.plan_with_progress(plan) if plan else None)
+
+
+async def handoff_context(workspace_id: str, session_id: str) -> HandoffContext:
+    """:func:`handoff_answer` as its model."""
+    return HandoffContext.model_validate(await handoff_answer(workspace_id, session_id))
 
 
 async def replay_view(workspace_id: str, session_id: str, *, with_lists: bool) -> dict[str, Any]:
@@ -124,11 +130,17 @@ async def replay_view(workspace_id: str, session_id: str, *, with_lists: bool) -
     return {**view, **lists}
 
 
-async def replay_context(workspace_id: str, session_id: str) -> ReplayContext:
-    """Everything needed to continue the session from its last checkpoint."""
+async def replay_answer(workspace_id: str, session_id: str) -> dict[str, Any]:
+    """Everything needed to continue the session from its last checkpoint, as the JSON-ready data of a
+    :class:`ReplayContext` (``context_answers.py`` says why not the model)."""
     view = await replay_view(workspace_id, session_id, with_lists=True)
     plan = await plans.find_plan(workspace_id, view.get("plan"))
-    return views.replay_context(view, plan_views.plan_summary(plan) if plan else None, clock.now())
+    return context_answers.replay_context(view, plan_views.plan_summary(plan) if plan else None, clock.now())
+
+
+async def replay_context(workspace_id: str, session_id: str) -> ReplayContext:
+    """:func:`replay_answer` as its model."""
+    return ReplayContext.model_validate(await replay_answer(workspace_id, session_id))
 
 
 async def mcp_context(workspace_id: str, session_id: str) -> McpContext:

@@ -1,9 +1,10 @@
 """Derived views of a session: pure functions from stored data to what the API shows.
 
 No database here and no clock of their own: ``now`` is passed in. These hold the product's rules for
-durations, progress, the handoff/replay/MCP contexts, the counters an entry moves and the seed of a replayed
-session, and are tested without MongoDB. The importer recomputes counters with the same functions the
-appends use, so an imported session answers exactly like one built through the API.
+durations, progress, the MCP context, the counters an entry moves and the seed of a replayed session, and are
+tested without MongoDB (the handoff and replay contexts are shaped in ``context_answers.py``). The importer
+recomputes counters with the same functions the appends use, so an imported session answers exactly like one
+built through the API.
 """
 
 from __future__ import annotations
@@ -18,15 +19,10 @@ from handoff.sessions.models import EntryType, SessionStatus
 from handoff.sessions.schemas import (
     ActionEntry,
     Artifact,
-    ArtifactsByAction,
     EmptyProgress,
-    HandoffContext,
     McpContext,
-    PlanSummary,
-    PlanWithProgress,
     Progress,
     ProgressSummary,
-    ReplayContext,
     SessionRead,
     TypedEntry,
     WorkLogEntry,
@@ -146,55 +142,6 @@ def progress_summary(*, total: int, checkpoints: int, errors: int, last_entry: D
         last_action=last_entry.get("action") or last_entry.get("message"),
         last_action_at=last_entry.get("timestamp"),
         summary=f"{total} actions recorded, {checkpoints} checkpoints, {errors} errors",
-    )
-
-
-def handoff_context(view: Doc, plan: PlanWithProgress | None) -> HandoffContext:
-    """What the next agent reads first. ``view`` carries ``recent`` (oldest first) and ``artifacts``."""
-    return HandoffContext(
-        session_id=view["session_id"],
-        agent_type=view.get("agent_type"),
-        started_at=view["started_at"],
-        last_active_at=view["last_active_at"],
-        context_summary=view.get("context_summary"),
-        recent_actions=work_log_entries(reversed(view.get("recent", []))),
-        artifacts=artifacts(view.get("artifacts", [])),
-        handoff_notes=view.get("handoff_notes"),
-        plan=plan,
-    )
-
-
-def replay_context(view: Doc, plan: PlanSummary | None, now: datetime) -> ReplayContext:
-    """Everything to continue from. ``view`` carries ``recent``, ``last_entry``, ``checkpoints``,
-    ``decisions``, ``errors``, ``artifacts`` and ``artifacts_by_action``, each computed on the server."""
-    artifact_entries = view.get("artifacts", [])
-    checkpoint = view.get("last_checkpoint")
-    total = view.get("action_count", 0)
-    return ReplayContext(
-        session_id=view["session_id"],
-        status=view["status"],
-        agent_type=view.get("agent_type"),
-        plan=plan,
-        started_at=view["started_at"],
-        last_active_at=view["last_active_at"],
-        duration=duration_text(duration_minutes(view.get("started_at"), view.get("ended_at"), now)),
-        context_summary=view.get("context_summary"),
-        progress_summary=progress_summary(
-            total=total,
-            checkpoints=view.get("checkpoint_count", 0),
-            errors=view.get("error_count", 0),
-            last_entry=view.get("last_entry"),
-        ),
-        last_checkpoint=typed_entries([checkpoint])[0] if checkpoint else None,
-        checkpoints=typed_entries(view.get("checkpoints", [])),
-        decisions=typed_entries(view.get("decisions", [])),
-        errors=typed_entries(view.get("errors", [])),
-        artifacts=artifacts(artifact_entries),
-        artifacts_by_action=ArtifactsByAction.model_validate(view["artifacts_by_action"]),
-        recent_actions=work_log_entries(reversed(view.get("recent", []))),
-        total_actions=total,
-        handoff_notes=view.get("handoff_notes"),
-        final_summary=view.get("final_summary"),
     )
 
 
