@@ -3,6 +3,7 @@
     .venv/bin/python scripts/bench_events.py                  # 15 s per phase, 200 subscribers, 32 writers
     .venv/bin/python scripts/bench_events.py --seconds 30 --subscribers 400
     .venv/bin/python scripts/bench_events.py --client httpx   # the subscribers read with httpx (heavier)
+    .venv/bin/python scripts/bench_events.py --rate 200       # paced writers: the service's CPU at one rate
 
 It starts a bundled mongod of its own and ``handoff serve --workers 1`` (one worker holds every stream;
 ``HANDOFF_MAX_STREAMS_PER_KEY`` raised to fit them), creates 64 sessions, and runs three phases of the same 32
@@ -25,6 +26,12 @@ process) minus the acknowledgement of the write that made it (``time.time()`` in
 subscribers connect, once they are connected and idle, and after phase 2; the second minus the first, over the
 subscribers, is the RSS per subscriber. Events lost or duplicated are counted (each subscriber must receive
 every entry of its session exactly once).
+
+With ``--rate``, the writers together send that many appends a second (each its share, on a schedule) instead of
+as many as they can: every phase then makes the same work, so the service's CPU per append with and without the
+subscribers compares like with like (an append costs the service less CPU when more of them arrive together,
+since their commits are grouped, so at free rates the phases' CPU per append differs by their rates too). The
+ratio of rates then only says whether the rate was held.
 """
 
 from __future__ import annotations
@@ -98,6 +105,7 @@ async def write(
     *,
     service_pid: int,
     mongod_pid: int,
+    rate: float | None = None,
 ) -> None:
     """32 writers, one session each, appending one entry at a time for ``seconds``.
 
@@ -105,13 +113,17 @@ async def write(
     pool queue behind its lock and cost the writers' process more than the service spends on them (measured:
     ~200 ms from sending to the 201 at ~150 appends/s with the service using 0.2 of a core).
     """
-    stop = time.monotonic() + seconds
+    begin = time.monotonic()
+    stop = begin + seconds
+    interval = WRITERS / rate if rate else 0.0  # each writer's share of ``rate``
 
     async def writer(number: int) -> None:
         async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as http:
             session_id = sessions[number]
             n = 0
             while time.monotonic() < stop:
+                if interval:  # the writers' schedules staggered, so that the appends come evenly
+                    await asyncio.sleep(max(0.0, begin + (n + number / WRITERS) * interval - time.monotonic()))
                 entry_id = f"{phase.label}-{number}-{n}"
                 sent = time.time()
                 try:
@@ -232,7 +244,7 @@ async def run(base: str, secret: str, pid: int, mongod_pid: int, args: argparse.
     sessions = await create_sessions(base, headers, 2 * WRITERS)
     alone, followed = sessions[:WRITERS], sessions[WRITERS:]
     before = Phase("without-1")
-    await write(base, headers, alone, args.seconds, before, service_pid=pid, mongod_pid=mongod_pid)
+    await write(base, headers, alone, args.seconds, before, service_pid=pid, mongod_pid=mongod_pid, rate=args.rate)
     rss_idle = rss_bytes(pid)
 
     subscribers = await asyncio.create_subprocess_exec(
@@ -256,7 +268,7 @@ async def run(base: str, secret: str, pid: int, mongod_pid: int, args: argparse.
     await asyncio.sleep(2)
     rss_subscribed = rss_bytes(pid)
     during = Phase("with")
-    await write(base, headers, followed, args.seconds, during, service_pid=pid, mongod_pid=mongod_pid)
+    await write(base, headers, followed, args.seconds, during, service_pid=pid, mongod_pid=mongod_pid, rate=args.rate)
     rss_loaded = rss_bytes(pid)
     subscribers_cpu = cpu_seconds(subscribers.pid)
     subscribers.stdin.close()
@@ -264,7 +276,7 @@ async def run(base: str, secret: str, pid: int, mongod_pid: int, args: argparse.
     await subscribers.wait()
 
     after = Phase("without-2")
-    await write(base, headers, alone, args.seconds, after, service_pid=pid, mongod_pid=mongod_pid)
+    await write(base, headers, alone, args.seconds, after, service_pid=pid, mongod_pid=mongod_pid, rate=args.rate)
 
     latencies: list[float] = []
     from_send: list[float] = []
@@ -291,6 +303,7 @@ async def run(base: str, secret: str, pid: int, mongod_pid: int, args: argparse.
         "client": args.client,
         "writers": WRITERS,
         "seconds_per_phase": args.seconds,
+        "paced_rate": args.rate,
         "rate_without_1": round(before.rate, 1),
         "rate_with": round(during.rate, 1),
         "rate_without_2": round(after.rate, 1),
@@ -370,6 +383,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=15, help="length of each of the three phases")
     parser.add_argument("--subscribers", type=int, default=200)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="appends a second of all the writers together (default: as many as they can)",
+    )
     parser.add_argument(
         "--client",
         choices=("raw", "httpx"),

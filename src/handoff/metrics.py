@@ -113,9 +113,17 @@ def blob_bytes_out(count: int) -> None:
     blob_bytes.labels("out").inc(count)
 
 
+#: The child of ``events_streamed_total`` per event type: it moves once per event per stream, and ``labels()`` costs
+#: a lock and a validation each call (a closed set of types, so each child is looked up once).
+_streamed: dict[str, Counter] = {}
+
+
 def event_streamed(event_type: EventType, count: int = 1) -> None:
     """``count`` events of ``event_type`` were written to a client's stream."""
-    events_streamed_total.labels(event_type).inc(count)
+    child = _streamed.get(event_type)
+    if child is None:
+        child = _streamed[event_type] = events_streamed_total.labels(event_type)
+    child.inc(count)
 
 
 @contextmanager

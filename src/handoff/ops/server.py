@@ -10,6 +10,9 @@ request in flight ends with its own answer, and streams end at once on the shutd
 The workers report one set of metrics through a directory that is new for each serve: created here, handed to
 the workers as ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client reads it when a worker imports it), and removed
 when the supervisor exits, so no serve inherits a previous one's counts.
+
+Each served app is built by :func:`worker_app`, which then sets the garbage collector for a long-running worker
+(:mod:`handoff.ops.collector`).
 """
 
 from __future__ import annotations
@@ -20,12 +23,16 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
 from handoff.config import Settings
+from handoff.ops import collector
 from handoff.ops.logs import uvicorn_log_config
+
+if TYPE_CHECKING:
+    from litestar import Litestar
 
 MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -58,15 +65,23 @@ def shared_metrics_directory() -> Iterator[Path]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def worker_app(settings: Settings | None = None) -> Litestar:
+    """The app a served process runs, built with the collector set for a long-running worker
+    (:mod:`handoff.ops.collector`): uvicorn's factory in each worker, and the app of a single process."""
+    from handoff.app import create_app  # noqa: PLC0415 - the app only where it is served
+
+    app = create_app(settings)
+    collector.settle()
+    return app
+
+
 def run(settings: Settings, *, host: str, port: int, workers: int) -> None:
     """Serve until stopped (SIGTERM or Ctrl-C), with graceful shutdown."""
     options = uvicorn_options(settings, host=host, port=port)
     if workers == 1:
-        from handoff.app import create_app  # noqa: PLC0415 - the app only where it is served
-
-        uvicorn.run(create_app(settings), **options)
+        uvicorn.run(worker_app(settings), **options)
         return
     # Workers import the factory themselves, after the directory is in their environment; each finds the bundled
     # server (when there is one) through its state file.
     with shared_metrics_directory():
-        uvicorn.run("handoff.app:create_app", factory=True, workers=workers, **options)
+        uvicorn.run("handoff.ops.server:worker_app", factory=True, workers=workers, **options)
