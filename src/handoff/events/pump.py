@@ -23,11 +23,10 @@ from handoff.events.mapping import Event, Position, events_of, needs_body, split
 #: How long a stream that has just delivered changes waits before asking the server for more: under a steady flow
 #: of writes one getMore then brings the changes of this long instead of one each (a round trip to mongod per
 #: change costs the service and mongod more CPU than fanning the change out); an idle stream still hears of a
-#: change as soon as it is made, since its getMore waits on the server. At 200 appends/s (``bench_events.py
-#: --rate 200``) the hub's stream open with nobody listening cost the service 0.18-0.26 ms of CPU per append when
-#: this was 10 ms (a getMore every ~2 changes), as much as the fan-out to 200 subscribers itself, and -0.02-0.08
-#: ms at 50 ms (mongod's CPU per append fell too); the price is up to 50 ms more latency (the goal: p99 250 ms).
-GATHER_SECONDS = 0.05
+#: change as soon as it is made, since its getMore waits on the server. 50 ms measured cheaper still (the hub's
+#: idle stream -0.02-0.08 ms of CPU per append at 200 appends/s against 0.18-0.26 at 10 ms), but one of its runs
+#: had a p99 of 270 ms, over the 250 ms goal and unexplained: 10 ms until more runs say otherwise.
+GATHER_SECONDS = 0.01
 
 
 @dataclass(slots=True)
