@@ -299,3 +299,95 @@ async def test_concurrent_writers_and_retries_across_seals_leave_one_notable_doc
     noted = sorted(doc["entry"]["id"] for doc in await database["log_notables"].find(key).to_list(None))
     assert len(pages) > 20
     assert noted == sealed
+
+
+# The newest notables' copy (``sessions.newest_notables``) ---------------------------------------------------------
+
+
+async def assert_copy_in_step(database: MongoDatabase, session_id: str, log: list[Entry]) -> None:
+    """The session's copy of its newest notables is in step with it (so the replay context reads it, not the
+    notable documents) and holds, per type, the newest 200 *sealed* entries of the log, as the answer writes them."""
+    session = await database["sessions"].find_one({"session_id": session_id}, {"pages_version": 1, "work_log": 1})
+    copy = await database["log_newest_notables"].find_one({"session_id": session_id})
+    assert session is not None
+    assert copy is not None
+    assert copy["version"] == session["pages_version"]
+    in_open = {entry["id"] for entry in session["work_log"]}
+    for entry_type in LISTS.values():
+        wanted = [entry["id"] for entry in log if entry["type"] == entry_type and entry["id"] not in in_open][-LIMIT:]
+        held = copy["lists"][entry_type]
+        assert [entry["id"] for entry in held] == wanted, entry_type
+        assert all(isinstance(entry["timestamp"], str) for entry in held)  # as answered
+
+
+async def test_the_newest_notables_copy_keeps_step_with_every_write(api: Api, database: MongoDatabase) -> None:
+    sid = (await api.create())["session_id"]
+    log = await grow(api, sid, 1_100)
+    await assert_copy_in_step(database, sid, log)
+    await assert_lists_exact(api, sid, log)
+
+    for entry_type in LISTS.values():  # in the copy, at its oldest end, the first one it lacks, and older
+        for back in (4, LIMIT - 1, LIMIT, LIMIT + 10):
+            await delete(api, sid, log, newest_of(log, entry_type, back))
+    await delete(api, sid, log, log[1]["id"])  # an "info" entry, in no list
+    await assert_copy_in_step(database, sid, log)
+    for _ in range(9):  # through the open page into sealed ones
+        await pop(api, sid, log)
+    await assert_copy_in_step(database, sid, log)
+
+    # Artifacts seal and are erased and cleared under the same pages_version: the copy keeps step.
+    for n in range(30):
+        await api.post(sid, "artifacts", {"path": f"src/m{n}.py", "action": "created"}, 201)
+    artifacts = ok(await api.call("GET", f"/{sid}/artifacts", params={"limit": 5}))["items"]
+    assert (await api.call("DELETE", f"/{sid}/artifacts/{artifacts[0]['id']}")).status_code == 204
+    await assert_copy_in_step(database, sid, log)
+    assert (await api.call("DELETE", f"/{sid}/artifacts")).status_code == 204
+    await assert_copy_in_step(database, sid, log)
+    await assert_lists_exact(api, sid, log)
+
+    # A clear takes the copy with the log; the next seals start it again.
+    assert (await api.call("DELETE", f"/{sid}/work-log")).status_code == 204
+    assert await database["log_newest_notables"].count_documents({"session_id": sid}) == 0
+    log = await grow(api, sid, 300, start=30_000)
+    await assert_copy_in_step(database, sid, log)
+    await assert_lists_exact(api, sid, log)
+
+    assert (await api.call("DELETE", f"/{sid}")).status_code == 204
+    assert await database["log_newest_notables"].count_documents({"session_id": sid}) == 0
+
+
+async def test_the_replay_context_reads_the_copy_only_while_it_is_in_step(api: Api, database: MongoDatabase) -> None:
+    sid = (await api.create())["session_id"]
+    log = await grow(api, sid, 1_100)
+    copies = database["log_newest_notables"]
+    decoy = {"id": "decoy", "message": "not in the log", "type": "checkpoint", "data": {}, "timestamp": "x"}
+    version = (await copies.find_one({"session_id": sid}))["version"]
+
+    # In step, it is what the context answers (here, a decoy planted in it).
+    await copies.update_one({"session_id": sid}, {"$set": {"lists.checkpoint": [decoy]}})
+    context = ok(await api.call("GET", f"/{sid}/replay-context"))
+    assert [entry["id"] for entry in context["checkpoints"]][:1] == ["decoy"]
+
+    # Out of step (an older version, or another shape): read around, from the notable documents.
+    await copies.update_one({"session_id": sid}, {"$set": {"version": version - 1}})
+    await assert_lists_exact(api, sid, log)
+    await copies.update_one({"session_id": sid}, {"$set": {"version": version, "shape": 0}})
+    await assert_lists_exact(api, sid, log)
+
+    # The next seal finds it out of step and rebuilds it from the notable documents.
+    log += await grow(api, sid, 8, start=40_000)
+    await assert_copy_in_step(database, sid, log)
+    await assert_lists_exact(api, sid, log)
+
+
+async def test_a_migrated_session_has_its_copy_in_step(api: Api, database: MongoDatabase) -> None:
+    sid = (await api.create())["session_id"]
+    log = await grow(api, sid, 700)
+    await make_legacy(database, sid)
+    await database["log_newest_notables"].delete_many({"session_id": sid})
+
+    await api.post(sid, "work-log", {"id": "after", "message": "after", "type": "error"}, 201)  # migrates it
+    log.append({"id": "after", "type": "error"})
+
+    await assert_copy_in_step(database, sid, log)
+    await assert_lists_exact(api, sid, log)

@@ -1,5 +1,5 @@
-"""Every command the service sends to the collections that shard (``sessions``, ``log_pages``, ``log_notables``)
-names its workspace.
+"""Every command the service sends to the collections that shard (``sessions``, ``log_pages``, ``log_notables``,
+``log_newest_notables``) names its workspace.
 
 The shard key of each is ``{workspace_id, session_id}``; a query without ``workspace_id`` would be sent to every
 shard of a sharded cluster. A PyMongo ``CommandListener`` records each command of a run through every kind of
@@ -31,7 +31,7 @@ from tests.inprocess import in_process
 from tests.listening import StartedCommands, listened_database
 from tests.test_sessions_legacy import make_legacy
 
-SHARDED = frozenset({"sessions", "log_pages", "log_notables"})
+SHARDED = frozenset({"sessions", "log_pages", "log_notables", "log_newest_notables"})
 #: Where each command keeps the filters it applies (insert documents carry their workspace themselves).
 FILTERS = {
     "find": lambda command: [command.get("filter", {})],

@@ -23,7 +23,7 @@ from handoff.config import Settings
 from handoff.idempotency.models import IdempotencyRecord
 from handoff.plans.models import Plan
 from handoff.retention.models import Lease
-from handoff.sessions.models import LogNotable, LogPage, LogPurge, Session
+from handoff.sessions.models import LogNotable, LogPage, LogPurge, NewestNotables, Session
 from handoff.workspaces.models import ApiKey, Workspace
 
 #: Every collection and its indexes, created at start-up; blobs are GridFS files (``fs.files``, ``fs.chunks``)
@@ -34,6 +34,7 @@ DOCUMENT_MODELS: list[type[Document]] = [
     Session,
     LogPage,
     LogNotable,
+    NewestNotables,
     LogPurge,
     Plan,
     IdempotencyRecord,

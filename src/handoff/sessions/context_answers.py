@@ -36,7 +36,10 @@ def _with_blob(answer: Json, entry: Doc) -> Json:
 
 
 def typed_entry(entry: Doc) -> Json:
-    """A typed work-log entry (``TypedEntry``): ``data`` is ``{}`` when the entry has none."""
+    """A typed work-log entry (``TypedEntry``): ``data`` is ``{}`` when the entry has none. An entry already in
+    that form (its time as text: the session's newest notables keep them so, ``newest_notables.py``) is itself."""
+    if isinstance(entry["timestamp"], str):
+        return dict(entry)
     answer = {
         "id": entry["id"],
         "message": entry["message"],

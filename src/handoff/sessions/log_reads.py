@@ -20,7 +20,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.cursor import AsyncCursor
 
 from handoff.errors import NotFound
-from handoff.sessions import notables, paging, store
+from handoff.sessions import newest_notables, notables, paging, store
 from handoff.sessions.models import ENTRY_ID_INDEX, NOTABLE_TYPES, PAGE_ORDER_INDEX, filter_index_name
 from handoff.sessions.paging import ALL, BLOB, Kind, Window
 
@@ -472,9 +472,11 @@ async def newest(
     """The session's ``fields`` and, for each label in ``wanted``, the newest ``n`` entries of its (positioned)
     selection, oldest first: one read of the session, plus sealed reads only where the open page holds too few.
 
-    A notable type's sealed entries are read from their notable documents (``notables.py``), the newest ``n``
-    in one index read; only those sealed before notable documents existed (``sealed`` less ``noted``, the oldest)
-    come from the pages.
+    A notable type's sealed entries come from the session's newest notables (``newest_notables.py``: one
+    document for the three types, its entries already as answered, ``context_answers.typed_entry``) when that copy
+    is in step with the session, else from their notable documents (``notables.py``), the newest ``n`` in one
+    index read; only those sealed before notable documents existed (``sealed`` less ``noted``, the oldest) come
+    from the pages.
 
     Its dates, the fields' and the entries', are naive UTC datetimes (``store.as_stored``): the contexts read up
     to ~620 entries, and the answer writes their times as text.
@@ -501,18 +503,28 @@ async def newest(
     labels = list(wanted)
     below = head.pop("_pages_version")
     firsts = {kind: head.pop(f"_first_{kind}") for kind in paging.KINDS}
+    needs: dict[str, tuple[int, int, int]] = {}  # per label: its sealed and noted counts, and how many it misses
+    for label, (_, n) in wanted.items():
+        needs[label] = (head.pop(f"{label}_sealed"), head.pop(f"{label}_noted"), n - len(head[f"{label}_tail"]))
+    # The newest notables of all three types are one document, read once for the lists that need it.
+    copied = None
+    if any(noted > 0 and missing > 0 for _, noted, missing in needs.values()):
+        copied = asyncio.ensure_future(newest_notables.read(workspace_id, session_id, version=below))
 
     async def older(label: str) -> list[Doc]:
-        selection, n = wanted[label]
-        sealed, noted = head.pop(f"{label}_sealed"), head.pop(f"{label}_noted")
-        missing = n - len(head[f"{label}_tail"])
+        selection, _ = wanted[label]
+        sealed, noted, missing = needs[label]
         if missing <= 0 or sealed == 0:
             return []
         found: list[Doc] = []
         if noted > 0:
-            found = await notables.newest(
-                workspace_id, session_id, selection.name, n=missing, below=below, first=firsts["work_log"]
-            )
+            lists = await copied if copied is not None else None
+            if lists is not None and missing <= newest_notables.LENGTH:
+                found = lists.get(selection.name, [])[-min(missing, noted) :]
+            else:
+                found = await notables.newest(
+                    workspace_id, session_id, selection.name, n=missing, below=below, first=firsts["work_log"]
+                )
         missing, unnoted = missing - len(found), max(0, sealed - noted)
         if missing <= 0 or unnoted == 0:
             return found

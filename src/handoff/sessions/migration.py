@@ -44,7 +44,7 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from handoff import clock
-from handoff.sessions import notables, store
+from handoff.sessions import newest_notables, notables, store
 from handoff.sessions.paging import KINDS, PageBounds
 from handoff.sessions.seals import LAYOUT_FIELDS, LEGACY_FIELDS, paged_layout
 from handoff.workspaces.models import Workspace
@@ -84,6 +84,7 @@ async def migrate(workspace_id: str, session_id: str, *, bounds: PageBounds) -> 
             await store.pages().insert_many(pages)
         if noted:
             await notables.collection().insert_many(noted)
+        await newest_notables.write(workspace_id, session_id, version=doc["pages_version"], noted=noted)
         migrated = await _flip(legacy["_id"], workspace_id, token, doc)
     except BaseException:
         await asyncio.shield(_release(legacy["_id"], workspace_id, token))

@@ -363,6 +363,9 @@ class LogPage(Document):
 #: one of them is also stored as a :class:`LogNotable`.
 NOTABLE_TYPES: tuple[str, ...] = (EntryType.CHECKPOINT.value, EntryType.DECISION.value, EntryType.ERROR.value)
 
+#: How many entries each list of the handoff and replay contexts holds at most (the newest, in recorded order).
+CONTEXT_LIST_LIMIT = 200
+
 #: The index of notable entries of one type in log order.
 NOTABLE_ORDER_INDEX = "notable_order"
 
@@ -404,6 +407,33 @@ class LogNotable(Document):
                 name=NOTABLE_ORDER_INDEX,
             ),
         ]
+
+
+class NewestNotables(Document):
+    """The newest checkpoints, decisions and errors of a session's sealed pages, as the replay context answers
+    them, in one document per session (``newest_notables.py``): what the context reads in one ``_id`` lookup.
+
+    A copy of the newest :class:`LogNotable` documents of each type, kept by the writes that change them (a seal,
+    a removal, a clear, an erasure, a migration) and valid only while its ``version`` is the session's
+    ``pages_version``: a reader that finds another falls back to the notable documents. Shards with its session
+    on ``{workspace_id, session_id}``.
+    """
+
+    #: :func:`session_key` of its session.
+    id: str  # type: ignore[assignment]
+    workspace_id: str
+    session_id: str
+    #: The session's ``pages_version`` these lists agree with.
+    version: int
+    #: The form of the entries (``newest_notables.SHAPE``): a reader of another form reads the notable documents.
+    shape: int
+    #: Per notable type, its newest sealed entries (at most ``newest_notables.LENGTH``), oldest first.
+    lists: dict[str, list[dict[str, Any]]]
+
+    class Settings:
+        name = "log_newest_notables"
+        use_state_management = False
+        validate_on_save = False
 
 
 class LogPurge(Document):

@@ -99,16 +99,27 @@ def attach(session: Doc, pages: Sequence[Mapping[str, Any]]) -> list[Doc]:
     return documents
 
 
-async def newest(workspace_id: str, session_id: str, entry_type: str, *, n: int, below: int, first: int) -> list[Doc]:
+async def newest(
+    workspace_id: str,
+    session_id: str,
+    entry_type: str,
+    *,
+    n: int,
+    below: int,
+    first: int,
+    session: AsyncClientSession | None = None,
+) -> list[Doc]:
     """The newest ``n`` entries of a type among those sealed into pages numbered from ``first`` and below ``below``,
     oldest first (``below``: the ``pages_version`` of the session as read, so a seal running meanwhile adds nothing
     the reader already has from the open page; ``first``: its ``pages_from``, below which are a clear's
-    leftovers), dates naive as ``log_reads.newest`` reads them (``store.as_stored``)."""
+    leftovers), dates naive as ``log_reads.newest`` reads them (``store.as_stored``); inside ``session``'s
+    transaction when given (``newest_notables.py`` rebuilds its lists so)."""
     cursor = (
         store.as_stored(collection())
         .find(
             {**key(workspace_id, session_id), "type": entry_type, "no": {"$gte": first, "$lt": below}},
             {"_id": 0, "entry": 1},
+            session=session,
         )
         .sort([("no", -1), ("at", -1)])
         .hint(NOTABLE_ORDER_INDEX)

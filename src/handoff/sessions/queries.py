@@ -15,7 +15,7 @@ from handoff.plans import service as plans
 from handoff.plans import views as plan_views
 from handoff.sessions import context_answers, log_reads, store, views
 from handoff.sessions.log_reads import Selection
-from handoff.sessions.models import ArtifactAction, EntryType
+from handoff.sessions.models import CONTEXT_LIST_LIMIT, ArtifactAction, EntryType
 from handoff.sessions.paging import ALL, Kind
 from handoff.sessions.schemas import (
     Artifact,
@@ -26,9 +26,6 @@ from handoff.sessions.schemas import (
 )
 
 Order = Literal["asc", "desc"]
-
-#: How many entries each list of the handoff and replay contexts holds at most (the newest, in recorded order).
-CONTEXT_LIST_LIMIT = 200
 
 #: The scalar fields the contexts show besides the lists: the Session body's, and the last checkpoint.
 _CONTEXT_FIELDS = {**store.SESSION_PROJECTION, "last_checkpoint": 1}

@@ -22,7 +22,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from handoff import clock
 from handoff.config import Settings
 from handoff.errors import NotFound
-from handoff.sessions import migration, misses, notables, paging, purges, store, views
+from handoff.sessions import migration, misses, newest_notables, notables, paging, purges, store, views
 from handoff.sessions.lifecycle import is_ended
 from handoff.sessions.limits import stored_size
 from handoff.sessions.models import ENTRY_ID_INDEX, EntryType, filter_index_name
@@ -155,8 +155,15 @@ async def _remove(
             {"$inc": {f"before.{name}": -1 for name in names}},
             session=session,
         )
+        version = head["pages_version"]
         if kind == "work_log":
             increments |= await notables.forget(workspace_id, session_id, entry, session=session)
+            first = store.first_page(head, "work_log")
+            await newest_notables.after_removal(
+                workspace_id, session_id, entry, version=version, first=first, session=session
+            )
+        else:
+            await newest_notables.keep_step(workspace_id, session_id, version=version, session=session)
     update: Doc = {
         "$inc": increments,
         "$set": {
@@ -296,6 +303,10 @@ async def clear(workspace_id: str, session_id: str, kind: Kind, *, settings: Set
             },
             session=session,
         )
+        if kind == "work_log":
+            await newest_notables.forget(workspace_id, session_id, session=session)
+        else:
+            await newest_notables.keep_step(workspace_id, session_id, version=head["pages_version"], session=session)
         has_pages = (head.get("sealed") or {}).get(kind, {}).get(paging.ALL, 0) > 0
         if has_pages:
             await purges.mark(workspace_id, session_id, {kind: first}, session=session)

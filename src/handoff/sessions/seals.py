@@ -8,7 +8,8 @@ read beforehand are still the open page's first ones (their ids at positions ``0
 ever appended after them or removed, and a removal among them would move the last one) and that no other seal ran
 (``pages_version``); it bumps ``pages_version``, which is what makes an append's page check valid (see
 ``appends.py``). The same transaction writes the page's checkpoints, decisions and errors again as small
-documents of their own and counts them in ``noted`` (``notables.py``: what the contexts' lists read).
+documents of their own and counts them in ``noted`` (``notables.py``), and adds them to the session's newest
+notables (``newest_notables.py``: what the replay context reads).
 
 :func:`paged_layout` pages a whole log at once, for sessions that arrive whole: an import, or a session stored
 before pages existed (``migration.py``).
@@ -25,7 +26,7 @@ from typing import Any
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from handoff import clock, metrics
-from handoff.sessions import notables, paging, purges, store
+from handoff.sessions import newest_notables, notables, paging, purges, store
 from handoff.sessions.limits import stored_size, total_stored_size
 from handoff.sessions.models import session_key
 from handoff.sessions.paging import Kind, PageBounds
@@ -87,6 +88,7 @@ async def _seal_once(workspace_id: str, session_id: str, kind: Kind, bounds: Pag
             f"open_bytes.{kind}": 1,
             f"appended.{kind}": 1,
             f"pages_from.{kind}": 1,
+            "pages_from.work_log": 1,  # where the newest notables are rebuilt from (``newest_notables.py``)
             "open_length": {"$size": {"$ifNull": [f"${kind}", []]}},
             kind: {"$slice": bounds.entries},
         },
@@ -139,6 +141,14 @@ async def _seal_once(workspace_id: str, session_id: str, kind: Kind, bounds: Pag
         await store.pages().insert_one(page, session=session)
         if noted:
             await notables.collection().insert_many(noted, session=session)
+        await newest_notables.after_seal(
+            workspace_id,
+            session_id,
+            version=version,
+            noted=noted,
+            first=store.first_page(doc, "work_log"),
+            session=session,
+        )
         return True
 
     async with store.sessions().database.client.start_session() as session:

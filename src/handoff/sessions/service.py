@@ -30,7 +30,7 @@ from handoff.errors import Conflict, FieldError, Invalid
 from handoff.idempotency import service as idempotency
 from handoff.plans import service as plans
 from handoff.schemas import check_free_form
-from handoff.sessions import appends, misses, paging, purges, queries, seals, store, views
+from handoff.sessions import appends, misses, newest_notables, paging, purges, queries, seals, store, views
 from handoff.sessions.lifecycle import Operation, accepted_statuses, moves_to
 from handoff.sessions.limits import stored_size
 from handoff.sessions.models import ENTRY_KINDS, ArtifactAction, Session, SessionStatus, session_key
@@ -309,6 +309,7 @@ async def delete_session(workspace_id: str, session_id: str) -> None:
         if erased is None:
             return 0
         reservations.update(erased.get(RESERVATIONS) or {})
+        await newest_notables.forget(workspace_id, session_id, session=session)
         await rollup_days.forget_session(workspace_id, erased, session=session)
         if erased.get("pages_version"):
             # Every page it has is numbered below its next version; a re-created session starts there

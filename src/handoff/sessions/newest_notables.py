@@ -1,0 +1,167 @@
+"""The newest 200 checkpoints, decisions and errors of a session's sealed pages, in one document, as answered.
+
+The replay context lists each notable type's newest 200 entries. Read from the notable documents
+(``notables.py``), that is three index reads of 200 small documents each, and then each entry shaped into its
+answer: at 1,000,000 entries the three reads cost ~2.6 ms and the shaping ~0.75 ms of a route that answers in
+~2 ms at 10 entries (docs/benchmarks.md, "The contexts' answers without a model per entry"). Here the same lists
+are kept in one :class:`~handoff.sessions.models.NewestNotables` document per session, each entry already in the
+form the answer writes (``context_answers.typed_entry``): one ``_id`` read, no shaping.
+
+It is a copy, and a copy is only as good as the writes that keep it. Each write that changes what the lists
+hold changes the session's ``pages_version`` in the same transaction (a seal, a removal of a sealed entry, a
+clear), and keeps this document in step only if it found it in step with the session (``version``); otherwise
+it leaves it behind, and a reader that finds a ``version`` other than the session's (or a ``shape`` other than
+:data:`SHAPE`) reads the notable documents, as before this module. So a stale copy costs time, never a wrong
+answer, and the next seal rebuilds it from the notable documents in its transaction.
+
+The lists hold what the notable documents hold: a session's entries sealed before those existed (its ``sealed``
+less its ``noted``) are in neither, and are read from the pages (``log_reads.newest``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
+
+from handoff.sessions import notables
+from handoff.sessions.context_answers import typed_entry
+from handoff.sessions.models import CONTEXT_LIST_LIMIT, NOTABLE_TYPES, NewestNotables, session_key
+
+Doc = dict[str, Any]
+Lists = dict[str, list[Doc]]
+
+#: How many entries each list holds: as many as a context lists.
+LENGTH = CONTEXT_LIST_LIMIT
+#: The form of the stored entries: ``context_answers.typed_entry``'s. Change it with that form, and every stored
+#: copy is read around (and rebuilt by its session's next seal) instead of answering the old form.
+SHAPE = 1
+
+
+def collection() -> AsyncCollection[Doc]:
+    return NewestNotables.get_pymongo_collection()
+
+
+def _key(workspace_id: str, session_id: str) -> Doc:
+    """The filter of a session's document (``_id``, with the shard key)."""
+    return {"_id": session_key(workspace_id, session_id), "workspace_id": workspace_id, "session_id": session_id}
+
+
+def _document(workspace_id: str, session_id: str, version: int, lists: Lists) -> Doc:
+    return {**_key(workspace_id, session_id), "version": version, "shape": SHAPE, "lists": lists}
+
+
+def _shaped(entries: Iterable[Mapping[str, Any]]) -> list[Doc]:
+    return [typed_entry(entry) for entry in entries]
+
+
+async def read(workspace_id: str, session_id: str, *, version: int) -> Lists | None:
+    """The session's lists, oldest first, if they agree with its ``pages_version`` as the reader read it; ``None``
+    when there is no such copy (never written, left behind, or of another shape)."""
+    found = await collection().find_one(
+        _key(workspace_id, session_id), {"_id": 0, "version": 1, "shape": 1, "lists": 1}
+    )
+    if found is None or found["version"] != version or found["shape"] != SHAPE:
+        return None
+    lists: Lists = found["lists"]
+    return lists
+
+
+def of_documents(workspace_id: str, session_id: str, version: int, noted: Iterable[Mapping[str, Any]]) -> Doc:
+    """The document of a session whose pages and notable documents are written all at once (a migration, an
+    import): ``noted`` are its notable documents, ``version`` its ``pages_version``."""
+    ordered = sorted(noted, key=lambda document: (document["no"], document["at"]))
+    lists = {name: [document["entry"] for document in ordered if document["type"] == name] for name in NOTABLE_TYPES}
+    return _document(
+        workspace_id, session_id, version, {name: _shaped(entries[-LENGTH:]) for name, entries in lists.items()}
+    )
+
+
+async def write(workspace_id: str, session_id: str, *, version: int, noted: Iterable[Mapping[str, Any]]) -> None:
+    """Write :func:`of_documents` over whatever copy the session had (a migration, before its flip)."""
+    document = of_documents(workspace_id, session_id, version, noted)
+    await collection().replace_one(_key(workspace_id, session_id), document, upsert=True)
+
+
+async def rebuild(workspace_id: str, session_id: str, *, version: int, first: int, session: AsyncClientSession) -> None:
+    """Write the document afresh from the notable documents of pages numbered ``first`` (the session's
+    ``pages_from``) to below ``version`` (its ``pages_version`` once this transaction commits)."""
+    lists = {
+        name: _shaped(
+            await notables.newest(workspace_id, session_id, name, n=LENGTH, below=version, first=first, session=session)
+        )
+        for name in NOTABLE_TYPES
+    }
+    await collection().replace_one(
+        _key(workspace_id, session_id),
+        _document(workspace_id, session_id, version, lists),
+        upsert=True,
+        session=session,
+    )
+
+
+async def after_seal(
+    workspace_id: str,
+    session_id: str,
+    *,
+    version: int,
+    noted: Iterable[Mapping[str, Any]],
+    first: int,
+    session: AsyncClientSession,
+) -> None:
+    """In a seal's transaction: the page numbered ``version`` (the ``pages_version`` it moves past) was sealed with
+    the notable documents ``noted``. In step, their entries join the lists' newest end; else the lists are rebuilt."""
+    pushed: dict[str, list[Doc]] = {}
+    for document in noted:
+        pushed.setdefault(document["type"], []).append(typed_entry(document["entry"]))
+    update: Doc = {"$set": {"version": version + 1}}
+    if pushed:
+        update["$push"] = {f"lists.{name}": {"$each": entries, "$slice": -LENGTH} for name, entries in pushed.items()}
+    result = await collection().update_one(
+        {**_key(workspace_id, session_id), "version": version, "shape": SHAPE}, update, session=session
+    )
+    if not result.matched_count:
+        await rebuild(workspace_id, session_id, version=version + 1, first=first, session=session)
+
+
+async def after_removal(
+    workspace_id: str,
+    session_id: str,
+    entry: Mapping[str, Any],
+    *,
+    version: int,
+    first: int,
+    session: AsyncClientSession,
+) -> None:
+    """In a removal's transaction, after the notable document of ``entry`` (a sealed entry) was deleted and while
+    the session's ``pages_version`` moves from ``version`` to the next: the entry leaves its list, which is
+    refilled from the notable documents (the one it held 201st moves up), or, when it was in no list, the copy
+    only keeps step."""
+    entry_type = entry.get("type")
+    key = {**_key(workspace_id, session_id), "version": version, "shape": SHAPE}
+    if entry_type in NOTABLE_TYPES:
+        held = await collection().count_documents({**key, f"lists.{entry_type}.id": entry["id"]}, session=session)
+        if held:
+            refilled = await notables.newest(
+                workspace_id, session_id, entry_type, n=LENGTH, below=version + 1, first=first, session=session
+            )
+            await collection().update_one(
+                key, {"$set": {"version": version + 1, f"lists.{entry_type}": _shaped(refilled)}}, session=session
+            )
+            return
+    await keep_step(workspace_id, session_id, version=version, session=session)
+
+
+async def keep_step(workspace_id: str, session_id: str, *, version: int, session: AsyncClientSession) -> None:
+    """In a transaction that moves the session's ``pages_version`` from ``version`` to the next without changing
+    the notable entries (an artifact's seal or removal, a clear of the artifacts): the copy, if in step, stays so."""
+    await collection().update_one(
+        {**_key(workspace_id, session_id), "version": version}, {"$set": {"version": version + 1}}, session=session
+    )
+
+
+async def forget(workspace_id: str, session_id: str, *, session: AsyncClientSession) -> None:
+    """In a clear of the work log or an erasure of the session: the copy goes with what it copies."""
+    await collection().delete_one(_key(workspace_id, session_id), session=session)
