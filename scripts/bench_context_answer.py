@@ -10,13 +10,16 @@ decision): one of 10 entries and one of ``--entries`` (25,000 by default: past 1
 each list are all sealed, so its answer is the one at 1,000,000: ~620 entries, ~140 KB of JSON), plus 10
 artifacts. Then it prints the median of each stage, the stages of one session interleaved call by call:
 
-- ``reads``: ``queries.replay_view``, the session document and the sealed notable documents;
-- ``three notable reads``: of those, the newest 200 checkpoints, decisions and errors (``notables.newest``);
+- ``reads``: ``queries.replay_view``, the session document and, beside it, the session's newest notables;
+- ``newest notables doc``: of those, the read of the newest 200 checkpoints, decisions and errors in one
+  document (``newest_notables.read``);
+- ``three notable reads``: the same lists from the notable documents (``notables.newest``), what the reads do
+  when that copy is out of step (and all they did before it);
 - ``shape``: ``context_answers.replay_context`` over that view, the JSON-ready answer;
 - ``encode``: Litestar's JSON encoder over the answer (what the route does with it);
 - ``route's domain``: ``queries.replay_answer`` and the encoding, what the route does besides HTTP;
-- ``as the models``: the same answer validated into ``ReplayContext`` and encoded from it, the per-entry model
-  path the answer no longer takes (the MCP tools still validate it into the model).
+- ``as the models``: the same answer decoded, validated into ``ReplayContext`` and encoded from it, the
+  per-entry model path the answer no longer takes (the MCP tools still validate it into the model).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from handoff import clock
 from handoff.config import Settings
 from handoff.db import open_database
 from handoff.localdb import start_mongod
-from handoff.sessions import context_answers, notables, queries, service
+from handoff.sessions import context_answers, newest_notables, notables, queries, service
 from handoff.sessions.models import ArtifactAction, EntryType
 from handoff.sessions.schemas import ArtifactCreate, ReplayContext, SessionCreate, WorkLogCreate
 from handoff.workspaces import service as workspaces
@@ -63,9 +66,14 @@ async def grow(principal: Principal, size: int, settings: Settings) -> str:
 
 
 def stages(workspace_id: str, session_id: str, view: dict[str, Any], answer: dict[str, Any]) -> dict[str, Stage]:
+    async def newest_notables_read() -> None:
+        await newest_notables.read(workspace_id, session_id)
+
     async def three_notable_reads() -> None:
         types = (EntryType.CHECKPOINT, EntryType.DECISION, EntryType.ERROR)
-        await asyncio.gather(*(notables.newest(workspace_id, session_id, t.value, n=200, below=2**31) for t in types))
+        await asyncio.gather(
+            *(notables.newest(workspace_id, session_id, t.value, n=200, below=2**31, first=0) for t in types)
+        )
 
     async def shape() -> None:
         context_answers.replay_context(view, None, clock.now())
@@ -77,10 +85,11 @@ def stages(workspace_id: str, session_id: str, view: dict[str, Any], answer: dic
         encode_json(await queries.replay_answer(workspace_id, session_id), SERIALIZER)
 
     async def as_models() -> None:
-        encode_json(ReplayContext.model_validate(answer), SERIALIZER)
+        encode_json(ReplayContext.model_validate(context_answers.decoded(answer)), SERIALIZER)
 
     return {
         "reads": lambda: queries.replay_view(workspace_id, session_id, with_lists=True),
+        "newest notables doc": newest_notables_read,
         "three notable reads": three_notable_reads,
         "shape": shape,
         "encode": encode,
@@ -115,10 +124,12 @@ async def main(entries: int, calls: int) -> None:
                     session_id = await grow(principal, size, settings)
                     view = await queries.replay_view(workspace.workspace_id, session_id, with_lists=True)
                     answer = await queries.replay_answer(workspace.workspace_id, session_id)
-                    listed = sum(len(answer[name]) for name in ("checkpoints", "decisions", "errors", "artifacts"))
+                    data = context_answers.decoded(answer)
+                    listed = sum(len(data[name]) for name in ("checkpoints", "decisions", "errors", "artifacts"))
                     size_of = len(encode_json(answer, SERIALIZER))
                     answers[size] = f"{listed + len(answer['recent_actions'])} entries, {size_of:,} bytes"
-                    results[size] = await medians(stages(workspace.workspace_id, session_id, view, answer), calls)
+                    calls_of = stages(workspace.workspace_id, session_id, view, answer)
+                    results[size] = await medians(calls_of, calls)
                 print(f"medians of {calls} calls, ms; answers: " + "; ".join(f"{s:,}: {a}" for s, a in answers.items()))
                 print(f"{'stage':<22}{10:>10}{entries:>12,}{'difference':>12}")
                 for name in results[10]:

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import httpx
 import pytest
@@ -30,7 +31,7 @@ from handoff.db import MongoDatabase
 from handoff.localdb import MongodProcess
 from handoff.plans import service as plans
 from handoff.plans import views as plan_views
-from handoff.sessions import log_reads, queries, views
+from handoff.sessions import log_reads, newest_notables, queries, views
 from handoff.sessions.schemas import (
     ActionEntry,
     Artifact,
@@ -135,8 +136,10 @@ def aware(value: Any) -> Any:
 
 
 async def previous_answers(app: Litestar, workspace_id: str, session_id: str) -> tuple[bytes, bytes]:
-    """Both contexts' bodies as the previous path encoded them, from the same reads the routes make."""
-    view = aware(await queries.replay_view(workspace_id, session_id, with_lists=True))
+    """Both contexts' bodies as the previous path encoded them, from the same reads the routes make but for the
+    session's newest notables (``newest_notables.py``), read around: the lists from the notable documents."""
+    with mock.patch.object(newest_notables, "read", mock.AsyncMock(return_value=None)):
+        view = aware(await queries.replay_view(workspace_id, session_id, with_lists=True))
     plan = await plans.find_plan(workspace_id, view.get("plan"))
     replay = previous_replay_context(view, plan_views.plan_summary(plan) if plan else None, clock.now())
     head, lists = await log_reads.newest(

@@ -18,6 +18,9 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+import msgspec
+from litestar.serialization import encode_json
+
 from handoff.schemas import isoformat
 from handoff.sessions import views
 from handoff.sessions.models import ArtifactAction, SessionStatus
@@ -36,10 +39,7 @@ def _with_blob(answer: Json, entry: Doc) -> Json:
 
 
 def typed_entry(entry: Doc) -> Json:
-    """A typed work-log entry (``TypedEntry``): ``data`` is ``{}`` when the entry has none. An entry already in
-    that form (its time as text: the session's newest notables keep them so, ``newest_notables.py``) is itself."""
-    if isinstance(entry["timestamp"], str):
-        return dict(entry)
+    """A typed work-log entry (``TypedEntry``): ``data`` is ``{}`` when the entry has none."""
     answer = {
         "id": entry["id"],
         "message": entry["message"],
@@ -75,6 +75,13 @@ def artifact(entry: Doc) -> Json:
     return _with_blob(answer, entry)
 
 
+def typed_list(entries: Iterable[Doc | bytes]) -> msgspec.Raw:
+    """A list of typed entries as its JSON text, each entry either as stored or as answered already (its JSON
+    text: the session's newest notables keep them so, ``newest_notables.py``), which is embedded as it is."""
+    texts = [entry if isinstance(entry, bytes) else encode_json(typed_entry(entry)) for entry in entries]
+    return msgspec.Raw(b"[" + b",".join(texts) + b"]")
+
+
 def _newest_first(entries: Iterable[Doc]) -> list[Json]:
     return [work_log_entry(entry) for entry in reversed(list(entries))]
 
@@ -100,7 +107,8 @@ def handoff_context(view: Doc, plan: PlanWithProgress | None) -> Json:
 def replay_context(view: Doc, plan: PlanSummary | None, now: datetime) -> Json:
     """``ReplayContext``: everything to continue from. ``view`` carries ``recent``, ``last_entry``,
     ``checkpoints``, ``decisions``, ``errors``, ``artifacts`` and ``artifacts_by_action``, each computed on the
-    server."""
+    server. The three notable lists are JSON text already (:func:`typed_list`): an encoder embeds them as they
+    are, and :func:`decoded` gives the plain data back."""
     checkpoint = view.get("last_checkpoint")
     total = view.get("action_count", 0)
     progress = views.progress_summary(
@@ -121,13 +129,21 @@ def replay_context(view: Doc, plan: PlanSummary | None, now: datetime) -> Json:
         "context_summary": view.get("context_summary"),
         "progress_summary": progress.model_dump(mode="json"),
         "last_checkpoint": typed_entry(checkpoint) if checkpoint else None,
-        "checkpoints": [typed_entry(entry) for entry in view.get("checkpoints", [])],
-        "decisions": [typed_entry(entry) for entry in view.get("decisions", [])],
-        "errors": [typed_entry(entry) for entry in view.get("errors", [])],
+        "checkpoints": typed_list(view.get("checkpoints", [])),
+        "decisions": typed_list(view.get("decisions", [])),
+        "errors": typed_list(view.get("errors", [])),
         "artifacts": [artifact(entry) for entry in view.get("artifacts", [])],
         "artifacts_by_action": {action.value: list(by_action[action.value]) for action in ArtifactAction},
         "recent_actions": _newest_first(view.get("recent", [])),
         "total_actions": total,
         "handoff_notes": view.get("handoff_notes"),
         "final_summary": view.get("final_summary"),
+    }
+
+
+def decoded(answer: Json) -> Json:
+    """An answer with its embedded JSON texts (:func:`typed_list`) as plain data again, for a reader that validates
+    it into its model (the MCP tools)."""
+    return {
+        key: msgspec.json.decode(value) if isinstance(value, msgspec.Raw) else value for key, value in answer.items()
     }

@@ -468,20 +468,20 @@ async def newest(
     session_id: str,
     wanted: Mapping[str, tuple[Selection, int]],
     fields: Mapping[str, Any],
-) -> tuple[Doc, dict[str, list[Doc]]]:
+) -> tuple[Doc, dict[str, list[Any]]]:
     """The session's ``fields`` and, for each label in ``wanted``, the newest ``n`` entries of its (positioned)
     selection, oldest first: one read of the session, plus sealed reads only where the open page holds too few.
 
     A notable type's sealed entries come from the session's newest notables (``newest_notables.py``: one
-    document for the three types, its entries already as answered, ``context_answers.typed_entry``) when that copy
-    is in step with the session, else from their notable documents (``notables.py``), the newest ``n`` in one
-    index read; only those sealed before notable documents existed (``sealed`` less ``noted``, the oldest) come
-    from the pages.
+    document for the three types, its entries already as the answer's JSON text, ``bytes`` in the lists here) when
+    that copy is in step with the session, else from their notable documents (``notables.py``), the newest ``n``
+    in one index read; only those sealed before notable documents existed (``sealed`` less ``noted``, the oldest)
+    come from the pages.
 
     Its dates, the fields' and the entries', are naive UTC datetimes (``store.as_stored``): the contexts read up
     to ~620 entries, and the answer writes their times as text.
     """
-    head = await _head(
+    head_read = _head(
         workspace_id,
         session_id,
         {
@@ -500,25 +500,26 @@ async def newest(
         },
         naive_times=True,
     )
+    # The newest notables of all three types are one document, read beside the session (whether it is in step is
+    # known once both are in: a seal between the two reads leaves it out of step, and it is read around).
+    copy: newest_notables.Copy | None = None
+    if any(_is_notable(selection) for selection, _ in wanted.values()):
+        head, copy = await _gather(head_read, newest_notables.read(workspace_id, session_id))
+    else:
+        head = await head_read
     labels = list(wanted)
     below = head.pop("_pages_version")
     firsts = {kind: head.pop(f"_first_{kind}") for kind in paging.KINDS}
-    needs: dict[str, tuple[int, int, int]] = {}  # per label: its sealed and noted counts, and how many it misses
-    for label, (_, n) in wanted.items():
-        needs[label] = (head.pop(f"{label}_sealed"), head.pop(f"{label}_noted"), n - len(head[f"{label}_tail"]))
-    # The newest notables of all three types are one document, read once for the lists that need it.
-    copied = None
-    if any(noted > 0 and missing > 0 for _, noted, missing in needs.values()):
-        copied = asyncio.ensure_future(newest_notables.read(workspace_id, session_id, version=below))
+    lists = copy.lists if copy is not None and copy.version == below else None
 
-    async def older(label: str) -> list[Doc]:
-        selection, _ = wanted[label]
-        sealed, noted, missing = needs[label]
+    async def older(label: str) -> list[Any]:
+        selection, n = wanted[label]
+        sealed, noted = head.pop(f"{label}_sealed"), head.pop(f"{label}_noted")
+        missing = n - len(head[f"{label}_tail"])
         if missing <= 0 or sealed == 0:
             return []
-        found: list[Doc] = []
+        found: list[Any] = []
         if noted > 0:
-            lists = await copied if copied is not None else None
             if lists is not None and missing <= newest_notables.LENGTH:
                 found = lists.get(selection.name, [])[-min(missing, noted) :]
             else:

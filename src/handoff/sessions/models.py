@@ -427,8 +427,11 @@ class NewestNotables(Document):
     version: int
     #: The form of the entries (``newest_notables.SHAPE``): a reader of another form reads the notable documents.
     shape: int
-    #: Per notable type, its newest sealed entries (at most ``newest_notables.LENGTH``), oldest first.
-    lists: dict[str, list[dict[str, Any]]]
+    #: Per notable type, its newest sealed entries (at most ``newest_notables.LENGTH``), oldest first, each as the
+    #: JSON text the answer writes.
+    lists: dict[str, list[bytes]]
+    #: The same entries' ids, which a removal looks for (the reader leaves them out).
+    ids: dict[str, list[str]]
 
     class Settings:
         name = "log_newest_notables"

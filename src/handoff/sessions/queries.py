@@ -137,7 +137,7 @@ async def replay_answer(workspace_id: str, session_id: str) -> dict[str, Any]:
 
 async def replay_context(workspace_id: str, session_id: str) -> ReplayContext:
     """:func:`replay_answer` as its model."""
-    return ReplayContext.model_validate(await replay_answer(workspace_id, session_id))
+    return ReplayContext.model_validate(context_answers.decoded(await replay_answer(workspace_id, session_id)))
 
 
 async def mcp_context(workspace_id: str, session_id: str) -> McpContext:
