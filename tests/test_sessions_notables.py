@@ -205,6 +205,7 @@ async def test_an_imported_session_lists_exactly_and_stays_exact_after_removals(
     imported = Api(client, other_tenant)
     key = {"workspace_id": other_tenant.workspace.workspace_id, "session_id": sid}
     assert await database["log_notables"].count_documents(key) > 3 * LIMIT
+    await assert_copy_in_step(database, sid, log, workspace_id=key["workspace_id"])  # written by the import
     await assert_lists_exact(imported, sid, log)
     changed = list(log)
     for entry_type in LISTS.values():
@@ -212,6 +213,7 @@ async def test_an_imported_session_lists_exactly_and_stays_exact_after_removals(
     for _ in range(6):
         await pop(imported, sid, changed)
     changed += await grow(imported, sid, 20, start=20_000)
+    await assert_copy_in_step(database, sid, changed, workspace_id=key["workspace_id"])
     await assert_lists_exact(imported, sid, changed)
 
     # Imported again over itself: the changed session goes whole, notable documents included, and the file's
@@ -219,6 +221,7 @@ async def test_an_imported_session_lists_exactly_and_stays_exact_after_removals(
     again = await bulk.import_files([path], workspace=workspace, settings=small_settings, on_conflict="replace")
 
     assert again.summary() == "imported 1, skipped 0, rejected 0"
+    await assert_copy_in_step(database, sid, log, workspace_id=key["workspace_id"])
     await assert_lists_exact(imported, sid, log)
 
 
@@ -305,11 +308,14 @@ async def test_concurrent_writers_and_retries_across_seals_leave_one_notable_doc
 # The newest notables' copy (``sessions.newest_notables``) ---------------------------------------------------------
 
 
-async def assert_copy_in_step(database: MongoDatabase, session_id: str, log: list[Entry]) -> None:
+async def assert_copy_in_step(
+    database: MongoDatabase, session_id: str, log: list[Entry], *, workspace_id: str | None = None
+) -> None:
     """The session's copy of its newest notables is in step with it (so the replay context reads it, not the
     notable documents) and holds, per type, the newest 200 *sealed* entries of the log, as the answer writes them."""
-    session = await database["sessions"].find_one({"session_id": session_id}, {"pages_version": 1, "work_log": 1})
-    copy = await database["log_newest_notables"].find_one({"session_id": session_id})
+    key = {"session_id": session_id, **({"workspace_id": workspace_id} if workspace_id else {})}
+    session = await database["sessions"].find_one(key, {"pages_version": 1, "work_log": 1})
+    copy = await database["log_newest_notables"].find_one(key)
     assert session is not None
     assert copy is not None
     assert copy["version"] == session["pages_version"]

@@ -42,7 +42,7 @@ from handoff.bulk.prepare import Prepared, Preparer, default_workers
 from handoff.config import Settings, get_settings
 from handoff.errors import NotFound
 from handoff.plans import service as plans
-from handoff.sessions import notables, purges, store
+from handoff.sessions import newest_notables, notables, purges, store
 from handoff.sessions import service as sessions
 from handoff.workspaces import service as workspaces
 
@@ -90,6 +90,7 @@ class _Pending:
     document: RawBSONDocument
     pages: list[RawBSONDocument]
     notables: list[RawBSONDocument]
+    newest_notables: RawBSONDocument | None = None
 
 
 def _written_elsewhere(row: _Pending) -> str:
@@ -212,6 +213,9 @@ class _Writer:
             self.result.imported += len(rows)
         # The pages of a session refused here stay only if nobody wrote that session: take them back.
         await self._delete_pages([rows[error["index"]].session_id for error in errors if rows[error["index"]].pages])
+        refused = {error["index"] for error in errors}
+        copies = [row.newest_notables for at, row in enumerate(rows) if at not in refused and row.newest_notables]
+        await newest_notables.put([copy for copy in copies if copy is not None])
         collided: list[_Pending] = again
         external: list[tuple[_Pending, dict[str, Any]]] = []
         for error in errors:
@@ -423,7 +427,8 @@ class _Run:
                 pages = [RawBSONDocument(page) for page in prepared.pages]
                 noted = [RawBSONDocument(notable) for notable in prepared.notables]
                 document = RawBSONDocument(prepared.bson)
-                batch.append(_Pending(record, path, prepared.session_id, document, pages, noted))
+                copy = RawBSONDocument(prepared.newest_notables) if prepared.newest_notables else None
+                batch.append(_Pending(record, path, prepared.session_id, document, pages, noted, copy))
         self.rows += len(chunk)
         self._report()
         await self.writer.submit(batch)

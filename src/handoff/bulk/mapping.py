@@ -42,7 +42,7 @@ from handoff.bulk.entries import (
 )
 from handoff.config import Settings
 from handoff.schemas import PrintableId
-from handoff.sessions import notables, views
+from handoff.sessions import newest_notables, notables, views
 from handoff.sessions.limits import encode_entries, total_stored_size
 from handoff.sessions.misses import page_bounds
 from handoff.sessions.models import ENDED_STATUSES, SessionStatus
@@ -370,13 +370,15 @@ def from_laravel(row: Mapping[str, Any], target: Target, *, source: bytes | None
 
 
 class Encoded(NamedTuple):
-    """A row's session, ready to write: the paged session document, its sealed pages and their notable entries
-    (``sessions.notables``), BSON-encoded."""
+    """A row's session, ready to write: the paged session document, its sealed pages, their notable entries
+    (``sessions.notables``) and its newest notables, BSON-encoded."""
 
     session_id: str
     bson: bytes
     pages: tuple[bytes, ...] = ()
     notables: tuple[bytes, ...] = ()
+    #: Its newest notables (``sessions.newest_notables``), when it has pages.
+    newest_notables: bytes | None = None
 
 
 def _encode(document: dict[str, Any], what: str, arrays: Mapping[str, bytes] | None = None) -> bytes:
@@ -421,9 +423,16 @@ def to_bson(row: Mapping[str, Any], target: Target, *, shape: str = "jsonl", sou
         encoded = _encode(session, "the session", whole)
         encoded_pages = tuple(_encode(page, f"page {page['no']} of its {page['kind']}") for page in pages)
         encoded_notables = tuple(bson.encode(notable) for notable in noted)  # each smaller than its page
+        copy = None
+        if pages:
+            copy = bson.encode(
+                newest_notables.of_documents(
+                    session["workspace_id"], session["session_id"], session["pages_version"], noted
+                )
+            )
     except (OverflowError, InvalidDocument, InvalidStringData) as exc:
         raise _unstorable(row, target, shape, exc) from None
-    return Encoded(document["session_id"], encoded, encoded_pages, encoded_notables)
+    return Encoded(document["session_id"], encoded, encoded_pages, encoded_notables, copy)
 
 
 def load_plan_map(text: str) -> dict[str, str]:

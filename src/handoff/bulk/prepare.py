@@ -29,8 +29,8 @@ Item = tuple[int, bytes | None, dict[str, Any] | None, str | None]
 
 
 class Prepared(NamedTuple):
-    """One record, ready to write (``session_id``, ``bson``, its sealed ``pages`` and their ``notables``) or
-    rejected (``error``)."""
+    """One record, ready to write (``session_id``, ``bson``, its sealed ``pages``, their ``notables`` and its
+    ``newest_notables``) or rejected (``error``)."""
 
     line: int
     session_id: str | None
@@ -38,6 +38,7 @@ class Prepared(NamedTuple):
     error: str | None
     pages: tuple[bytes, ...] = ()
     notables: tuple[bytes, ...] = ()
+    newest_notables: bytes | None = None
 
 
 def items(records: Sequence[Record]) -> list[Item]:
@@ -60,7 +61,11 @@ def prepare(chunk: Sequence[Item], target: Target, file_format: Format) -> list[
         except RowError as exc:
             out.append(Prepared(line, None, None, str(exc)))
             continue
-        out.append(Prepared(line, encoded.session_id, encoded.bson, None, encoded.pages, encoded.notables))
+        out.append(
+            Prepared(
+                line, encoded.session_id, encoded.bson, None, encoded.pages, encoded.notables, encoded.newest_notables
+            )
+        )
     return out
 
 

@@ -23,11 +23,12 @@ less its ``noted``) are in neither, and are read from the pages (``log_reads.new
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from litestar.serialization import encode_json
+from pymongo import ReplaceOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 
@@ -105,8 +106,19 @@ def of_documents(workspace_id: str, session_id: str, version: int, noted: Iterab
 
 async def write(workspace_id: str, session_id: str, *, version: int, noted: Iterable[Mapping[str, Any]]) -> None:
     """Write :func:`of_documents` over whatever copy the session had (a migration, before its flip)."""
-    document = of_documents(workspace_id, session_id, version, noted)
-    await collection().replace_one(_key(workspace_id, session_id), document, upsert=True)
+    await put([of_documents(workspace_id, session_id, version, noted)])
+
+
+async def put(documents: Sequence[Mapping[str, Any]]) -> None:
+    """Write these documents of :func:`of_documents` over whatever copies their sessions had, in one unordered
+    bulk write (an import, once their sessions are written: a copy written before would be a stranger's if the
+    session's insert then failed, and one killed meanwhile is only missing, which readers read around)."""
+    if documents:
+        replacements: list[ReplaceOne[Any]] = [
+            ReplaceOne(_key(document["workspace_id"], document["session_id"]), document, upsert=True)
+            for document in documents
+        ]
+        await collection().bulk_write(replacements, ordered=False)
 
 
 async def rebuild(workspace_id: str, session_id: str, *, version: int, first: int, session: AsyncClientSession) -> None:
