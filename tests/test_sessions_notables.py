@@ -296,6 +296,7 @@ async def test_concurrent_writers_and_retries_across_seals_leave_one_notable_doc
         await asyncio.gather(*(writer(n) for n in range(16)))
         log = await _written(api, sid)
         await assert_lists_exact(api, sid, log)
+        await assert_copy_in_step(database, sid, log, workspace_id=tenant.workspace.workspace_id)
 
     key = {"workspace_id": tenant.workspace.workspace_id, "session_id": sid}
     pages = await database["log_pages"].find({**key, "kind": "work_log"}).to_list(None)

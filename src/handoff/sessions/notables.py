@@ -22,6 +22,9 @@ What it costs: a seal writes one document per notable entry instead of one (1.98
 the growth log, 4.61 ms against 1.76 ms when all 250 entries are checkpoints, once per 250 appends), and 133
 bytes stored per notable entry against 44 (each compressed alone): ~18 bytes per entry of the growth log.
 
+The replay context reads them only when the session's newest notables (``newest_notables.py``: each type's newest
+200 of these, in one document) are out of step; those are rebuilt from these.
+
 Written in the same step as the entry's page, and removed in the same transaction as the entry, so they never
 disagree with the pages: the seal's transaction (``seals.py``), the removals' (``removals.py``; a clear and a
 session's erasure hide them in theirs and delete them in batches afterwards, ``purges.py``), a migration's
