@@ -24,7 +24,8 @@ from handoff.app import create_app
 from handoff.config import Settings
 from handoff.db import DOCUMENT_MODELS, MongoClient, MongoDatabase, create_client, init_database
 from handoff.localdb import MongodProcess, start_mongod
-from tests.factories import Tenant, make_tenant
+from tests.api import Api
+from tests.factories import Tenant, make_tenant, small_pages_settings
 from tests.inprocess import in_process
 from tests.live_service import LiveService, run_service
 
@@ -109,6 +110,12 @@ def settings(mongod: MongodProcess, database: MongoDatabase) -> Settings:
     return Settings(mongodb_url=mongod.url, database=database.name, data_dir=Path("/nonexistent"))
 
 
+@pytest.fixture(scope="module")
+def small_settings(mongod: MongodProcess, database: MongoDatabase) -> Settings:
+    """The settings of a module's small-page app (``tests.factories.small_pages_app``), for what else it runs."""
+    return small_pages_settings(mongod, database)
+
+
 @pytest.fixture
 def app(settings: Settings, database: MongoDatabase) -> Litestar:
     return create_app(settings, database=database)
@@ -125,6 +132,12 @@ async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
 async def tenant(database: MongoDatabase) -> Tenant:
     """A workspace with a valid key."""
     return await make_tenant("acme")
+
+
+@pytest.fixture
+def api(client: httpx.AsyncClient, tenant: Tenant) -> Api:
+    """The sessions API, called as ``tenant``."""
+    return Api(client, tenant)
 
 
 @pytest.fixture

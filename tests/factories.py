@@ -1,13 +1,26 @@
-"""Builders of test data through the same domain services the API uses."""
+"""Builders of test data through the same domain services the API uses, and of the small-page app that tests of
+paged logs run against."""
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import pytest
+from litestar import Litestar
 
 from handoff import bulk
+from handoff.app import create_app
+from handoff.config import Settings
+from handoff.db import MongoDatabase
+from handoff.localdb import MongodProcess
 from handoff.workspaces import service as workspaces
 from handoff.workspaces.models import Workspace
+
+#: Page bounds under which a few dozen writes seal many pages of both kinds (the defaults need thousands).
+SMALL_PAGES: Final[dict[str, int]] = {"page_entries": 4, "page_bytes": 4096}
 
 
 @dataclass(frozen=True)
@@ -35,3 +48,25 @@ async def exported(workspace: str | None = None) -> bytes:
     out = io.BytesIO()
     await bulk.export_sessions(out, workspace=workspace)
     return out.getvalue()
+
+
+def small_pages_settings(mongod: MongodProcess, database: MongoDatabase, **overrides: Any) -> Settings:
+    """The settings of a test app on this database whose logs seal a page every ``SMALL_PAGES``, with
+    ``overrides`` (any other ``Settings`` field, or other bounds) on top."""
+    fields: dict[str, Any] = {**SMALL_PAGES, **overrides}
+    return Settings(mongodb_url=mongod.url, database=database.name, data_dir=Path("/nonexistent"), **fields)
+
+
+def small_pages_app(*, scope: Literal["function", "module"] = "module", **overrides: Any) -> Any:
+    """An ``app`` fixture built on ``small_pages_settings(..., **overrides)``, for a test module to take as its own:
+    ``app = small_pages_app()``.
+
+    A fixture of the module's, not a conftest one, so that the module says in one line that its sessions page
+    early, and so that its own ``database`` fixture (if it overrides the shared one) is the one the app gets.
+    """
+
+    @pytest.fixture(scope=scope, name="app")
+    def app(mongod: MongodProcess, database: MongoDatabase) -> Litestar:
+        return create_app(small_pages_settings(mongod, database, **overrides), database=database)
+
+    return app

@@ -7,30 +7,19 @@ Pages of four entries, so the sessions written here span many sealed pages of bo
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from pathlib import Path
 
 import httpx
-import pytest
-from litestar import Litestar
 
 from handoff.analytics import pipelines, service
 from handoff.analytics.expressions import ALL_TIME
-from handoff.app import create_app
-from handoff.config import Settings
-from handoff.db import MongoDatabase
-from handoff.localdb import MongodProcess
 from handoff.sessions.models import PAGES_BY_START_INDEX, LogPage, filter_index_name
 from tests.api import Api, ok
-from tests.factories import Tenant
+from tests.factories import Tenant, small_pages_app
 
-SMALL_PAGES = {"page_entries": 4, "page_bytes": 4096}
 ACTIONS = ["created", "modified", "modified", "deleted"]
 
 
-@pytest.fixture(scope="module")
-def app(mongod: MongodProcess, database: MongoDatabase) -> Litestar:
-    settings = Settings(mongodb_url=mongod.url, database=database.name, data_dir=Path("/nonexistent"), **SMALL_PAGES)
-    return create_app(settings, database=database)
+app = small_pages_app()
 
 
 async def write_log(api: Api, session_id: str, *, entries: int, artifacts: int, tag: str) -> None:

@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-from litestar import Litestar
 
 from handoff import bulk, clock
 from handoff.analytics import service
@@ -24,32 +23,20 @@ from handoff.analytics.expressions import Window
 from handoff.analytics.rollup import worker
 from handoff.analytics.rollup.models import ArtifactDay
 from handoff.analytics.rollup.pipelines import Split, day_of, split
-from handoff.app import create_app
 from handoff.config import Settings
 from handoff.db import MongoDatabase
-from handoff.localdb import MongodProcess
 from handoff.retention.service import prune
 from handoff.sessions.models import LogPage, Session
 from tests.api import Api, ok
-from tests.factories import Tenant
+from tests.factories import Tenant, small_pages_app
 
-SMALL_PAGES = {"page_entries": 4, "page_bytes": 4096}
 PATHS = [f"src/m{n}.py" for n in range(7)]
 ACTIONS = ["created", "modified", "deleted"]
 DAY0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 
-@pytest.fixture(scope="module")
-def app(mongod: MongodProcess, database: MongoDatabase) -> Litestar:
-    # The tests run the passes themselves (interval 0: no background pass).
-    settings = Settings(
-        mongodb_url=mongod.url,
-        database=database.name,
-        data_dir=Path("/nonexistent"),
-        artifacts_rollup_interval_seconds=0,
-        **SMALL_PAGES,
-    )
-    return create_app(settings, database=database)
+# The tests run the passes themselves (interval 0: no background pass).
+app = small_pages_app(artifacts_rollup_interval_seconds=0)
 
 
 class Clock:

@@ -17,32 +17,21 @@ from typing import Any
 
 import httpx
 import pytest
-from litestar import Litestar
 
 from handoff import bulk, clock
-from handoff.app import create_app
 from handoff.bulk import importer
 from handoff.config import Settings
 from handoff.db import MongoDatabase
-from handoff.localdb import MongodProcess
 from tests.api import Api, ok
-from tests.factories import Tenant, exported
+from tests.factories import Tenant, exported, small_pages_app
 
-SMALL_PAGES = {"page_entries": 4, "page_bytes": 4096}
 TYPES = ["info", "checkpoint", "info", "decision", "error", "warning", "success", "info", "checkpoint"]
 ACTIONS = ["created", "modified", "modified", "deleted"]
 #: Fields that name where a session is stored rather than what it holds.
 PLACE = ("_id", "workspace_id")
 
 
-@pytest.fixture(scope="module")
-def small_settings(mongod: MongodProcess, database: MongoDatabase) -> Settings:
-    return Settings(mongodb_url=mongod.url, database=database.name, data_dir=Path("/nonexistent"), **SMALL_PAGES)
-
-
-@pytest.fixture(scope="module")
-def app(small_settings: Settings, database: MongoDatabase) -> Litestar:
-    return create_app(small_settings, database=database)
+app = small_pages_app()
 
 
 async def _build(api: Api) -> str:

@@ -16,7 +16,6 @@ from handoff import clock
 from handoff.claims import sweep
 from handoff.config import Settings
 from tests.api import Api, ok
-from tests.factories import Tenant
 from tests.test_ops_metrics import scrape, value
 
 
@@ -26,11 +25,6 @@ class Clock:
 
     def now(self) -> datetime:
         return self.at
-
-
-@pytest.fixture
-def api(client: httpx.AsyncClient, tenant: Tenant) -> Api:
-    return Api(client, tenant)
 
 
 @pytest.fixture

@@ -30,11 +30,6 @@ class Clock:
         return self.at
 
 
-@pytest.fixture
-def api(client: httpx.AsyncClient, tenant: Tenant) -> Api:
-    return Api(client, tenant)
-
-
 async def waiting_handoff(api: Api, **body: Any) -> str:
     """A session handed off (paused with notes) through the API."""
     sid: str = (await api.create(**body))["session_id"]

@@ -58,6 +58,7 @@ from handoff.sessions.schemas import (
     WorkLogPage,
 )
 from tests.factories import Tenant
+from tests.readiness import until_ready
 
 T = TypeVar("T")
 BASE_URL = "http://testserver"
@@ -141,6 +142,10 @@ def _problem_503() -> httpx.Response:
     )
 
 
+def _probes_readiness(request: httpx.Request) -> bool:
+    return request.url.path == "/readyz"
+
+
 def posts_to(suffix: str) -> Callable[[httpx.Request], bool]:
     return lambda request: request.method == "POST" and request.url.path.endswith(suffix)
 
@@ -176,7 +181,7 @@ async def test_every_session_method_reaches_the_service(
     handoff: AsyncHandoffClient, database: MongoDatabase, tenant: Tenant
 ) -> None:
     assert await handoff.health() == {"status": "ok"}
-    assert (await handoff.ready())["status"] == "ok"
+    assert (await until_ready(handoff))["status"] == "ok"
 
     session = await handoff.create_session(agent_type="coder", context_summary={"goal": "fix login"})
     assert isinstance(session, SessionRead)
@@ -460,6 +465,20 @@ async def test_an_unexpected_status_raises_the_base_error(tenant: Tenant) -> Non
 
 
 # Retries -------------------------------------------------------------------------------------------------------
+
+
+async def test_a_readiness_503_is_passed_on_as_it_is_and_waited_out_by_until_ready(
+    running_app: Litestar, tenant: Tenant
+) -> None:
+    client, transport = flaky_client(running_app, tenant, match=_probes_readiness, mode="503", times=2)
+    async with client:
+        with pytest.raises(Unavailable):
+            await client.ready()
+        assert len(transport.seen) == 1  # a probe's 503 is its answer: not retried
+        ready = await until_ready(client)
+
+    assert ready["status"] == "ok"
+    assert [request.url.path for request in transport.seen] == ["/readyz"] * 3
 
 
 @pytest.mark.parametrize("mode", ["lost-503", "read-error", "connect-error", "503"])

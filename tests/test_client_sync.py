@@ -25,6 +25,7 @@ from handoff.db import MongoDatabase
 from handoff.localdb import MongodProcess
 from handoff.sessions.schemas import ActionEntry, Artifact, HandoffContext, SessionRead, TypedEntry
 from tests.factories import Tenant
+from tests.readiness import until_ready_blocking
 
 T = TypeVar("T")
 FAST: dict[str, Any] = {"backoff_base": 0.001, "backoff_max": 0.01}
@@ -101,7 +102,7 @@ async def test_every_method_over_http(live_url: str, tenant: Tenant, database: M
         seen: dict[str, Any] = {}
         with HandoffClient(live_url, tenant.secret) as handoff:
             seen["health"] = handoff.health()
-            seen["ready"] = handoff.ready()["status"]
+            seen["ready"] = until_ready_blocking(handoff)["status"]
             handoff.create_plan("p", "Plan", phases=[{"name": "one", "tasks": [{"name": "t"}]}])
             assert [p.slug for p in handoff.list_plans()] == ["p"]
             handoff.update_plan("p", description="d")

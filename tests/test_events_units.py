@@ -5,10 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import bson
+import pydantic_core
+import pytest
 from bson import ObjectId
+from bson.codec_options import CodecOptions
 
+from handoff.events.controller import _json
 from handoff.events.hub import Delivery, Selection, Subscriber, deliveries
 from handoff.events.mapping import Event, Position, events_of, needs_body, with_body
+from handoff.sessions import views
 
 NOW = datetime(2026, 12, 7, tzinfo=UTC)
 KEY = "ws_0123456789abcdef/ses_1"
@@ -38,6 +44,49 @@ def test_appends_are_in_log_order_whatever_the_key_order() -> None:
     assert [e.data["entry"]["id"] for e in events_of(change, NOW)] == ["a", "b"]
     first = update({"artifacts": [{"id": "x", "path": "p", "action": "created", "metadata": {}, "timestamp": NOW}]})
     assert types(first) == ["artifact.recorded"]
+
+
+AT = datetime(2026, 12, 7, 9, 30, 15, 123000, tzinfo=UTC)
+DATA = {"n": 2**40, "ratio": 0.5, "whole": 2.0, "none": None, "ok": True, "words": ["é", "日本"], "deep": {"a": [1]}}
+#: Stored entries of every shape an append writes (with a blob, without, empty and missing free-form fields).
+APPENDED = {
+    "typed": ("work_log", {"id": "t1", "message": "ran", "type": "checkpoint", "timestamp": AT}),
+    "typed-data": ("work_log", {"id": "t2", "message": "m", "type": "decision", "data": DATA, "timestamp": AT}),
+    "typed-null-data": ("work_log", {"id": "t3", "message": "m", "type": "error", "data": None, "timestamp": AT}),
+    "typed-blob": ("work_log", {"id": "t4", "message": "m", "type": "info", "timestamp": AT, "blob_id": "blb_1"}),
+    "action": ("work_log", {"id": "a1", "action": "pytest", "details": DATA, "timestamp": AT}),
+    "action-null": ("work_log", {"id": "a2", "action": "ls", "details": None, "timestamp": AT, "blob_id": None}),
+    "action-blob": ("work_log", {"id": "a3", "action": "cat", "details": {}, "timestamp": AT, "blob_id": "blb_2"}),
+    "artifact": ("artifacts", {"id": "f1", "path": "src/é.py", "action": "created", "metadata": DATA, "timestamp": AT}),
+    "artifact-null": ("artifacts", {"id": "f2", "path": "a", "action": "deleted", "metadata": None, "timestamp": AT}),
+    "artifact-blob": (
+        "artifacts",
+        {"id": "f3", "path": "b", "action": "modified", "metadata": {}, "timestamp": AT, "blob_id": "blb_3"},
+    ),
+}
+
+
+def _as_the_models_give_it(kind: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """The entry through the API models, as the entry routes answer it (and as the events made it before)."""
+    if kind == "work_log":
+        return views.work_log_entry(entry).model_dump(mode="json")
+    return views.artifacts([entry])[0].model_dump(mode="json")
+
+
+@pytest.mark.parametrize("tz_aware", [True, False], ids=["aware", "naive"])
+@pytest.mark.parametrize("name", list(APPENDED))
+def test_an_appended_entry_is_sent_as_the_very_bytes_of_its_model(name: str, tz_aware: bool) -> None:
+    kind, written = APPENDED[name]
+    # As a change stream hands it over: decoded from BSON (Int64, the datetime of the client's tz_aware).
+    stored = bson.decode(bson.encode(written), CodecOptions(tz_aware=tz_aware))
+
+    [event] = events_of(update({f"{kind}.7": stored}), NOW)
+
+    sent = event.data["entry" if kind == "work_log" else "artifact"]
+    expected = _as_the_models_give_it(kind, stored)
+    assert _json(sent) == _json(expected)  # the SSE data line
+    assert pydantic_core.to_json(sent) == pydantic_core.to_json(expected)  # ``handoff tail --json``
+    assert ("blob_id" in sent) == (written.get("blob_id") is not None)
 
 
 def test_seals_counters_and_unmigrated_sessions_mean_nothing() -> None:

@@ -74,11 +74,6 @@ def app(mongod: MongodProcess, database: MongoDatabase) -> Litestar:
     )
 
 
-@pytest.fixture
-def api(client: httpx.AsyncClient, tenant: Tenant) -> Api:
-    return Api(client, tenant)
-
-
 class Clock:
     """A pinned clock: every time the service stamps is ``at``."""
 

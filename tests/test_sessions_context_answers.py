@@ -15,20 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from unittest import mock
 
 import httpx
-import pytest
 from litestar import Litestar
 from litestar.serialization import encode_json, get_serializer
 
 from handoff import clock
-from handoff.app import create_app
-from handoff.config import Settings
 from handoff.db import MongoDatabase
-from handoff.localdb import MongodProcess
 from handoff.plans import service as plans
 from handoff.plans import views as plan_views
 from handoff.sessions import log_reads, newest_notables, queries, views
@@ -42,24 +37,14 @@ from handoff.sessions.schemas import (
     WorkLogEntry,
 )
 from tests.api import Api, ok
-from tests.factories import Tenant
+from tests.factories import small_pages_app
 from tests.test_sessions_legacy import make_legacy
 
 TYPES = ["checkpoint", "decision", "info", "error", "checkpoint", "decision", "error", "warning"]
 Doc = Mapping[str, Any]
 
 
-@pytest.fixture(scope="module")
-def app(mongod: MongodProcess, database: MongoDatabase) -> Litestar:
-    settings = Settings(
-        mongodb_url=mongod.url, database=database.name, data_dir=Path("/nonexistent"), page_entries=4, page_bytes=4096
-    )
-    return create_app(settings, database=database)
-
-
-@pytest.fixture
-def api(client: httpx.AsyncClient, tenant: Tenant) -> Api:
-    return Api(client, tenant)
+app = small_pages_app()
 
 
 # The previous path, as it was -------------------------------------------------------------------------------

@@ -10,41 +10,25 @@ that old shape, and check every read answers as before; that the first write mov
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from bson import ObjectId
 from click.testing import CliRunner
-from litestar import Litestar
 from pymongo.database import Database
 
-from handoff.app import create_app
 from handoff.cli import cli
-from handoff.config import Settings
 from handoff.db import MongoDatabase
-from handoff.localdb import MongodProcess
 from handoff.sessions import migration
 from handoff.sessions.limits import stored_size
 from tests.api import Api, ok
-from tests.factories import Tenant
+from tests.factories import small_pages_app
 
 TYPES = ["info", "checkpoint", "info", "decision", "error", "warning"]
 PAGED_FIELDS = ("pages_version", "open_bytes", "sealed", "stored_bytes", "appended", "sealed_upto", "last_removal")
 
 
-@pytest.fixture(scope="module")
-def app(mongod: MongodProcess, database: MongoDatabase) -> Litestar:
-    settings = Settings(
-        mongodb_url=mongod.url, database=database.name, data_dir=Path("/nonexistent"), page_entries=4, page_bytes=4096
-    )
-    return create_app(settings, database=database)
-
-
-@pytest.fixture
-def api(client: httpx.AsyncClient, tenant: Tenant) -> Api:
-    return Api(client, tenant)
+app = small_pages_app()
 
 
 def legacy_document(paged: dict[str, Any], pages: list[dict[str, Any]]) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import bson
-import httpx
 import pytest
 from litestar import Litestar
 
@@ -26,7 +25,6 @@ from handoff.localdb import MongodProcess
 from handoff.sessions import migration, misses
 from handoff.sessions.limits import stored_size
 from tests.api import Api, ok
-from tests.factories import Tenant
 from tests.test_sessions_legacy import READS, answers, build, make_legacy
 
 MIB = 1024 * 1024
@@ -45,11 +43,6 @@ def settings(mongod: MongodProcess, database: MongoDatabase) -> Settings:
 @pytest.fixture(scope="module")
 def app(settings: Settings, database: MongoDatabase) -> Litestar:
     return create_app(settings, database=database)
-
-
-@pytest.fixture
-def api(client: httpx.AsyncClient, tenant: Tenant) -> Api:
-    return Api(client, tenant)
 
 
 def _type(n: int) -> str:

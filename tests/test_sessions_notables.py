@@ -15,20 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-from litestar import Litestar
 
 from handoff import bulk
 from handoff.app import create_app
 from handoff.config import Settings
 from handoff.db import MongoDatabase
-from handoff.localdb import MongodProcess
 from tests.api import Api, ok
-from tests.factories import Tenant, exported
+from tests.factories import Tenant, exported, small_pages_app
 from tests.inprocess import in_process
 from tests.test_sessions_legacy import make_legacy
 
-SMALL_PAGES = {"page_entries": 4, "page_bytes": 4096}
 #: Two of each notable type in every ten entries, so a log of 1,100 holds more than 200 of each.
 TYPES = ["checkpoint", "info", "decision", "error", "checkpoint", "warning", "decision", "info", "error", "success"]
 LISTS = {"checkpoints": "checkpoint", "decisions": "decision", "errors": "error"}
@@ -37,19 +33,7 @@ LIMIT = 200
 Entry = dict[str, Any]
 
 
-@pytest.fixture(scope="module")
-def small_settings(mongod: MongodProcess, database: MongoDatabase) -> Settings:
-    return Settings(mongodb_url=mongod.url, database=database.name, data_dir=Path("/nonexistent"), **SMALL_PAGES)
-
-
-@pytest.fixture(scope="module")
-def app(small_settings: Settings, database: MongoDatabase) -> Litestar:
-    return create_app(small_settings, database=database)
-
-
-@pytest.fixture
-def api(client: httpx.AsyncClient, tenant: Tenant) -> Api:
-    return Api(client, tenant)
+app = small_pages_app()
 
 
 async def grow(api: Api, session_id: str, count: int, *, start: int = 0, batch: int = 100) -> list[Entry]:

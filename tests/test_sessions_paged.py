@@ -11,39 +11,27 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from litestar import Litestar
 
 from handoff.app import create_app
 from handoff.config import Settings
 from handoff.db import MongoDatabase
-from handoff.localdb import MongodProcess
 from handoff.sessions.models import LogPage
 from tests.api import Api, ok, problem
-from tests.factories import Tenant
+from tests.factories import Tenant, small_pages_app
 from tests.inprocess import in_process
 from tests.test_ops_metrics import scrape, value
 
 TYPES = ["info", "checkpoint", "info", "decision", "error", "warning", "success", "info", "checkpoint"]
 ACTIONS = ["created", "modified", "modified", "deleted"]
-SMALL_PAGES = {"page_entries": 4, "page_bytes": 4096}
 
 Entry = dict[str, Any]
 
 
-@pytest.fixture(scope="module")
-def app(mongod: MongodProcess, database: MongoDatabase) -> Litestar:
-    settings = Settings(mongodb_url=mongod.url, database=database.name, data_dir=Path("/nonexistent"), **SMALL_PAGES)
-    return create_app(settings, database=database)
-
-
-@pytest.fixture
-def api(client: httpx.AsyncClient, tenant: Tenant) -> Api:
-    return Api(client, tenant)
+app = small_pages_app()
 
 
 async def grow(api: Api, session_id: str, count: int, *, start: int = 0) -> list[Entry]:

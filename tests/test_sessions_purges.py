@@ -17,34 +17,22 @@ from typing import Any
 
 import httpx
 import pytest
-from litestar import Litestar
 
 from handoff import bulk, clock
 from handoff.analytics import service
 from handoff.analytics.rollup import worker as rollup_worker
-from handoff.app import create_app
-from handoff.config import Settings
 from handoff.db import MongoDatabase
 from handoff.localdb import MongodProcess
 from handoff.sessions import migration, purges
 from handoff.sessions.paging import PageBounds
 from tests.api import Api, ok, problem
-from tests.factories import Tenant, exported
+from tests.factories import Tenant, exported, small_pages_app, small_pages_settings
 
-SMALL_PAGES = {"page_entries": 4, "page_bytes": 4096}
 BOUNDS = PageBounds(entries=4, bytes=4096)
 LONG = 4_000
 
 
-@pytest.fixture(scope="module")
-def app(mongod: MongodProcess, database: MongoDatabase) -> Litestar:
-    settings = Settings(mongodb_url=mongod.url, database=database.name, data_dir=Path("/nonexistent"), **SMALL_PAGES)
-    return create_app(settings, database=database)
-
-
-@pytest.fixture
-def api(client: httpx.AsyncClient, tenant: Tenant) -> Api:
-    return Api(client, tenant)
+app = small_pages_app()
 
 
 def entry(n: int, *, tag: str = "old") -> dict[str, Any]:
@@ -343,7 +331,7 @@ async def test_an_import_of_an_erased_id_whose_purge_died_keeps_every_imported_p
     export = tmp_path / "export.jsonl"
     export.write_bytes(await exported(tenant.workspace.slug))
     await delete_dying_midway(api, monkeypatch, f"/{sid}")
-    settings = Settings(mongodb_url=mongod.url, database=database.name, data_dir=Path("/nonexistent"), **SMALL_PAGES)
+    settings = small_pages_settings(mongod, database)
 
     result = await bulk.import_files([export], workspace=tenant.workspace.slug, settings=settings)
 

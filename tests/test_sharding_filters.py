@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,12 +20,10 @@ from litestar import Litestar
 from pymongo import monitoring
 
 from handoff.analytics.rollup import worker as rollup
-from handoff.app import create_app
-from handoff.config import Settings
 from handoff.db import MongoDatabase
 from handoff.localdb import MongodProcess
 from tests.api import Api, ok
-from tests.factories import make_tenant
+from tests.factories import make_tenant, small_pages_app
 from tests.inprocess import in_process
 from tests.listening import StartedCommands, listened_database
 from tests.test_sessions_legacy import make_legacy
@@ -89,12 +86,7 @@ async def database(mongod: MongodProcess, recorder: Recorder) -> AsyncIterator[M
         yield database
 
 
-@pytest.fixture
-def app(mongod: MongodProcess, database: MongoDatabase) -> Litestar:
-    settings = Settings(
-        mongodb_url=mongod.url, database=database.name, data_dir=Path("/nonexistent"), page_entries=4, page_bytes=4096
-    )
-    return create_app(settings, database=database)
+app = small_pages_app(scope="function")
 
 
 @pytest.fixture

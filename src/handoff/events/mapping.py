@@ -27,7 +27,7 @@ from typing import Any, get_args
 from handoff.claims.schemas import ClaimRead
 from handoff.errors import Invalid
 from handoff.metrics import EventType
-from handoff.sessions import views
+from handoff.sessions import context_answers, views
 
 EVENT_TYPES: frozenset[str] = frozenset(get_args(EventType))
 
@@ -212,7 +212,8 @@ def _appended(fields: Mapping[str, Any], event: Any) -> list[Event]:
 
 
 def _entry(kind: str, entry: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored entry in the shape the entry routes answer with."""
+    """A stored entry in the shape the entry routes answer with: picked field by field (``context_answers``), the
+    JSON a model's ``model_dump(mode="json")`` gives without validating an entry that was validated when written."""
     if kind == "work_log":
-        return views.work_log_entry(entry).model_dump(mode="json")
-    return views.artifacts([entry])[0].model_dump(mode="json")
+        return context_answers.work_log_entry(entry)
+    return context_answers.artifact(entry)
