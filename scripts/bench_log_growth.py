@@ -1,4 +1,4 @@
-"""One session grown to 1,000,000 entries: what each route costs at 10, 10,000, 100,000 and 1,000,000 entries.
+"""Sessions of 10 to 1,000,000 entries: what each route costs at 10, 10,000, 100,000 and 1,000,000 entries.
 
     .venv/bin/python scripts/bench_log_growth.py                       # the recorded run (1,000,000 entries)
     .venv/bin/python scripts/bench_log_growth.py --sizes 10 10000      # a quick look
@@ -6,9 +6,11 @@
 
 It starts a bundled mongod of its own and, on it, two services side by side: this checkout's ``handoff serve``
 and the baseline commit's (checked out into a temporary ``git worktree``, run from its ``src`` on this venv),
-each on its own database. Each grows one session through the REST API (``work-log/batch`` of up to 1,000
-typed entries of about 200 bytes; every 50th a checkpoint, every 97th an error, a few artifacts) and, when the
-log reaches each size, times sequential calls over one keep-alive connection: single appends
+each on its own database. Each grows one session to each size through the REST API (``work-log/batch`` of up to
+1,000 typed entries of about 200 bytes; every 50th a checkpoint, every 97th an error, a few artifacts), then
+times sequential calls over one keep-alive connection, interleaved: ``--rounds`` rounds, each a short block of
+every route on every size of both services in turn, so a drift of the shared machine's speed meets every size
+and both services alike: single appends
 (``POST .../work-log``), ``handoff-context``, ``replay-context``, a work-log page of 10 entries at offset 0 and at
 90 % of the log (offset 900,000 at 1,000,000), and an entry by id (random ids over the whole log; a route the baseline
 lacks). The baseline stops where its single document is full (it is grown to ``--baseline-sizes``).
@@ -25,6 +27,7 @@ entry's own JSON size.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -51,6 +54,7 @@ GOAL_RATIO = 1.5
 BATCH = 1_000
 CALLS = 100
 APPENDS = 200
+ROUNDS = 10
 PAGE = 10  # entries per page read: a full page even at 10 entries, so every size answers the same amount
 TYPES = ["info"] * 6 + ["decision", "warning", "success"]
 
@@ -68,29 +72,37 @@ def entry(n: int) -> dict[str, Any]:
 
 @dataclass
 class Side:
-    """One service and the session it grows."""
+    """One service and its sessions, one grown to each size."""
 
     name: str
     base: str
     headers: dict[str, str]
-    session_id: str = ""
-    entries: int = 0
+    sessions: dict[int, str] = field(default_factory=dict)  # size -> session id
+    entries: dict[int, int] = field(default_factory=dict)  # size -> entries its session holds
     results: dict[int, dict[str, list[float]]] = field(default_factory=dict)
 
-    def url(self, path: str = "") -> str:
-        return f"{self.base}/v1/sessions/{self.session_id}{path}"
+    def url(self, size: int, path: str = "") -> str:
+        return f"{self.base}/v1/sessions/{self.sessions[size]}{path}"
+
+    @property
+    def total(self) -> int:
+        return sum(self.entries.values())
 
 
 def grow(http: httpx.Client, side: Side, size: int) -> None:
-    """Append typed entries in batches until the log holds ``size`` entries (a few artifacts along the way)."""
-    while side.entries < size:
-        count = min(BATCH, size - side.entries)
-        batch = [entry(side.entries + k) for k in range(count)]
-        http.post(side.url("/work-log/batch"), json={"entries": batch}, headers=side.headers).raise_for_status()
-        if side.entries % 100_000 == 0:
-            artifact = {"path": f"src/pkg{side.entries % 40}/module.py", "action": "modified"}
-            http.post(side.url("/artifacts"), json=artifact, headers=side.headers).raise_for_status()
-        side.entries += count
+    """Create a session and append typed entries in batches until it holds ``size`` (a few artifacts along the
+    way)."""
+    created = http.post(f"{side.base}/v1/sessions", json={"agent_type": "bench-growth"}, headers=side.headers)
+    side.sessions[size] = created.raise_for_status().json()["session_id"]
+    side.entries[size] = 0
+    while side.entries[size] < size:
+        count = min(BATCH, size - side.entries[size])
+        batch = [entry(side.entries[size] + k) for k in range(count)]
+        http.post(side.url(size, "/work-log/batch"), json={"entries": batch}, headers=side.headers).raise_for_status()
+        if side.entries[size] % 100_000 == 0:
+            artifact = {"path": f"src/pkg{side.entries[size] % 40}/module.py", "action": "modified"}
+            http.post(side.url(size, "/artifacts"), json=artifact, headers=side.headers).raise_for_status()
+        side.entries[size] += count
 
 
 def timed(call: Callable[[], httpx.Response], times: int) -> list[float]:
@@ -102,41 +114,64 @@ def timed(call: Callable[[], httpx.Response], times: int) -> list[float]:
     return samples
 
 
-def measure(http: httpx.Client, side: Side, *, by_id: bool, rng: random.Random) -> dict[str, list[float]]:
-    """Every timed call at the log's current size (the appends add ``APPENDS`` entries, counted)."""
-    size, h = side.entries, side.headers
+def calls_of(
+    http: httpx.Client, side: Side, size: int, *, by_id: bool, rng: random.Random
+) -> dict[str, Callable[[], httpx.Response]]:
+    """Each timed call on the session of ``size`` (an append adds one entry, counted)."""
+    h = side.headers
     deep = int(size * 0.9)
-    http.get(side.url("/handoff-context"), headers=h)  # warm-up
-    results = {
-        "append": [],
-        "handoff-context": timed(lambda: http.get(side.url("/handoff-context"), headers=h), CALLS),
-        "replay-context": timed(lambda: http.get(side.url("/replay-context"), headers=h), CALLS),
-        "page at 0": timed(lambda: http.get(side.url("/work-log"), params={"limit": PAGE}, headers=h), CALLS),
-        "page at 90 %": timed(
-            lambda: http.get(side.url("/work-log"), params={"offset": deep, "limit": PAGE}, headers=h), CALLS
+
+    def append() -> httpx.Response:
+        number = side.entries[size]
+        side.entries[size] += 1
+        return http.post(side.url(size, "/work-log"), json=entry(number), headers=h)
+
+    calls = {
+        "append": append,
+        "handoff-context": lambda: http.get(side.url(size, "/handoff-context"), headers=h),
+        "replay-context": lambda: http.get(side.url(size, "/replay-context"), headers=h),
+        "page at 0": lambda: http.get(side.url(size, "/work-log"), params={"limit": PAGE}, headers=h),
+        "page at 90 %": lambda: http.get(
+            side.url(size, "/work-log"), params={"offset": deep, "limit": PAGE}, headers=h
         ),
     }
     if by_id:
-        ids = [entry(rng.randrange(size))["id"] for _ in range(CALLS)]
-        pick = iter(ids)
-        results["entry by id"] = timed(lambda: http.get(side.url(f"/work-log/{next(pick)}"), headers=h), CALLS)
-    number = iter(range(side.entries, side.entries + APPENDS))
-    results["append"] = timed(lambda: http.post(side.url("/work-log"), json=entry(next(number)), headers=h), APPENDS)
-    side.entries += APPENDS
-    return results
+        calls["entry by id"] = lambda: http.get(
+            side.url(size, f"/work-log/{entry(rng.randrange(size))['id']}"), headers=h
+        )
+    return calls
 
 
-def run_side(side: Side, sizes: list[int], *, by_id: bool) -> None:
+def measure(http: httpx.Client, sides: list[tuple[Side, bool]], *, rounds: int) -> None:
+    """Every timed call on every size of every side, interleaved: ``rounds`` rounds, each a short block of every
+    route on every size of each side in turn, so that a drift of the shared machine's speed meets every size and
+    both services alike (a size measured minutes after another, as a session grows, would compare two machines).
+    ``sides``: each side, and whether it has the entry-by-id route."""
     rng = random.Random(7)
-    with httpx.Client(timeout=120) as http:
-        created = http.post(f"{side.base}/v1/sessions", json={"agent_type": "bench-growth"}, headers=side.headers)
-        side.session_id = created.raise_for_status().json()["session_id"]
-        for size in sizes:
-            began = time.perf_counter()
-            grow(http, side, size)
-            grown = time.perf_counter() - began
-            side.results[size] = measure(http, side, by_id=by_id, rng=rng)
-            print(f"  {side.name}: {size:>9,} entries (grown in {grown:.0f} s) measured", flush=True)
+    routes = {
+        (side.name, size): calls_of(http, side, size, by_id=by_id, rng=rng)
+        for side, by_id in sides
+        for size in sorted(side.sessions)
+    }
+    for side, _ in sides:
+        side.results = {size: {route: [] for route in routes[side.name, size]} for size in sorted(side.sessions)}
+    for calls in routes.values():
+        calls["handoff-context"]()  # warm-up
+    names = list(dict.fromkeys(route for calls in routes.values() for route in calls))
+    for _ in range(rounds):
+        for route in names:
+            times = max(1, (APPENDS if route == "append" else CALLS) // rounds)
+            for side, _ in sides:
+                for size in sorted(side.sessions):
+                    if route in routes[side.name, size]:
+                        side.results[size][route] += timed(routes[side.name, size][route], times)
+
+
+def grow_side(http: httpx.Client, side: Side, sizes: list[int]) -> None:
+    for size in sizes:
+        began = time.perf_counter()
+        grow(http, side, size)
+        print(f"  {side.name}: {size:>9,} entries grown in {time.perf_counter() - began:.0f} s", flush=True)
 
 
 # The two services ----------------------------------------------------------------------------------------------
@@ -235,19 +270,25 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=SIZES)
     parser.add_argument("--baseline", default=BASELINE, help="commit to compare with ('' for none)")
     parser.add_argument("--baseline-sizes", type=int, nargs="+", default=BASELINE_SIZES)
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="interleaved rounds of every route on every size")
     args = parser.parse_args()
-    with bench_server("bench-growth") as server:
+    with bench_server("bench-growth") as server, contextlib.ExitStack() as services, httpx.Client(timeout=120) as http:
         print(machine(server.url))
+        sides: list[tuple[Side, bool]] = []
         old: Side | None = None
         if args.baseline:
-            with baseline_checkout(args.baseline) as checkout, service_of(server.url, "growth_old", checkout) as base:
-                old = Side(args.baseline, base, make_key(server.url, "growth_old", checkout))
-                run_side(old, args.baseline_sizes, by_id=False)
-        with service_of(server.url, "growth", ROOT) as base:
-            new = Side("this code", base, make_key(server.url, "growth", ROOT))
-            run_side(new, sorted(args.sizes), by_id=True)
+            checkout = services.enter_context(baseline_checkout(args.baseline))
+            base = services.enter_context(service_of(server.url, "growth_old", checkout))
+            old = Side(args.baseline, base, make_key(server.url, "growth_old", checkout))
+            grow_side(http, old, args.baseline_sizes)
+            sides.append((old, False))
+        base = services.enter_context(service_of(server.url, "growth", ROOT))
+        new = Side("this code", base, make_key(server.url, "growth", ROOT))
+        grow_side(http, new, sorted(args.sizes))
+        sides.append((new, True))
+        measure(http, sides, rounds=args.rounds)
         report(new, old)
-        print(storage(server.url, "growth", new.entries))
+        print(storage(server.url, "growth", new.total))
 
 
 if __name__ == "__main__":
