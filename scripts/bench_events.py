@@ -4,6 +4,7 @@
     .venv/bin/python scripts/bench_events.py --seconds 30 --subscribers 400
     .venv/bin/python scripts/bench_events.py --client httpx   # the subscribers read with httpx (heavier)
     .venv/bin/python scripts/bench_events.py --rate 200       # paced writers: the service's CPU at one rate
+    .venv/bin/python scripts/bench_events.py --cycles 5       # five cycles of the three phases (default 3)
 
 It starts a bundled mongod of its own and ``handoff serve --workers 1`` (one worker holds every stream;
 ``HANDOFF_MAX_STREAMS_PER_KEY`` raised to fit them), creates 64 sessions, and runs three phases of the same 32
@@ -14,6 +15,11 @@ writers (``POST /v1/sessions/{id}/work-log``, one entry at a time, each writer i
    (``GET /v1/sessions/{id}/events``, subscriber ``i`` session ``i % 32``), as a dashboard of one agent does;
 3. without subscribers again (on the first 32 sessions), so that a drift of the shared machine's load between
    phases shows, rather than being taken for the subscribers' cost.
+
+The three phases run ``--cycles`` times (3 by default), each cycle on 64 fresh sessions with a fresh subscribers'
+process; the throughput ratio is each cycle's phase 2 against the mean of its phases 1 and 3, and the median of
+those (one cycle alone ranged 0.65-1.13 on main over one evening: the machine drifts by more than the fan-out
+costs); the latency percentiles are over every cycle's events.
 
 The subscribers run in a process of their own (this script, ``--subscribe``) so that parsing their events does not
 slow the writers' process; each reads its stream on a bare connection (``--client httpx``: through httpx, which
@@ -240,6 +246,38 @@ async def subscribe(base: str, secret: str, sessions: list[str], count: int, cli
 
 
 async def run(base: str, secret: str, pid: int, mongod_pid: int, args: argparse.Namespace) -> dict[str, Any]:
+    """``--cycles`` cycles of the three phases, each on fresh sessions with a fresh subscribers' process; the ratio
+    is each cycle's (its phase 2 against the mean of its phases 1 and 3), and their median; the latencies are all
+    cycles' events together."""
+    cycles = [await cycle(base, secret, pid, mongod_pid, args) for _ in range(args.cycles)]
+    latencies = [latency for result in cycles for latency in result.pop("_latencies")]
+    from_send = [latency for result in cycles for latency in result.pop("_from_send")]
+    ratios = [result["ratio"] for result in cycles if result["ratio"] is not None]
+    return {
+        **cycles[0],
+        "cycles": len(cycles),
+        "ratios": ratios,
+        "ratio": round(median(ratios), 3) if ratios else None,
+        "rate_without_1": [result["rate_without_1"] for result in cycles],
+        "rate_with": [result["rate_with"] for result in cycles],
+        "rate_without_2": [result["rate_without_2"] for result in cycles],
+        "events_received": len(latencies),
+        "latency_p50_ms": round(median(latencies), 1) if latencies else None,
+        "latency_p99_ms": round(percentile(latencies, 0.99), 1) if latencies else None,
+        "latency_max_ms": round(max(latencies), 1) if latencies else None,
+        "arrived_before_ack": sum(result["arrived_before_ack"] for result in cycles),
+        "from_send_p50_ms": round(median(from_send), 1) if from_send else None,
+        "from_send_p99_ms": round(percentile(from_send, 0.99), 1) if from_send else None,
+        "lost": sum(result["lost"] for result in cycles),
+        "duplicated": sum(result["duplicated"] for result in cycles),
+        "streams_ended": sum(result["streams_ended"] for result in cycles),
+        "service_cpu_ms_per_append": [result["service_cpu_ms_per_append"] for result in cycles],
+        "rss_kib_per_subscriber": [result["rss_kib_per_subscriber"] for result in cycles],
+    }
+
+
+async def cycle(base: str, secret: str, pid: int, mongod_pid: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One cycle: without subscribers, with them, without again."""
     headers = {"Authorization": f"Bearer {secret}"}
     sessions = await create_sessions(base, headers, 2 * WRITERS)
     alone, followed = sessions[:WRITERS], sessions[WRITERS:]
@@ -338,6 +376,8 @@ async def run(base: str, secret: str, pid: int, mongod_pid: int, args: argparse.
         "rss_mib_after_load": round(rss_loaded / 2**20, 1),
         "rss_kib_per_subscriber": round((rss_subscribed - rss_idle) / args.subscribers / 1024, 1),
         "rss_kib_per_subscriber_after_load": round((rss_loaded - rss_idle) / args.subscribers / 1024, 1),
+        "_latencies": latencies,
+        "_from_send": from_send,
     }
 
 
@@ -349,8 +389,8 @@ def report(result: dict[str, Any], where: str) -> None:
         f"{result['seconds_per_phase']} s per phase, one worker"
     )
     print(
-        f"appends/s without subscribers {result['rate_without_1']} then {result['rate_without_2']}, "
-        f"with {result['rate_with']}: ratio {result['ratio']} (goal >= {GOAL_RATIO})"
+        f"appends/s per cycle without subscribers {result['rate_without_1']} then {result['rate_without_2']}, "
+        f"with {result['rate_with']}: ratios {result['ratios']}, median {result['ratio']} (goal >= {GOAL_RATIO})"
     )
     print(
         f"event latency from acknowledgement: p50 {result['latency_p50_ms']} ms, p99 {result['latency_p99_ms']} ms, "
@@ -359,19 +399,20 @@ def report(result: dict[str, Any], where: str) -> None:
         f"request's sending: p50 {result['from_send_p50_ms']} ms, p99 {result['from_send_p99_ms']} ms"
     )
     print(
-        f"service CPU ms per append {result['service_cpu_ms_per_append']}, CPU cores it used "
-        f"{result['service_cpu_share']}; the subscribers' process used {result['subscribers_process_cpu_seconds']} "
+        f"service CPU ms per append, per cycle {result['service_cpu_ms_per_append']}; in the first cycle, CPU cores "
+        f"it used {result['service_cpu_share']}, the subscribers' process {result['subscribers_process_cpu_seconds']} "
         "CPU seconds (of the 2 cores the whole run shares)"
     )
     print(
-        f"CPU ms per append of mongod {result['mongod_cpu_ms_per_append']}, of the writers' process "
+        f"first cycle, CPU ms per append of mongod {result['mongod_cpu_ms_per_append']}, of the writers' process "
         f"{result['writers_cpu_ms_per_append']}, of the subscribers' process {result['subscribers_cpu_ms_per_append']}"
     )
     print(f"lost {result['lost']}, duplicated {result['duplicated']}, streams ended early {result['streams_ended']}")
     print(
-        f"service RSS {result['rss_mib_idle']} MiB idle, {result['rss_mib_subscribed']} MiB with the subscribers, "
-        f"{result['rss_mib_after_load']} MiB after the load: {result['rss_kib_per_subscriber']} KiB per subscriber "
-        f"({result['rss_kib_per_subscriber_after_load']} KiB after the load)"
+        f"service RSS (first cycle) {result['rss_mib_idle']} MiB idle, {result['rss_mib_subscribed']} MiB with the "
+        f"subscribers, {result['rss_mib_after_load']} MiB after the load "
+        f"({result['rss_kib_per_subscriber_after_load']} KiB per subscriber after the load); KiB per subscriber, "
+        f"per cycle: {result['rss_kib_per_subscriber']}"
     )
     p99_ok = result["latency_p99_ms"] is not None and result["latency_p99_ms"] <= GOAL_P99_MS
     ratio_ok = result["ratio"] is not None and result["ratio"] >= GOAL_RATIO
@@ -383,6 +424,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=15, help="length of each of the three phases")
     parser.add_argument("--subscribers", type=int, default=200)
+    parser.add_argument(
+        "--cycles", type=int, default=3, help="cycles of the three phases (each ratio, and their median)"
+    )
     parser.add_argument(
         "--rate",
         type=float,
