@@ -249,7 +249,11 @@ async def run(base: str, secret: str, pid: int, mongod_pid: int, args: argparse.
     """``--cycles`` cycles of the three phases, each on fresh sessions with a fresh subscribers' process; the ratio
     is each cycle's (its phase 2 against the mean of its phases 1 and 3), and their median; the latencies are all
     cycles' events together."""
-    cycles = [await cycle(base, secret, pid, mongod_pid, args) for _ in range(args.cycles)]
+    cycles = []
+    for number in range(args.cycles):
+        cycles.append(await cycle(base, secret, pid, mongod_pid, args))
+        shown = {key: value for key, value in cycles[-1].items() if not key.startswith("_")}
+        print(f"cycle {number + 1}: {json.dumps(shown)}", flush=True)
     latencies = [latency for result in cycles for latency in result.pop("_latencies")]
     from_send = [latency for result in cycles for latency in result.pop("_from_send")]
     ratios = [result["ratio"] for result in cycles if result["ratio"] is not None]
@@ -270,7 +274,7 @@ async def run(base: str, secret: str, pid: int, mongod_pid: int, args: argparse.
         "from_send_p99_ms": round(percentile(from_send, 0.99), 1) if from_send else None,
         "lost": sum(result["lost"] for result in cycles),
         "duplicated": sum(result["duplicated"] for result in cycles),
-        "streams_ended": sum(result["streams_ended"] for result in cycles),
+        "streams_ended": dict(sum((Counter(result["streams_ended"]) for result in cycles), Counter())),
         "service_cpu_ms_per_append": [result["service_cpu_ms_per_append"] for result in cycles],
         "rss_kib_per_subscriber": [result["rss_kib_per_subscriber"] for result in cycles],
     }
