@@ -8,7 +8,9 @@ are kept in one :class:`~handoff.sessions.models.NewestNotables` document per se
 answer's JSON text (``context_answers.typed_entry``, encoded): one ``_id`` read, and neither a dict to decode nor
 an entry to shape or encode (the answer embeds the text, ``context_answers.replay_context``). Measured with raw
 PyMongo on 600 entries (load ~2.7): one document of dicts read and encoded 3.34 ms, of JSON texts 1.98 ms, an
-empty ``find_one`` 1.05 ms.
+empty ``find_one`` 1.05 ms. Read beside the session document (``log_reads.newest``), it took the route at
+1,000,000 entries from 2.83x its 10-entry time to 1.33x (docs/benchmarks.md, "The newest notables in one
+document, as answered").
 
 It is a copy, and a copy is only as good as the writes that keep it. Each write that changes what the lists
 hold changes the session's ``pages_version`` in the same transaction (a seal, a removal of a sealed entry, a
