@@ -307,9 +307,13 @@ async def assert_copy_in_step(
     in_open = {entry["id"] for entry in session["work_log"]}
     for entry_type in LISTS.values():
         wanted = [entry["id"] for entry in log if entry["type"] == entry_type and entry["id"] not in in_open][-LIMIT:]
-        held = [json.loads(text) for text in copy["lists"][entry_type]]  # as the answer writes them
-        assert [entry["id"] for entry in held] == wanted, entry_type
-        assert copy["ids"][entry_type] == wanted
+        assert copy["ids"][entry_type] == wanted, entry_type
+        texts = copy["lists"][entry_type]
+        assert len(texts) == len(wanted)
+        # As the answer writes them; None for an entry too large to copy.
+        assert [json.loads(text)["id"] if text else None for text in texts] == [
+            entry_id if text else None for entry_id, text in zip(wanted, texts, strict=True)
+        ]
 
 
 async def test_the_newest_notables_copy_keeps_step_with_every_write(api: Api, database: MongoDatabase) -> None:
@@ -381,5 +385,33 @@ async def test_a_migrated_session_has_its_copy_in_step(api: Api, database: Mongo
     await api.post(sid, "work-log", {"id": "after", "message": "after", "type": "error"}, 201)  # migrates it
     log.append({"id": "after", "type": "error"})
 
+    await assert_copy_in_step(database, sid, log)
+    await assert_lists_exact(api, sid, log)
+
+
+async def test_an_entry_too_large_to_copy_is_read_from_its_notable_document(api: Api, database: MongoDatabase) -> None:
+    """A checkpoint of ~40 KB of data (under the 64 KiB an entry may hold) is kept in the copy by its id only: 600
+    such entries would pass MongoDB's 16 MiB document limit and fail every seal. The list that needs it is read
+    from the notable documents, exactly; once newer checkpoints push it out of the newest 200, the copy answers."""
+    sid = (await api.create())["session_id"]
+    log = await grow(api, sid, 300)
+    big = {"id": "big", "message": "a large state", "type": "checkpoint", "data": {"state": "x" * 40_000}}
+    await api.post(sid, "work-log", big, 201)
+    log.append({"id": "big", "type": "checkpoint"})
+    log += await grow(api, sid, 200, start=10_000)
+
+    copy = await database["log_newest_notables"].find_one({"session_id": sid})
+    assert copy is not None
+    at = copy["ids"]["checkpoint"].index("big")
+    assert copy["lists"]["checkpoint"][at] is None
+    await assert_copy_in_step(database, sid, log)
+    context = ok(await api.call("GET", f"/{sid}/replay-context"))
+    assert next(entry for entry in context["checkpoints"] if entry["id"] == "big")["data"] == big["data"]
+    await assert_lists_exact(api, sid, log)
+
+    log += await grow(api, sid, 1_100, start=20_000)  # 220 newer checkpoints: "big" is no longer listed
+    copy = await database["log_newest_notables"].find_one({"session_id": sid})
+    assert copy is not None
+    assert None not in copy["lists"]["checkpoint"]
     await assert_copy_in_step(database, sid, log)
     await assert_lists_exact(api, sid, log)

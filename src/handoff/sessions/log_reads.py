@@ -520,9 +520,10 @@ async def newest(
             return []
         found: list[Any] = []
         if noted > 0:
-            if lists is not None and missing <= newest_notables.LENGTH:
-                found = lists.get(selection.name, [])[-min(missing, noted) :]
-            else:
+            texts = lists.get(selection.name, [])[-min(missing, noted) :] if lists is not None else None
+            if texts is not None and missing <= newest_notables.LENGTH and None not in texts:
+                found = texts
+            else:  # no copy in step, or one of the entries is too large for it
                 found = await notables.newest(
                     workspace_id, session_id, selection.name, n=missing, below=below, first=firsts["work_log"]
                 )

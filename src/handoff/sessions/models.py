@@ -428,8 +428,8 @@ class NewestNotables(Document):
     #: The form of the entries (``newest_notables.SHAPE``): a reader of another form reads the notable documents.
     shape: int
     #: Per notable type, its newest sealed entries (at most ``newest_notables.LENGTH``), oldest first, each as the
-    #: JSON text the answer writes.
-    lists: dict[str, list[bytes]]
+    #: JSON text the answer writes (``None``: too large to copy, ``newest_notables.MAX_TEXT_BYTES``).
+    lists: dict[str, list[bytes | None]]
     #: The same entries' ids, which a removal looks for (the reader leaves them out).
     ids: dict[str, list[str]]
 

@@ -39,11 +39,16 @@ from handoff.sessions.context_answers import typed_entry
 from handoff.sessions.models import CONTEXT_LIST_LIMIT, NOTABLE_TYPES, NewestNotables, session_key
 
 Doc = dict[str, Any]
-#: Per notable type, its entries' JSON texts, oldest first.
-Lists = dict[str, list[bytes]]
+#: Per notable type, its entries' JSON texts (``None`` for one too large to copy), oldest first.
+Lists = dict[str, list[bytes | None]]
 
 #: How many entries each list holds: as many as a context lists.
 LENGTH = CONTEXT_LIST_LIMIT
+#: The largest entry text copied. An entry may hold 64 KiB of data and a 10,000-character message, so 600 of
+#: them could pass MongoDB's 16 MiB document limit and fail every seal; past this size an entry is held by its id
+#: only (its text ``None``), and a list that would need it is read from the notable documents instead. 600 texts
+#: of this size and their ids stay under 10 MiB.
+MAX_TEXT_BYTES = 16 * 1024
 #: The form of the stored entries: ``context_answers.typed_entry``'s, as JSON text. Change it with that form, and
 #: every stored copy is read around (and rebuilt by its session's next seal) instead of answering the old form.
 SHAPE = 1
@@ -58,10 +63,15 @@ def _key(workspace_id: str, session_id: str) -> Doc:
     return {"_id": session_key(workspace_id, session_id), "workspace_id": workspace_id, "session_id": session_id}
 
 
-def _texts(entries: Iterable[Mapping[str, Any]]) -> list[bytes]:
-    """The entries' JSON texts, as the answer writes them (Litestar's encoder, the route's: BSON's ``Int64`` in
-    ``data`` is an ``int`` to it)."""
-    return [encode_json(typed_entry(entry)) for entry in entries]
+def _text(entry: Mapping[str, Any]) -> bytes | None:
+    """The entry's JSON text, as the answer writes it (Litestar's encoder, the route's: BSON's ``Int64`` in
+    ``data`` is an ``int`` to it); ``None`` past :data:`MAX_TEXT_BYTES`."""
+    text = encode_json(typed_entry(entry))
+    return text if len(text) <= MAX_TEXT_BYTES else None
+
+
+def _texts(entries: Iterable[Mapping[str, Any]]) -> list[bytes | None]:
+    return [_text(entry) for entry in entries]
 
 
 def _fields(name: str, entries: Iterable[Mapping[str, Any]]) -> dict[str, list[Any]]:
