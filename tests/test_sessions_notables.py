@@ -354,7 +354,7 @@ async def test_the_newest_notables_copy_keeps_step_with_every_write(api: Api, da
 
 async def test_the_replay_context_reads_the_copy_only_while_it_is_in_step(api: Api, database: MongoDatabase) -> None:
     sid = (await api.create())["session_id"]
-    log = await grow(api, sid, 1_100)
+    log = await grow(api, sid, 400)
     copies = database["log_newest_notables"]
     decoy = json.dumps({"id": "decoy", "message": "not in the log", "type": "checkpoint", "timestamp": "x"}).encode()
     version = (await copies.find_one({"session_id": sid}))["version"]
@@ -409,7 +409,10 @@ async def test_an_entry_too_large_to_copy_is_read_from_its_notable_document(api:
     assert next(entry for entry in context["checkpoints"] if entry["id"] == "big")["data"] == big["data"]
     await assert_lists_exact(api, sid, log)
 
-    log += await grow(api, sid, 1_100, start=20_000)  # 220 newer checkpoints: "big" is no longer listed
+    for start in range(20_000, 20_300, 100):  # 300 newer checkpoints, sealed but the open page's: "big" is out
+        batch = [{"id": f"c{n}", "message": "newer", "type": "checkpoint"} for n in range(start, start + 100)]
+        await api.post(sid, "work-log/batch", {"entries": batch}, 201)
+        log += [{"id": entry["id"], "type": "checkpoint"} for entry in batch]
     copy = await database["log_newest_notables"].find_one({"session_id": sid})
     assert copy is not None
     assert None not in copy["lists"]["checkpoint"]
