@@ -75,10 +75,16 @@ def artifact(entry: Doc) -> Json:
     return _with_blob(answer, entry)
 
 
+def typed_text(entry: Doc) -> bytes:
+    """A typed entry's JSON text in the answer (Litestar's encoder, the route's: BSON's ``Int64`` in ``data`` is an
+    ``int`` to it): what the session's newest notables keep (``newest_notables.py``) and :func:`typed_list` writes."""
+    return encode_json(typed_entry(entry))
+
+
 def typed_list(entries: Iterable[Doc | bytes]) -> msgspec.Raw:
     """A list of typed entries as its JSON text, each entry either as stored or as answered already (its JSON
     text: the session's newest notables keep them so, ``newest_notables.py``), which is embedded as it is."""
-    texts = [entry if isinstance(entry, bytes) else encode_json(typed_entry(entry)) for entry in entries]
+    texts = [entry if isinstance(entry, bytes) else typed_text(entry) for entry in entries]
     return msgspec.Raw(b"[" + b",".join(texts) + b"]")
 
 

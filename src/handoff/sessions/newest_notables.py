@@ -5,7 +5,7 @@ The replay context lists each notable type's newest 200 entries. Read from the n
 answer: at 1,000,000 entries the three reads cost ~2.6 ms and the shaping ~0.75 ms of a route that answers in
 ~2 ms at 10 entries (docs/benchmarks.md, "The contexts' answers without a model per entry"). Here the same lists
 are kept in one :class:`~handoff.sessions.models.NewestNotables` document per session, each entry already as the
-answer's JSON text (``context_answers.typed_entry``, encoded): one ``_id`` read, and neither a dict to decode nor
+answer's JSON text (``context_answers.typed_text``): one ``_id`` read, and neither a dict to decode nor
 an entry to shape or encode (the answer embeds the text, ``context_answers.replay_context``). Measured with raw
 PyMongo on 600 entries (load ~2.7): one document of dicts read and encoded 3.34 ms, of JSON texts 1.98 ms, an
 empty ``find_one`` 1.05 ms. Read beside the session document (``log_reads.newest``), it took the route at
@@ -29,13 +29,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from litestar.serialization import encode_json
 from pymongo import ReplaceOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 
 from handoff.sessions import notables
-from handoff.sessions.context_answers import typed_entry
+from handoff.sessions.context_answers import typed_text
 from handoff.sessions.models import CONTEXT_LIST_LIMIT, NOTABLE_TYPES, NewestNotables, session_key
 
 Doc = dict[str, Any]
@@ -49,7 +48,7 @@ LENGTH = CONTEXT_LIST_LIMIT
 #: only (its text ``None``), and a list that would need it is read from the notable documents instead. 600 texts
 #: of this size and their ids stay under 10 MiB.
 MAX_TEXT_BYTES = 16 * 1024
-#: The form of the stored entries: ``context_answers.typed_entry``'s, as JSON text. Change it with that form, and
+#: The form of the stored entries: ``context_answers.typed_text``'s. Change it with that form, and
 #: every stored copy is read around (and rebuilt by its session's next seal) instead of answering the old form.
 SHAPE = 1
 
@@ -64,28 +63,28 @@ def _key(workspace_id: str, session_id: str) -> Doc:
 
 
 def _text(entry: Mapping[str, Any]) -> bytes | None:
-    """The entry's JSON text, as the answer writes it (Litestar's encoder, the route's: BSON's ``Int64`` in
-    ``data`` is an ``int`` to it); ``None`` past :data:`MAX_TEXT_BYTES`."""
-    text = encode_json(typed_entry(entry))
+    """The entry's JSON text as the answer writes it (``context_answers.typed_text``); ``None`` past
+    :data:`MAX_TEXT_BYTES`."""
+    text = typed_text(entry)
     return text if len(text) <= MAX_TEXT_BYTES else None
 
 
-def _texts(entries: Iterable[Mapping[str, Any]]) -> list[bytes | None]:
-    return [_text(entry) for entry in entries]
+def _arrays(entries: Iterable[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    """A type's two parallel arrays, by field: its entries as answered, and their ids (what a removal looks for)."""
+    listed = list(entries)
+    return {"lists": [_text(entry) for entry in listed], "ids": [entry["id"] for entry in listed]}
 
 
 def _fields(name: str, entries: Iterable[Mapping[str, Any]]) -> dict[str, list[Any]]:
-    """A type's two parallel arrays: its entries as answered, and their ids (what a removal looks for)."""
-    listed = list(entries)
-    return {f"lists.{name}": _texts(listed), f"ids.{name}": [entry["id"] for entry in listed]}
+    """:func:`_arrays` as the paths an update sets or pushes (``lists.<type>``, ``ids.<type>``)."""
+    return {f"{field}.{name}": values for field, values in _arrays(entries).items()}
 
 
 def _document(workspace_id: str, session_id: str, version: int, entries: Mapping[str, Iterable[Doc]]) -> Doc:
     document: Doc = {**_key(workspace_id, session_id), "version": version, "shape": SHAPE, "lists": {}, "ids": {}}
     for name, listed in entries.items():
-        for path, values in _fields(name, listed).items():
-            field, _, type_name = path.partition(".")
-            document[field][type_name] = values
+        for field, values in _arrays(listed).items():
+            document[field][name] = values
     return document
 
 
